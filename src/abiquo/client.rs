@@ -1,0 +1,1 @@
+//! HTTP client for the Abiquo API (shared by plan, run and resume).

@@ -1,0 +1,7 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = powerbook::cli::Cli::parse();
+    powerbook::app::main(cli).into()
+}

@@ -1,0 +1,1 @@
+//! Reporters: consume executor events; results table, failed jobs, JSON.

@@ -1,0 +1,323 @@
+//! Validated runbook: no spans, no strings standing in for enums. Everything after
+//! validation (plan, run, resume) works on these types only.
+
+use crate::abiquo::model::VmState;
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// A power action a step performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Power on (also resumes nothing: a PAUSED VM needs `resume`).
+    On,
+    /// Hard power off.
+    Off,
+    /// Graceful shutdown through the guest tools.
+    Shutdown,
+    Pause,
+    Resume,
+    Reset,
+    /// Azure: hard power off that releases the compute (`deallocated: true`).
+    Deallocate,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::On,
+        Action::Off,
+        Action::Shutdown,
+        Action::Pause,
+        Action::Resume,
+        Action::Reset,
+        Action::Deallocate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::On => "on",
+            Action::Off => "off",
+            Action::Shutdown => "shutdown",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Reset => "reset",
+            Action::Deallocate => "deallocate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The VM state the action leads to (`reset` keeps the VM ON).
+    pub fn target_state(self) -> VmState {
+        match self {
+            Action::On | Action::Resume | Action::Reset => VmState::On,
+            Action::Off | Action::Shutdown | Action::Deallocate => VmState::Off,
+            Action::Pause => VmState::Paused,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A count or a percentage of some total (`3` or `"10%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Amount {
+    Count(u64),
+    /// 1..=100
+    Percent(u8),
+}
+
+impl Amount {
+    /// Resolves against a total. Percentages round up so that `25%` of 1 VM is 1, not 0.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Amount::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Amount::Percent(p) => (total * usize::from(p)).div_ceil(100),
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// A name glob (`web-*`), kept with its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    raw: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn new(raw: &str) -> Result<Self, globset::Error> {
+        let matcher = Glob::new(raw)?.compile_matcher();
+        Ok(Self {
+            raw: raw.to_owned(),
+            matcher,
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// True when the pattern has no glob metacharacters.
+    pub fn is_literal(&self) -> bool {
+        !self.raw.contains(['*', '?', '[', '{'])
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Pattern {}
+
+/// A VDC or vApp reference: numeric id or name glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameOrId {
+    Id(u64),
+    Name(Pattern),
+}
+
+impl NameOrId {
+    pub fn matches(&self, id: Option<u64>, name: Option<&str>) -> bool {
+        match self {
+            NameOrId::Id(want) => id == Some(*want),
+            NameOrId::Name(p) => name.is_some_and(|n| p.matches(n)),
+        }
+    }
+}
+
+impl fmt::Display for NameOrId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameOrId::Id(id) => write!(f, "{id}"),
+            NameOrId::Name(p) => f.write_str(p.as_str()),
+        }
+    }
+}
+
+/// One selector: all present fields must match (AND).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    pub vdc: Option<NameOrId>,
+    pub vapp: Option<NameOrId>,
+    pub vm: Option<Pattern>,
+    pub label: Option<Pattern>,
+    pub state: Option<VmState>,
+    /// Hypervisor type as the API spells it (`AZURE`, `KVM`, ...), compared case-insensitively.
+    pub hypervisor: Option<String>,
+    /// An exact VM URL (`edit` link).
+    pub href: Option<String>,
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(v) = &self.vdc {
+            parts.push(format!("vdc={v}"));
+        }
+        if let Some(v) = &self.vapp {
+            parts.push(format!("vapp={v}"));
+        }
+        if let Some(v) = &self.vm {
+            parts.push(format!("vm={}", v.as_str()));
+        }
+        if let Some(v) = &self.label {
+            parts.push(format!("label={}", v.as_str()));
+        }
+        if let Some(v) = &self.state {
+            parts.push(format!("state={v}"));
+        }
+        if let Some(v) = &self.hypervisor {
+            parts.push(format!("hypervisor={v}"));
+        }
+        if let Some(v) = &self.href {
+            parts.push(format!("href={v}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// How a step walks its VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Up to the step's concurrency at once.
+    #[default]
+    Parallel,
+    /// One VM at a time, in the order the targets list them.
+    Sequential,
+}
+
+/// What a failure threshold does when crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Start nothing new; let in-flight tasks finish; the rest is "not started".
+    #[default]
+    Abort,
+    /// Keep going; failures are reported.
+    Continue,
+}
+
+/// Waves: the step's VMs are split into chunks, with a pause between chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waves {
+    pub size: Amount,
+    pub pause: Duration,
+}
+
+/// Graceful shutdown fallback: hard off when the graceful task fails or is too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    /// Always `Action::Off` today.
+    pub action: Action,
+    pub after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub action: Action,
+    /// ORed selectors.
+    pub targets: Vec<Selector>,
+    /// VMs matching any of these are left out (recorded as "excluded").
+    pub exclude: Vec<Selector>,
+    /// Indices into `Runbook::steps` this step waits for. Empty = starts at once.
+    pub after: Vec<usize>,
+    pub order: Order,
+    /// Per-step limit on VMs in flight (the run-wide limit still applies).
+    pub concurrency: Option<NonZeroUsize>,
+    pub waves: Option<Waves>,
+    pub fallback: Option<Fallback>,
+    pub task_timeout: Duration,
+    pub on_failure: OnFailure,
+    pub max_failures: Option<Amount>,
+    /// Act on protected VMs too (they are skipped otherwise).
+    pub allow_protected: bool,
+    /// How long one task of this step is expected to take (for plan estimates).
+    pub expected_duration: Option<Duration>,
+}
+
+/// `[api]`: lowest-priority connection settings (flag > environment > runbook).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiSettings {
+    pub endpoint: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `[limits]`: run-wide bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub concurrency: Option<NonZeroUsize>,
+    pub requests_per_second: Option<NonZeroUsize>,
+    /// Start nothing new after this long.
+    pub deadline: Option<Duration>,
+    /// Run-wide failure threshold (over all VMs of the run).
+    pub max_failures: Option<Amount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runbook {
+    pub name: String,
+    pub description: Option<String>,
+    pub api: ApiSettings,
+    pub limits: Limits,
+    /// Expected task duration per action, for plan estimates (`[estimates]`).
+    pub estimates: BTreeMap<Action, Duration>,
+    pub steps: Vec<Step>,
+    /// SHA-256 of the runbook source, hex (journal and saved plans compare it).
+    pub source_hash: String,
+}
+
+impl Runbook {
+    pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    pub const DEFAULT_CONCURRENCY: usize = 50;
+
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_amount_rounds_up_and_count_is_literal() {
+        assert_eq!(Amount::Percent(25).of(10), 3);
+        assert_eq!(Amount::Percent(25).of(1), 1);
+        assert_eq!(Amount::Percent(100).of(7), 7);
+        assert_eq!(Amount::Count(3).of(100), 3);
+    }
+
+    #[test]
+    fn pattern_matches_globs() {
+        let p = Pattern::new("web-*").ok();
+        assert!(p.as_ref().is_some_and(|p| p.matches("web-01")));
+        assert!(!p.as_ref().is_some_and(|p| p.matches("db-01")));
+    }
+}
