@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::exit::EXIT_CODES_HELP;
 
@@ -147,6 +148,73 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Speed factor for demos (2 = tasks take half as long).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
+    /// Mean task duration (overrides the inventory's), e.g. "1500ms".
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_duration: Option<Duration>,
+    /// Uniform task-duration jitter (overrides the inventory's), e.g. "500ms".
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_jitter: Option<Duration>,
+    /// Error answered for a power request on a LOCKED VM (the reference leaves it open).
+    #[arg(long, value_enum, value_name = "CODE")]
+    pub locked_code: Option<crate::sim::LockedCode>,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Fault injection for `powerbook sim`: each RATE is a probability in 0.0..=1.0, all off by
+/// default.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Fault injection")]
+pub struct FaultArgs {
+    /// Answer HTTP 503 to this share of requests.
+    #[arg(long = "fault-503", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub http_503: f64,
+    /// Answer HTTP 429 (with Retry-After) to this share of requests.
+    #[arg(long = "fault-429", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub http_429: f64,
+    /// Retry-After of injected 429s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_after: Option<Duration>,
+    /// Close the connection without answering (request not processed).
+    #[arg(long = "fault-drop", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub drop_connection: f64,
+    /// Process a power request, then close the connection without answering.
+    #[arg(long = "fault-lose-answer", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub lose_answer: f64,
+    /// Delay answers by --slow-delay.
+    #[arg(long = "fault-slow", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub slow: f64,
+    /// Delay of slow answers.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub slow_delay: Option<Duration>,
+    /// Make accepted tasks fail (job FAILED, rollbackState ROLLBACK_DONE).
+    #[arg(long = "fault-job-fail", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub job_failure: f64,
+    /// Make accepted tasks never finish (the VM stays LOCKED).
+    #[arg(long = "fault-stuck", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub stuck_task: f64,
+    /// Cut successful JSON answers in half.
+    #[arg(long = "fault-malformed", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub malformed_json: f64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a rate between 0.0 and 1.0")),
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a speed factor > 0")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 500ms, 2s"))
 }

@@ -1,2 +1,168 @@
-//! `powerbook sim`: a local simulator of the Abiquo API surface powerbook uses.
+//! `powerbook sim`: a local simulator of the Abiquo API surface powerbook uses (same URLs,
+//! media types, versions, states, errors, tasks and jobs), with fault injection and
+//! counters for tests. Tests start it in-process with [`SimHandle::start`].
+
 pub mod cmd;
+mod config;
+mod faults;
+mod inventory;
+mod negotiate;
+mod routes;
+mod state;
+mod stats;
+
+pub use config::{
+    DEFAULT_PASSWORD, DEFAULT_USER, Faults, LockedCode, SimAction, SimConfig, SimUser, SimVapp,
+    SimVdc, SimVmSpec,
+};
+pub use state::SimVm;
+pub use stats::{MutationRecord, SimStats};
+
+use crate::abiquo::model::VmState;
+use faults::{KillSwitch, SimListener};
+use routes::Shared;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Most connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long `shutdown` lets open requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why an inventory or configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot read inventory {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Inventory {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+}
+
+/// A running simulator. Stops on [`SimHandle::shutdown`] or when dropped.
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    base_url: String,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Binds 127.0.0.1:0 and serves in the background (tokio task).
+    pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+        SimHandle::start_on(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Binds `addr` (any address: the CLI is the one that insists on loopback).
+    pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+        config
+            .validate()
+            .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let unspecified = local.ip().is_unspecified();
+        // Links need an address clients can reach: loopback stands in for "any".
+        let link_addr = if unspecified {
+            let ip = match local.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            };
+            SocketAddr::new(ip, local.port())
+        } else {
+            local
+        };
+        let base_url = format!("http://{link_addr}/api");
+        let shared = Arc::new(Shared::new(
+            Arc::new(config),
+            base_url.clone(),
+            unspecified,
+            local.port(),
+        ));
+        let app =
+            routes::router(Arc::clone(&shared)).into_make_service_with_connect_info::<KillSwitch>();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let listener = SimListener::new(listener, MAX_CONNECTIONS);
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = server.await {
+                tracing::error!("simulator stopped: {e}");
+            }
+        });
+        Ok(SimHandle {
+            shared,
+            addr: local,
+            base_url,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/api` (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Same data as `GET /_sim/stats`.
+    pub fn stats(&self) -> SimStats {
+        let now = self.shared.now();
+        self.shared.world().stats(now)
+    }
+
+    /// Same data as `GET /_sim/vms`.
+    pub fn vm_states(&self) -> Vec<SimVm> {
+        let now = self.shared.now();
+        self.shared.world().sim_vms(now, self.shared.base())
+    }
+
+    /// Changes a VM's state behind the API's back (tests); `false` if no VM has that name.
+    /// A task running on the VM no longer changes its state when it ends.
+    pub fn set_vm_state(&self, name: &str, state: VmState) -> bool {
+        let now = self.shared.now();
+        self.shared.world().set_vm_state(now, name, state)
+    }
+
+    /// Stops accepting, lets open requests finish (up to a few seconds), then returns.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
