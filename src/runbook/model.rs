@@ -22,8 +22,11 @@ pub enum Action {
     Off,
     /// Graceful shutdown through the guest tools.
     Shutdown,
+    /// Suspend a running VM (PAUSED).
     Pause,
+    /// Continue a PAUSED VM.
     Resume,
+    /// Hard reset of a running VM (it stays ON).
     Reset,
     /// Azure: hard power off that releases the compute (`deallocated: true`).
     Deallocate,

@@ -47,6 +47,7 @@ pub struct RawRunbook {
     /// Settings every step inherits unless it sets its own.
     pub defaults: Option<RawDefaults>,
     /// Expected task duration per action (for `powerbook plan` estimates), e.g. `shutdown = "2m"`.
+    #[serde(default)]
     #[schemars(schema_with = "schema::estimates")]
     pub estimates: Option<Sp<BTreeMap<Sp<String>, Sp<String>>>>,
     /// The steps, in order. A step without `after` runs after the step above it.
@@ -58,6 +59,7 @@ pub struct RawRunbook {
 /// `[api]`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Api")]
 pub struct RawApi {
     /// API root URL, e.g. `https://abiquo.example.com/api`.
     #[schemars(with = "Option<String>", regex(pattern = r"^https?://"))]
@@ -70,6 +72,7 @@ pub struct RawApi {
 /// `[limits]`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
 pub struct RawLimits {
     /// VMs in flight across the whole run (default 50).
     #[schemars(with = "Option<u64>", range(min = 1))]
@@ -78,9 +81,11 @@ pub struct RawLimits {
     #[schemars(with = "Option<u64>", range(min = 1))]
     pub requests_per_second: Option<Sp<i64>>,
     /// Start nothing new after this long (e.g. `"90m"`); the rest is reported not started.
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub deadline: Option<Sp<String>>,
     /// Run-wide failure threshold over all VMs: a count (`3`) or a percentage (`"10%"`).
+    #[serde(default)]
     #[schemars(schema_with = "schema::amount")]
     pub max_failures: Option<Sp<RawAmount>>,
 }
@@ -88,14 +93,17 @@ pub struct RawLimits {
 /// `[defaults]`: inherited by every step unless it sets its own.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Defaults")]
 pub struct RawDefaults {
     /// How long one VM's task may take before it counts as failed (default `"10m"`).
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub task_timeout: Option<Sp<String>>,
     /// What crossing `max_failures` does: `abort` (default) or `continue`.
     #[schemars(with = "Option<crate::runbook::model::OnFailure>")]
     pub on_failure: Option<Sp<String>>,
     /// Failure threshold per step: a count (`3`) or a percentage of the step's VMs (`"10%"`).
+    #[serde(default)]
     #[schemars(schema_with = "schema::amount")]
     pub max_failures: Option<Sp<RawAmount>>,
     /// VMs in flight per step.
@@ -108,6 +116,7 @@ pub struct RawDefaults {
     #[schemars(with = "Option<bool>")]
     pub allow_protected: Option<Sp<bool>>,
     /// How long one task is expected to take, for plan estimates.
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub expected_duration: Option<Sp<String>>,
 }
@@ -115,6 +124,7 @@ pub struct RawDefaults {
 /// `[[step]]`: one power action on a set of VMs.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step")]
 pub struct RawStep {
     /// Unique name; `after` refers to it.
     #[schemars(required, with = "String", length(min = 1))]
@@ -144,18 +154,21 @@ pub struct RawStep {
     #[schemars(with = "Option<RawFallback>")]
     pub fallback: Option<Sp<RawFallback>>,
     /// How long one VM's task may take before it counts as failed.
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub task_timeout: Option<Sp<String>>,
     /// What crossing `max_failures` does: `abort` or `continue`.
     #[schemars(with = "Option<crate::runbook::model::OnFailure>")]
     pub on_failure: Option<Sp<String>>,
     /// Failure threshold: a count (`3`) or a percentage of the step's VMs (`"10%"`).
+    #[serde(default)]
     #[schemars(schema_with = "schema::amount")]
     pub max_failures: Option<Sp<RawAmount>>,
     /// Act on protected VMs too.
     #[schemars(with = "Option<bool>")]
     pub allow_protected: Option<Sp<bool>>,
     /// How long one task is expected to take, for plan estimates.
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub expected_duration: Option<Sp<String>>,
 }
@@ -163,12 +176,15 @@ pub struct RawStep {
 /// A VM selector: every field given must match (AND). At least one field is required.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Selector")]
 #[schemars(extend("minProperties" = 1))]
 pub struct RawSelector {
     /// Virtual datacenter: a name glob or a numeric id.
+    #[serde(default)]
     #[schemars(schema_with = "schema::name_or_id")]
     pub vdc: Option<Sp<RawNameOrId>>,
     /// Virtual appliance: a name glob or a numeric id.
+    #[serde(default)]
     #[schemars(schema_with = "schema::name_or_id")]
     pub vapp: Option<Sp<RawNameOrId>>,
     /// VM name glob, e.g. `"web-*"`.
@@ -178,9 +194,11 @@ pub struct RawSelector {
     #[schemars(with = "Option<String>", length(min = 1))]
     pub label: Option<Sp<String>>,
     /// Current VM state, as the API spells it (`ON`, `OFF`, `PAUSED`, ...).
+    #[serde(default)]
     #[schemars(schema_with = "schema::state")]
     pub state: Option<Sp<String>>,
     /// Hypervisor type, as the API spells it (`KVM`, `VMX_04`, `AZURE`, ...).
+    #[serde(default)]
     #[schemars(schema_with = "schema::hypervisor")]
     pub hypervisor: Option<Sp<String>>,
     /// One exact VM URL (its `edit` link).
@@ -191,11 +209,13 @@ pub struct RawSelector {
 /// `waves = { size = "25%", pause = "30s" }`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Waves")]
 pub struct RawWaves {
     /// VMs per wave: a count (`5`) or a percentage of the step's VMs (`"25%"`).
     #[schemars(required, schema_with = "schema::amount")]
     pub size: Option<Sp<RawAmount>>,
     /// Pause between waves (default: none).
+    #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub pause: Option<Sp<String>>,
 }
@@ -203,6 +223,7 @@ pub struct RawWaves {
 /// `fallback = { action = "off", after = "5m" }`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Fallback")]
 pub struct RawFallback {
     /// The fallback action; `off` (hard power off) is the only one, and the default.
     #[schemars(with = "Option<FallbackAction>")]

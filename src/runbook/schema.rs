@@ -17,10 +17,14 @@ pub fn schema_json() -> String {
     text
 }
 
-/// TOML has no null: drop the `null` alternatives schemars adds for optional fields.
+/// TOML has no null: drop the `null` alternatives and defaults schemars adds for optional
+/// fields.
 fn strip_null(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            if map.get("default").is_some_and(Value::is_null) {
+                map.remove("default");
+            }
             if let Some(Value::Array(types)) = map.get_mut("type") {
                 types.retain(|t| t != "null");
                 if types.len() == 1 {
