@@ -1,16 +1,108 @@
-//! The `runbook` command(s).
+//! `powerbook validate` and `powerbook schema`.
 
+use super::diagnostic::{self, JsonDiagnostic};
+use crate::cli::{OutputFormat, ValidateArgs};
 use crate::exit::Outcome;
+use serde::Serialize;
 
-pub fn validate(_args: &crate::cli::ValidateArgs) -> Outcome {
-    not_yet("validate")
+#[derive(Serialize)]
+struct JsonReport {
+    version: u32,
+    files: Vec<JsonFile>,
 }
 
+#[derive(Serialize)]
+struct JsonFile {
+    file: String,
+    valid: bool,
+    diagnostics: Vec<JsonDiagnostic>,
+}
+
+/// Checks every file; exit 0 when all are valid, 2 otherwise. Warnings count as errors
+/// under `--strict`.
+pub fn validate(args: &ValidateArgs) -> Outcome {
+    let mut all_valid = true;
+    let mut files = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let (valid, source, diagnostics) = match super::load(path) {
+            Ok(loaded) => {
+                let source = std::fs::read_to_string(path).unwrap_or_default();
+                let valid = !args.strict || loaded.warnings.is_empty();
+                (valid, source, loaded.warnings)
+            }
+            Err(failure) => (false, failure.source, failure.diagnostics),
+        };
+        all_valid &= valid;
+        match args.output {
+            OutputFormat::Human => {
+                eprint!("{}", diagnostic::render(&name, &source, &diagnostics));
+                println!("{}", summary(&name, valid, &diagnostics, args.strict));
+            }
+            OutputFormat::Json => files.push(JsonFile {
+                file: name,
+                valid,
+                diagnostics: diagnostics
+                    .iter()
+                    .map(|d| JsonDiagnostic::new(&source, d))
+                    .collect(),
+            }),
+        }
+    }
+    if args.output == OutputFormat::Json {
+        let report = JsonReport { version: 1, files };
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot write the JSON report: {e}");
+                return Outcome::Usage;
+            }
+        }
+    }
+    if all_valid {
+        Outcome::Success
+    } else {
+        Outcome::Usage
+    }
+}
+
+/// One line per file on stdout: `file: valid` / `file: invalid (2 errors, 1 warning)`.
+fn summary(
+    name: &str,
+    valid: bool,
+    diagnostics: &[diagnostic::Diagnostic],
+    strict: bool,
+) -> String {
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let mut counts = Vec::new();
+    if errors > 0 {
+        counts.push(plural(errors, "error"));
+    }
+    if warnings > 0 {
+        counts.push(plural(warnings, "warning"));
+    }
+    let verdict = if valid { "valid" } else { "invalid" };
+    let mut line = format!("{name}: {verdict}");
+    if !counts.is_empty() {
+        line.push_str(&format!(" ({})", counts.join(", ")));
+    }
+    if strict && errors == 0 && warnings > 0 {
+        line.push_str(" [--strict: warnings are errors]");
+    }
+    line
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Prints the JSON Schema of the runbook format.
 pub fn schema() -> Outcome {
-    not_yet("schema")
-}
-
-fn not_yet(cmd: &str) -> Outcome {
-    eprintln!("error: `{cmd}` is not implemented in this build");
-    Outcome::Usage
+    print!("{}", super::schema::schema_json());
+    Outcome::Success
 }
