@@ -16,7 +16,7 @@ use crate::abiquo::client::Client;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
 use crate::exec::poll::PollPolicy;
 use crate::plan::{Plan, PlannedStep};
-use crate::runbook::model::{OnFailure, Runbook, Step};
+use crate::runbook::model::{Amount, OnFailure, Runbook, Step};
 use futures::StreamExt;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -270,6 +270,14 @@ async fn watchdog(ctx: &Ctx<'_>, deadline: Option<Duration>, announced: &AtomicB
     std::future::pending::<()>().await;
 }
 
+/// `3`, or `10% (2 of 15 VMs)`.
+fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
+    match amount {
+        Amount::Count(_) => amount.to_string(),
+        Amount::Percent(_) => format!("{amount} ({max} of {of} VMs)"),
+    }
+}
+
 struct Scheduler<'a> {
     ctx: &'a Ctx<'a>,
     plan: &'a Plan,
@@ -277,7 +285,7 @@ struct Scheduler<'a> {
     slots: &'a Semaphore,
     tally: &'a Mutex<Tally>,
     /// Run-wide threshold: (as written, resolved count).
-    run_threshold: Option<(crate::runbook::model::Amount, usize)>,
+    run_threshold: Option<(Amount, usize)>,
     done: &'a [watch::Sender<bool>],
 }
 
@@ -316,7 +324,7 @@ impl Scheduler<'_> {
                         reason: t.disposition.reason(),
                     },
                 );
-                self.record(step, rb_step, &mut counts, r).await;
+                self.record(&mut counts, r).await;
             }
         }
         let threshold = rb_step.max_failures.map(|a| (a, a.of(step.live_count())));
@@ -346,7 +354,7 @@ impl Scheduler<'_> {
                     step_failures += 1;
                     self.check_step_threshold(step, rb_step, threshold, step_failures);
                 }
-                self.record(step, rb_step, &mut counts, r).await;
+                self.record(&mut counts, r).await;
             }
         }
         self.ctx
@@ -422,7 +430,7 @@ impl Scheduler<'_> {
         &self,
         step: &PlannedStep,
         rb_step: &Step,
-        threshold: Option<(crate::runbook::model::Amount, usize)>,
+        threshold: Option<(Amount, usize)>,
         failures: usize,
     ) {
         if let Some((amount, max)) = threshold
@@ -430,20 +438,15 @@ impl Scheduler<'_> {
             && rb_step.on_failure == OnFailure::Abort
         {
             self.ctx.control.abort(format!(
-                "step '{}': {failures} failures exceed max_failures = {amount} ({max} of {} VMs)",
+                "step '{}': {failures} failures exceed max_failures = {}",
                 step.name,
-                step.live_count()
+                threshold_text(amount, max, step.live_count())
             ));
         }
     }
 
-    async fn record(
-        &self,
-        _step: &PlannedStep,
-        _rb_step: &Step,
-        counts: &mut ResultCounts,
-        r: VmResult,
-    ) {
+    /// Counts a result, checks the run-wide threshold and reports it.
+    async fn record(&self, counts: &mut ResultCounts, r: VmResult) {
         counts.add(&r.outcome);
         let run_failures = {
             let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
@@ -458,9 +461,8 @@ impl Scheduler<'_> {
             && run_failures > max
         {
             self.ctx.control.abort(format!(
-                "{run_failures} failures in the run exceed limits.max_failures = {amount} \
-                 ({max} of {} VMs)",
-                self.plan.total_live()
+                "{run_failures} failures in the run exceed limits.max_failures = {}",
+                threshold_text(amount, max, self.plan.total_live())
             ));
         }
         self.ctx

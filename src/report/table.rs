@@ -60,7 +60,11 @@ pub fn results_table(results: &[VmResult], opts: RenderOptions) -> String {
             r.task_state
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), ToString::to_string),
-            duration_text(r.duration_ms, opts),
+            if r.state_before.is_none() && r.duration_ms == 0 {
+                "-".to_owned()
+            } else {
+                duration_text(r.duration_ms, opts)
+            },
             r.outcome.text(),
         ]);
     }
@@ -79,11 +83,7 @@ pub fn failed_jobs_table(jobs: &[FailedJob], opts: RenderOptions) -> String {
         "Rollback",
     ]);
     for j in jobs {
-        // Job ids are `<task id>.<uuid>`: the task id is in its own column already.
-        let job = j
-            .job_id
-            .strip_prefix(&format!("{}.", j.task_id))
-            .map_or_else(|| j.job_id.clone(), |rest| format!("….{rest}"));
+        let job = short_job_id(&j.job_id, &j.task_id);
         t.add_row(vec![
             j.vm.clone(),
             j.task_id.clone(),
@@ -129,6 +129,21 @@ pub fn summary_lines(s: &Summary, opts: RenderOptions) -> String {
     out
 }
 
+/// Job ids are `<task id>.<uuid>`: the task id has its own column, so the table shows the
+/// start of the job's own part (the JSON report has both whole).
+fn short_job_id(job_id: &str, task_id: &str) -> String {
+    let own = job_id
+        .strip_prefix(task_id)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(job_id);
+    if own.chars().count() > 12 {
+        let head: String = own.chars().take(8).collect();
+        format!("{head}…")
+    } else {
+        own.to_owned()
+    }
+}
+
 fn state_text(state: Option<&VmState>, deallocated: Option<bool>) -> String {
     match (state, deallocated) {
         (None, _) => "-".into(),
@@ -162,6 +177,19 @@ mod tests {
             duration_text(61_000, RenderOptions { test_mode: true }),
             "~"
         );
+    }
+
+    #[test]
+    fn job_ids_lose_their_task_prefix_and_are_shortened() {
+        let task = "e15b0aec-0a9c-4e37-bc68-10da7e5ec742";
+        assert_eq!(
+            short_job_id(
+                &format!("{task}.1fae8217-e3d0-4ed8-bed1-f34c80c0aaee"),
+                task
+            ),
+            "1fae8217…"
+        );
+        assert_eq!(short_job_id("job-7", task), "job-7");
     }
 
     #[test]
