@@ -65,7 +65,10 @@ struct ControlInner {
     stop: CancellationToken,
     /// Stop following in-flight tasks too.
     kill: CancellationToken,
-    reason: Mutex<Option<StopReason>>,
+    /// Ctrl-C was pressed (possibly after an abort).
+    interrupted: CancellationToken,
+    /// The first abort reason.
+    aborted: Mutex<Option<String>>,
 }
 
 impl RunControl {
@@ -76,11 +79,7 @@ impl RunControl {
     /// Ctrl-C: stop launching; in-flight tasks are drained (bounded by the run's
     /// `drain_timeout`). Wins over an earlier abort for the exit code.
     pub fn interrupt(&self) {
-        *self
-            .inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(StopReason::Interrupted);
+        self.inner.interrupted.cancel();
         self.inner.stop.cancel();
     }
 
@@ -89,13 +88,13 @@ impl RunControl {
     pub fn abort(&self, reason: String) -> bool {
         let mut slot = self
             .inner
-            .reason
+            .aborted
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
+        if slot.is_some() || self.inner.interrupted.is_cancelled() {
             return false;
         }
-        *slot = Some(StopReason::Aborted(reason));
+        *slot = Some(reason);
         self.inner.stop.cancel();
         true
     }
@@ -106,9 +105,18 @@ impl RunControl {
         self.inner.kill.cancel();
     }
 
+    /// Why the run stopped launching; an interruption wins over an abort.
     pub fn reason(&self) -> Option<StopReason> {
+        if self.inner.interrupted.is_cancelled() {
+            return Some(StopReason::Interrupted);
+        }
+        self.aborted().map(StopReason::Aborted)
+    }
+
+    /// The abort reason, if a threshold, the deadline or a fatal error stopped the run.
+    pub fn aborted(&self) -> Option<String> {
         self.inner
-            .reason
+            .aborted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -206,23 +214,18 @@ pub async fn execute(
         _ = &mut steps => {}
         () = &mut watchdog => {}
     }
-    if let Some(StopReason::Aborted(reason)) = control.reason()
+    if let Some(reason) = control.aborted()
         && !announced.load(Ordering::SeqCst)
     {
         // Stopped on the very last VM: the watchdog had no chance to say so.
         ctx.emit(Event::RunAborted { reason }).await;
     }
     let counts = tally.lock().unwrap_or_else(PoisonError::into_inner).counts;
-    let (aborted, interrupted) = match control.reason() {
-        Some(StopReason::Interrupted) => (None, true),
-        Some(StopReason::Aborted(r)) => (Some(r), false),
-        None => (None, false),
-    };
     let summary = Summary {
         counts,
         wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        aborted,
-        interrupted,
+        aborted: control.aborted(),
+        interrupted: control.reason() == Some(StopReason::Interrupted),
         api: client.stats(),
     };
     ctx.emit(Event::RunFinished {
@@ -252,21 +255,19 @@ async fn watchdog(ctx: &Ctx<'_>, deadline: Option<Duration>, announced: &AtomicB
             }
         }
     }
-    match ctx.control.reason() {
-        Some(StopReason::Aborted(reason)) => {
-            announced.store(true, Ordering::SeqCst);
-            ctx.emit(Event::RunAborted { reason }).await;
-        }
-        Some(StopReason::Interrupted) | None => {
-            let drain = ctx.options.drain_timeout;
-            ctx.emit(Event::RunInterrupted {
-                drain_ms: u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
-            })
-            .await;
-            tokio::time::sleep(drain).await;
-            ctx.control.kill();
-        }
+    if let Some(reason) = ctx.control.aborted() {
+        announced.store(true, Ordering::SeqCst);
+        ctx.emit(Event::RunAborted { reason }).await;
+        // In-flight tasks finish on their own timeouts; a Ctrl-C now bounds the wait.
+        ctx.control.inner.interrupted.cancelled().await;
     }
+    let drain = ctx.options.drain_timeout;
+    ctx.emit(Event::RunInterrupted {
+        drain_ms: u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+    })
+    .await;
+    tokio::time::sleep(drain).await;
+    ctx.control.kill();
     std::future::pending::<()>().await;
 }
 

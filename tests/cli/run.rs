@@ -878,3 +878,185 @@ targets = [{ vm = "vm-*" }]
     assert_eq!(sim.stats().mutations.len(), c.ok);
     assert!(stderr.contains("interrupted"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Executor corner cases (library)
+// ---------------------------------------------------------------------------------------
+
+const CORNERS: &str = r#"
+[settings]
+task_duration = "150ms"
+task_jitter = "20ms"
+[settings.durations]
+shutdown = "1200ms"
+
+[[vdc]]
+name = "dc1"
+hypervisor = "KVM"
+  [[vdc.vapp]]
+  name = "a"
+    [[vdc.vapp.vm]]
+    name = "slow-shutdown"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "busy"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "forbidden"
+    state = "ON"
+    forbidden = true
+    [[vdc.vapp.vm]]
+    name = "fine"
+    state = "ON"
+"#;
+
+#[test]
+fn a_slow_graceful_shutdown_holding_the_lock_is_followed_not_doubled() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
+    let (report, _) = rt.block_on(run_lib(
+        &sim,
+        r#"
+name = "slow"
+[[step]]
+name = "down"
+action = "shutdown"
+targets = [{ vm = "slow-shutdown" }]
+fallback = { action = "off", after = "300ms" }
+"#,
+    ));
+    let r = result(&report, "down", "slow-shutdown");
+    assert_eq!(r.outcome, VmOutcome::Ok);
+    // The hard off was refused while the graceful task held the VM: it finished gracefully.
+    assert_eq!(r.path, PathTaken::Graceful);
+    let m = mutations(&sim);
+    let actions: Vec<&str> = m["slow-shutdown"]
+        .iter()
+        .map(|r| r.action.as_str())
+        .collect();
+    assert_eq!(actions, ["OFF graceful"]);
+}
+
+#[test]
+fn a_locked_vm_is_waited_for_then_acted_on() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
+    assert!(sim.set_vm_state("busy", VmState::Locked));
+    let (report, _) = rt.block_on(async {
+        let unlock = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(sim.set_vm_state("busy", VmState::On));
+        };
+        let run = run_lib(
+            &sim,
+            r#"
+name = "locked"
+[[step]]
+name = "off"
+action = "off"
+targets = [{ vm = "busy" }]
+"#,
+        );
+        tokio::join!(run, unlock).0
+    });
+    let r = result(&report, "off", "busy");
+    assert_eq!(r.outcome, VmOutcome::Ok, "{r:?}");
+    assert_eq!(
+        r.state_before,
+        Some(VmState::On),
+        "decided on the state after the wait"
+    );
+    assert!(r.duration_ms >= 400);
+    assert_eq!(mutations(&sim)["busy"].len(), 1);
+}
+
+#[test]
+fn a_forbidden_vm_fails_with_the_api_reason_and_the_run_goes_on() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
+    let (report, summary) = rt.block_on(run_lib(
+        &sim,
+        r#"
+name = "forbidden"
+[[step]]
+name = "off"
+action = "off"
+on_failure = "continue"
+order = "sequential"
+targets = [{ vm = "forbidden" }, { vm = "fine" }]
+"#,
+    ));
+    match &result(&report, "off", "forbidden").outcome {
+        VmOutcome::Failed { reason } => assert!(reason.starts_with("forbidden (403)"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(result(&report, "off", "fine").outcome, VmOutcome::Ok);
+    assert_eq!(summary.aborted, None);
+}
+
+#[test]
+fn a_task_that_never_finishes_fails_at_the_task_timeout() {
+    let rt = runtime();
+    let mut config = inventory(CORNERS);
+    config.faults.stuck_task = 1.0;
+    let sim = rt.block_on(SimHandle::start(config)).unwrap();
+    let (report, _) = rt.block_on(run_lib(
+        &sim,
+        r#"
+name = "stuck"
+[[step]]
+name = "reset"
+action = "reset"
+task_timeout = "600ms"
+on_failure = "continue"
+targets = [{ vm = "fine" }]
+"#,
+    ));
+    let r = result(&report, "reset", "fine");
+    match &r.outcome {
+        VmOutcome::Failed { reason } => {
+            assert!(
+                reason.starts_with("task not finished after 600ms"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.task_href.is_some());
+    assert_eq!(mutations(&sim)["fine"].len(), 1, "no second reset");
+}
+
+#[test]
+fn the_run_wide_failure_threshold_stops_later_steps() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
+    let (report, summary) = rt.block_on(run_lib(
+        &sim,
+        r#"
+name = "run-wide"
+[limits]
+max_failures = 1
+[[step]]
+name = "back down"
+action = "off"
+on_failure = "continue"
+targets = [{ vapp = "back" }]
+[[step]]
+name = "other down"
+action = "off"
+targets = [{ vapp = "other" }]
+"#,
+    ));
+    assert_eq!(
+        summary.aborted.as_deref(),
+        Some("2 failures in the run exceed limits.max_failures = 1")
+    );
+    assert_eq!(summary.counts.failed, 2);
+    for vm in ["other-1", "other-2"] {
+        assert!(matches!(
+            result(&report, "other down", vm).outcome,
+            VmOutcome::NotStarted { .. }
+        ));
+    }
+    assert!(!mutations(&sim).contains_key("other-1"));
+}
