@@ -173,6 +173,37 @@ fn main() {
         .to_owned();
     let pid = child.id();
 
+    // A probe on its own thread and runtime: how long one request takes while the load
+    // runs, without queueing behind the load generator's 500 tasks.
+    let probe_url = base.clone();
+    let probe = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("probe runtime");
+        rt.block_on(async {
+            let http = reqwest::Client::new();
+            let url = format!("{probe_url}/cloud/virtualmachines?limit=25");
+            let end = Instant::now() + Duration::from_secs(secs);
+            let mut lat = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                let ok = http
+                    .get(&url)
+                    .basic_auth("admin", Some("xabiquo"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            lat.sort_unstable();
+            lat
+        })
+    });
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -240,6 +271,7 @@ fn main() {
     });
     let _ = child.kill();
     let _ = child.wait();
+    let probe = probe.join().unwrap_or_default();
 
     let requests = counts.requests.load(Ordering::Relaxed);
     let mut lat = counts
@@ -265,6 +297,14 @@ fn main() {
         pct(0.99) as f64 / 1000.0,
         lat.last().copied().unwrap_or(0) as f64 / 1000.0
     );
+    if !probe.is_empty() {
+        println!(
+            "probe (own thread, 25-VM page every 100 ms): p50 {:.1} ms, max {:.1} ms over {} requests",
+            probe[probe.len() / 2] as f64 / 1000.0,
+            probe[probe.len() - 1] as f64 / 1000.0,
+            probe.len()
+        );
+    }
     if let Some(cpu) = server_cpu {
         println!(
             "simulator CPU {cpu:.2} s = {:.0}% of one core ({:.0} µs per request)",

@@ -1542,10 +1542,20 @@ async fn powerbook_sim_binary_prints_its_url_first_and_serves() {
         VMS,
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Ctrl-C (SIGINT) stops it with exit code 0.
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !interrupted {
+        child.kill().unwrap();
+    }
+    let exit = child.wait().unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["collection"][0]["name"], "web-01");
+    if interrupted {
+        assert_eq!(exit.code(), Some(0));
+    }
 }
 
 #[test]
