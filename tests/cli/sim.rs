@@ -1583,3 +1583,101 @@ fn powerbook_sim_refuses_remote_addresses_and_bad_inventories() {
     let out = bin().args(["sim", "--fault-503", "1.5"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn task_goes_pending_then_started_then_finished() {
+    let mut cfg = one_vapp("KVM", vec![SimVmSpec::new(1, "a", VmState::On)]);
+    cfg.speed = 1.0;
+    cfg.task_duration = Duration::from_millis(600);
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let c = client();
+    let vm = href_of(&sim, "a");
+    let a: AcceptedRequest = put_state(&c, &vm, r#"{"state":"PAUSED"}"#)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let href = a.status_href().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (_, t) = get_json(&c, &href, TASK).await;
+    assert_eq!(t["state"], "STARTED");
+    assert_eq!(t["jobs"]["collection"][0]["state"], "STARTED");
+    assert_eq!(t["jobs"]["collection"][0]["rollbackState"], "UNKNOWN");
+    assert!(
+        t["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["rel"] != "acknowledge")
+    );
+    let task = wait_task(&c, &href).await;
+    assert_eq!(task.state, TaskState::FinishedSuccessfully);
+    let rec = &sim.stats().mutations["a"][0];
+    let (started, finished) = (rec.started_ms.unwrap(), rec.finished_ms.unwrap());
+    assert_eq!(started - rec.accepted_ms, 50, "PENDING for min(10%, 50 ms)");
+    assert_eq!(finished - rec.accepted_ms, 600);
+    wait_vm_state(&sim, "a", VmState::Paused).await;
+}
+
+#[tokio::test]
+async fn inventory_file_settings_failures_and_forbidden_vms_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.toml");
+    std::fs::write(
+        &path,
+        r#"
+[settings]
+task_duration = "20ms"
+task_jitter = "0ms"
+locked_code = "VM-2"
+[settings.durations]
+reset = "40ms"
+
+[[vdc]]
+name = "dc"
+hypervisor = "XEN_3"
+  [[vdc.vapp]]
+  name = "app"
+    [[vdc.vapp.vm]]
+    name = "flaky"
+    fail_rate = 1.0
+    [[vdc.vapp.vm]]
+    name = "theirs"
+    forbidden = true
+    [[vdc.vapp.vm]]
+    name = "busy"
+    state = "LOCKED"
+"#,
+    )
+    .unwrap();
+    let sim = SimHandle::start(SimConfig::from_inventory_file(&path).unwrap())
+        .await
+        .unwrap();
+    let c = client();
+    let flaky = href_of(&sim, "flaky");
+    let a: AcceptedRequest = reset(&c, &flaky).await.json().await.unwrap();
+    let task = wait_task(&c, a.status_href().unwrap()).await;
+    assert_eq!(task.state, TaskState::FinishedUnsuccessfully);
+    let rec = &sim.stats().mutations["flaky"][0];
+    assert_eq!(
+        rec.finished_ms.unwrap() - rec.accepted_ms,
+        40,
+        "per-action duration"
+    );
+    // XEN cannot pause (VM-6); forbidden → 403; LOCKED → the configured VM-2.
+    let pause = r#"{"state":"PAUSED"}"#;
+    assert_eq!(
+        error_code(put_state(&c, &flaky, pause).await).await,
+        (409, "VM-6".into())
+    );
+    let theirs = href_of(&sim, "theirs");
+    assert_eq!(
+        error_code(reset(&c, &theirs).await).await,
+        (403, "GEN-4".into())
+    );
+    let busy = href_of(&sim, "busy");
+    assert_eq!(
+        error_code(reset(&c, &busy).await).await,
+        (409, "VM-2".into())
+    );
+}
