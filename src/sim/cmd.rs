@@ -107,3 +107,93 @@ async fn wait_for_stop() {
         eprintln!("error: cannot wait for Ctrl-C ({e}); stopping");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn sim_args(args: &[&str]) -> SimArgs {
+        let mut all = vec!["powerbook", "sim"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Sim(a) => a,
+            other => panic!("not sim: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let args = sim_args(&[
+            "--generate",
+            "50",
+            "--seed",
+            "9",
+            "--speed",
+            "4",
+            "--task-duration",
+            "2s",
+            "--task-jitter",
+            "0s",
+            "--locked-code",
+            "async-task-2",
+            "--fault-503",
+            "0.1",
+            "--fault-429",
+            "0.2",
+            "--retry-after",
+            "3s",
+            "--fault-drop",
+            "0.3",
+            "--fault-lose-answer",
+            "0.4",
+            "--fault-slow",
+            "0.5",
+            "--slow-delay",
+            "1s",
+            "--fault-job-fail",
+            "0.6",
+            "--fault-stuck",
+            "0.7",
+            "--fault-malformed",
+            "0.8",
+        ]);
+        let c = config_from_args(&args).unwrap();
+        assert_eq!(c.vms().count(), 50);
+        assert_eq!((c.seed, c.speed), (9, 4.0));
+        assert_eq!(
+            (c.task_duration, c.task_jitter),
+            (Duration::from_secs(2), Duration::ZERO)
+        );
+        assert_eq!(c.locked_code, super::super::LockedCode::AsyncTask2);
+        let f = &c.faults;
+        assert_eq!(
+            [
+                f.http_503,
+                f.http_429,
+                f.drop_connection,
+                f.lose_answer,
+                f.slow,
+                f.job_failure,
+                f.stuck_task,
+                f.malformed_json
+            ],
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+        );
+        assert_eq!(
+            (f.retry_after, f.slow_delay),
+            (Duration::from_secs(3), Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_lab_with_faults_off() {
+        let c = config_from_args(&sim_args(&[])).unwrap();
+        assert_eq!(c.name, "lab.toml");
+        assert_eq!(c.faults, super::super::Faults::default());
+        assert!(Cli::try_parse_from(["powerbook", "sim", "--speed", "0"]).is_err());
+        assert!(Cli::try_parse_from(["powerbook", "sim", "--fault-stuck", "-0.1"]).is_err());
+    }
+}

@@ -123,14 +123,12 @@ impl SimHandle {
 
     /// Same data as `GET /_sim/stats`.
     pub fn stats(&self) -> SimStats {
-        let now = self.shared.now();
-        self.shared.world().stats(now)
+        self.shared.stats()
     }
 
     /// Same data as `GET /_sim/vms`.
     pub fn vm_states(&self) -> Vec<SimVm> {
-        let now = self.shared.now();
-        self.shared.world().sim_vms(now, self.shared.base())
+        self.shared.vm_states()
     }
 
     /// Changes a VM's state behind the API's back (tests); `false` if no VM has that name.

@@ -9,7 +9,8 @@
 use super::config::SimConfig;
 use super::faults;
 use super::negotiate::{self, Negotiated};
-use super::state::{ApiError, ListFilter, PowerRequest, Scope, SortBy, World};
+use super::state::{ApiError, ListFilter, PowerRequest, Scope, SimVm, SortBy, World};
+use super::stats::{Counters, SimStats};
 use crate::abiquo::media;
 use crate::abiquo::model::{
     AcceptedRequest, Collection, ErrorsBody, Link, VirtualMachineStateBody, VmState,
@@ -39,6 +40,7 @@ pub(crate) struct Shared {
     /// Bound to an unspecified address: build links from the request's `Host`.
     links_from_host: bool,
     port: u16,
+    counters: Mutex<Counters>,
     tokens: Mutex<HashMap<String, usize>>,
     faults_rng: Mutex<StdRng>,
     token_rng: Mutex<StdRng>,
@@ -72,6 +74,7 @@ impl Shared {
             base,
             links_from_host,
             port,
+            counters: Mutex::new(Counters::default()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -89,12 +92,28 @@ impl Shared {
         lock(&self.faults_rng)
     }
 
-    pub fn fault(&self, kind: &str) {
-        self.world().counters.fault(kind);
+    /// Request counters: a lock of their own, so counting never waits for the world.
+    pub fn counters(&self) -> MutexGuard<'_, Counters> {
+        lock(&self.counters)
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    pub fn fault(&self, kind: &str) {
+        self.counters().fault(kind);
+    }
+
+    /// Same data as `GET /_sim/stats`.
+    pub fn stats(&self) -> SimStats {
+        let now = self.now();
+        let mut world = self.world();
+        let counters = self.counters();
+        world.stats(now, &counters)
+    }
+
+    /// Same data as `GET /_sim/vms`.
+    pub fn vm_states(&self) -> Vec<SimVm> {
+        let now = self.now();
+        let snapshots = self.world().all_snapshots(now);
+        snapshots.iter().map(|s| s.sim_vm(&self.base)).collect()
     }
 
     pub fn error_version(&self, headers: &HeaderMap) -> String {
@@ -237,10 +256,10 @@ async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     let key = format!("{} {route}", req.method());
-    shared.world().counters.request(&key);
+    shared.counters().request(&key);
     let resp = next.run(req).await;
     if let Some(Rejected(key)) = resp.extensions().get::<Rejected>() {
-        shared.world().counters.rejected(key);
+        shared.counters().rejected(key);
     }
     resp
 }
@@ -249,9 +268,9 @@ async fn not_found(State(shared): State<Arc<Shared>>, req: Request) -> Response 
     let version = shared.error_version(req.headers());
     if req.uri().path().starts_with("/api") {
         let key = format!("{} (unmatched)", req.method());
-        let mut world = shared.world();
-        world.counters.request(&key);
-        world.counters.rejected("404 404-NOT-FOUND");
+        let mut counters = shared.counters();
+        counters.request(&key);
+        counters.rejected("404 404-NOT-FOUND");
     }
     error_response(
         StatusCode::NOT_FOUND,
@@ -508,7 +527,7 @@ async fn list_vms_in(
     let base = shared.base_for(&headers);
     let href = format!("{base}{href}");
     let now = shared.now();
-    let body = {
+    let (page, total, links) = {
         let mut world = shared.world();
         let filter = ListFilter {
             has: p.has.as_deref(),
@@ -521,11 +540,13 @@ async fn list_vms_in(
             Err(e) => return shared.api_error(&e, &n.version),
         };
         let (range, links) = p.page(&href, all.len());
-        Collection {
-            total_size: Some(all.len() as u64),
-            links,
-            collection: all[range].iter().map(|&i| world.vm_dto(&base, i)).collect(),
-        }
+        (world.snapshots(&all[range]), all.len(), links)
+    };
+    // Answers are built outside the lock: a 10k-VM page must not stall other clients.
+    let body = Collection {
+        total_size: Some(total as u64),
+        links,
+        collection: page.iter().map(|vm| vm.dto(&base)).collect(),
     };
     ok_json(&n, &body)
 }
@@ -704,10 +725,13 @@ async fn get_vm(
     };
     let base = shared.base_for(&headers);
     let now = shared.now();
-    let mut world = shared.world();
-    world.settle(now);
-    match find_vm(&world, &path) {
-        Ok(i) => ok_json(&n, &world.vm_dto(&base, i)),
+    let found = {
+        let mut world = shared.world();
+        world.settle(now);
+        find_vm(&world, &path).map(|i| world.snapshot(i))
+    };
+    match found {
+        Ok(vm) => ok_json(&n, &vm.dto(&base)),
         Err(e) => shared.api_error(&e, &n.version),
     }
 }
@@ -723,10 +747,13 @@ async fn get_state(
     };
     let base = shared.base_for(&headers);
     let now = shared.now();
-    let mut world = shared.world();
-    world.settle(now);
-    match find_vm(&world, &path) {
-        Ok(i) => ok_json(&n, &world.vm_state_dto(&base, i)),
+    let found = {
+        let mut world = shared.world();
+        world.settle(now);
+        find_vm(&world, &path).map(|i| world.snapshot(i))
+    };
+    match found {
+        Ok(vm) => ok_json(&n, &vm.state_dto(&base)),
         Err(e) => shared.api_error(&e, &n.version),
     }
 }
@@ -768,16 +795,22 @@ async fn mutate(
     let mut world = shared.world();
     let result = find_vm(&world, path).and_then(|vm| {
         let request = request?;
-        let ti = world.mutate(now, vm, user, &request)?;
-        Ok(format!(
+        let (ti, fault) = world.mutate(now, vm, user, &request)?;
+        let href = format!(
             "{}/tasks/{}",
             world.vm_href_of(&base, vm),
             world.task_id(ti)
-        ))
+        );
+        Ok((href, fault))
     });
     drop(world);
     match result {
-        Ok(href) => accepted(shared, n, href),
+        Ok((href, fault)) => {
+            if let Some(kind) = fault {
+                shared.fault(kind);
+            }
+            accepted(shared, n, href)
+        }
         Err(e) => shared.api_error(&e, &n.version),
     }
 }
@@ -861,8 +894,10 @@ async fn get_task(
     let found = find_vm(&world, &(vdc, vapp, vm)).and_then(|v| world.task_of(v, &task));
     match found {
         Ok(ti) => {
-            world.counters.task_get(&task);
-            ok_json(&n, &world.task_dto(&base, ti))
+            let dto = world.task_dto(&base, ti);
+            drop(world);
+            shared.counters().task_get(&task);
+            ok_json(&n, &dto)
         }
         Err(e) => shared.api_error(&e, &n.version),
     }
@@ -887,15 +922,11 @@ async fn post_ack(
 }
 
 async fn sim_stats(State(shared): State<Arc<Shared>>) -> Response {
-    let now = shared.now();
-    let stats = shared.world().stats(now);
-    plain_json(&stats)
+    plain_json(&shared.stats())
 }
 
 async fn sim_vms(State(shared): State<Arc<Shared>>) -> Response {
-    let now = shared.now();
-    let vms = shared.world().sim_vms(now, &shared.base);
-    plain_json(&vms)
+    plain_json(&shared.vm_states())
 }
 
 fn plain_json<T: Serialize>(body: &T) -> Response {

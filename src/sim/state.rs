@@ -292,18 +292,46 @@ struct VappRec {
     vms_by_name: Vec<usize>,
 }
 
-struct VmRec {
+/// What never changes about a VM: shared with answers built outside the world lock.
+pub(crate) struct VmStatic {
     id: u64,
     uuid: String,
     name: String,
     label: Option<String>,
+    vdc_id: u64,
+    vdc_name: String,
+    vapp_id: u64,
+    vapp_name: String,
+    hypervisor: String,
+    protected: bool,
+    protected_cause: Option<String>,
+    cpu: u32,
+    ram: u64,
+}
+
+impl VmStatic {
+    fn href(&self, base: &str) -> String {
+        format!(
+            "{base}/cloud/virtualdatacenters/{}/virtualappliances/{}/virtualmachines/{}",
+            self.vdc_id, self.vapp_id, self.id
+        )
+    }
+}
+
+/// A VM as of one instant, cheap to take under the lock (one `Arc` clone).
+pub(crate) struct VmSnapshot {
+    info: Arc<VmStatic>,
+    state: VmState,
+    deallocated: Option<bool>,
+}
+
+struct VmRec {
+    info: Arc<VmStatic>,
     vdc: usize,
     vapp: usize,
     state: VmState,
     deallocated: Option<bool>,
     guest_tools: bool,
-    protected: bool,
-    protected_cause: Option<String>,
     fail_rate: f64,
     fail_actions: Vec<SimAction>,
     forbidden: bool,
@@ -313,8 +341,6 @@ struct VmRec {
     active: Option<usize>,
     /// Mutations accepted so far: with the seed, it picks this mutation's random draws.
     seq: u64,
-    cpu: u32,
-    ram: u64,
 }
 
 struct TaskRec {
@@ -414,7 +440,6 @@ pub(crate) struct World {
     in_flight: u64,
     max_in_flight: u64,
     mutations: BTreeMap<String, Vec<MutationRecord>>,
-    pub counters: Counters,
 }
 
 /// SplitMix64 finaliser: spreads (seed, vm, sequence) over the RNG seed space.
@@ -460,6 +485,109 @@ fn capitalised(s: &str) -> String {
     }
 }
 
+fn user_link(base: &str, user: usize, name: &str) -> Link {
+    Link::new(
+        "user",
+        format!("{base}/admin/enterprises/1/users/{}", user + 1),
+    )
+    .typed(&media::unversioned(media::USER))
+    .titled(name)
+}
+
+impl VmSnapshot {
+    pub fn sim_vm(&self, base: &str) -> SimVm {
+        let i = &self.info;
+        SimVm {
+            id: i.id,
+            name: i.name.clone(),
+            label: i.label.clone(),
+            vdc: i.vdc_name.clone(),
+            vapp: i.vapp_name.clone(),
+            hypervisor: i.hypervisor.clone(),
+            state: self.state.clone(),
+            deallocated: self.deallocated,
+            protected: i.protected,
+            href: i.href(base),
+        }
+    }
+
+    /// The `virtualmachine` answer.
+    pub fn dto(&self, base: &str) -> VmDto {
+        let i = &self.info;
+        let href = i.href(base);
+        let vdc_href = format!("{base}/cloud/virtualdatacenters/{}", i.vdc_id);
+        let acc = media::unversioned(media::ACCEPTED_REQUEST);
+        let links = vec![
+            Link::new("edit", href.clone()).typed(&media::unversioned(media::VIRTUAL_MACHINE)),
+            Link::new("enterprise", format!("{base}/admin/enterprises/1"))
+                .typed(&media::unversioned("enterprise"))
+                .titled("Abiquo"),
+            user_link(base, 0, "admin"),
+            Link::new(
+                "virtualappliance",
+                format!("{vdc_href}/virtualappliances/{}", i.vapp_id),
+            )
+            .typed(&media::unversioned("virtualappliance"))
+            .titled(i.vapp_name.clone()),
+            Link::new("virtualdatacenter", vdc_href)
+                .typed(&media::unversioned("virtualdatacenter"))
+                .titled(i.vdc_name.clone()),
+            Link::new("state", format!("{href}/state"))
+                .typed(&media::unversioned(media::VIRTUAL_MACHINE_STATE))
+                .titled(self.state.as_str()),
+            Link::new("deploy", format!("{href}/action/deploy")).typed(&acc),
+            Link::new("undeploy", format!("{href}/action/undeploy")).typed(&acc),
+            Link::new("reset", format!("{href}/action/reset")).typed(&acc),
+            Link::new("tasks", format!("{href}/tasks")).typed(&media::unversioned(media::TASKS)),
+            Link::new(
+                "hypervisortype",
+                format!("{base}/config/hypervisortypes/{}", i.hypervisor),
+            )
+            .typed(&media::unversioned("hypervisortype"))
+            .titled(i.hypervisor.clone()),
+        ];
+        VmDto {
+            vm: VirtualMachine {
+                id: i.id,
+                uuid: Some(i.uuid.clone()),
+                name: i.name.clone(),
+                label: i.label.clone(),
+                description: None,
+                state: self.state.clone(),
+                id_state: Some(self.state.id()),
+                cpu: Some(i.cpu),
+                ram: Some(i.ram),
+                protected: i.protected,
+                protected_cause: i.protected_cause.clone(),
+                deallocated: self.deallocated,
+                links,
+            },
+            vm_type: "MANAGED",
+            id_type: 1,
+            high_disponibility: false,
+            vdrp_enabled: false,
+            monitored: false,
+            cores_per_socket: 1,
+        }
+    }
+
+    /// The `virtualmachinestate` answer.
+    pub fn state_dto(&self, base: &str) -> VirtualMachineStateBody {
+        let href = self.info.href(base);
+        VirtualMachineStateBody {
+            state: self.state.clone(),
+            graceful_shutdown: None,
+            links: vec![
+                Link::new("parent", href.clone())
+                    .typed(&media::unversioned(media::VIRTUAL_MACHINE)),
+                Link::new("edit", format!("{href}/state"))
+                    .typed(&media::unversioned(media::VIRTUAL_MACHINE_STATE))
+                    .titled(self.state.as_str()),
+            ],
+        }
+    }
+}
+
 impl World {
     pub fn new(cfg: Arc<SimConfig>, start_epoch_ms: u64) -> World {
         let mut w = World {
@@ -479,7 +607,6 @@ impl World {
             in_flight: 0,
             max_in_flight: 0,
             mutations: BTreeMap::new(),
-            counters: Counters::default(),
         };
         let mut id_rng = StdRng::seed_from_u64(mix(cfg.seed ^ 0x5EED_0001));
         for vdc in &cfg.vdcs {
@@ -511,31 +638,38 @@ impl World {
                     w.vdcs[vdc_idx].vms_by_name.push(vm_idx);
                     w.vms_by_name.push(vm_idx);
                     w.vms.push(VmRec {
-                        id: vm.id,
-                        uuid: uuid(&mut id_rng),
-                        name: vm.name.clone(),
-                        label: vm.label.clone(),
+                        info: Arc::new(VmStatic {
+                            id: vm.id,
+                            uuid: uuid(&mut id_rng),
+                            name: vm.name.clone(),
+                            label: vm.label.clone(),
+                            vdc_id: vdc.id,
+                            vdc_name: vdc.name.clone(),
+                            vapp_id: vapp.id,
+                            vapp_name: vapp.name.clone(),
+                            hypervisor: vdc.hypervisor.clone(),
+                            protected: vm.protected,
+                            protected_cause: vm.protected_cause.clone(),
+                            cpu: 2,
+                            ram: 4096,
+                        }),
                         vdc: vdc_idx,
                         vapp: vapp_idx,
                         state: vm.state.clone(),
                         deallocated: azure.then_some(vm.deallocated),
                         guest_tools: vm.guest_tools,
-                        protected: vm.protected,
-                        protected_cause: vm.protected_cause.clone(),
                         fail_rate: vm.fail_rate,
                         fail_actions: vm.fail_actions.clone(),
                         forbidden: vm.forbidden,
                         tasks: Vec::new(),
                         active: None,
                         seq: 0,
-                        cpu: 2,
-                        ram: 4096,
                     });
                 }
             }
         }
         let vms = &w.vms;
-        let by_name = |a: &usize, b: &usize| vms[*a].name.cmp(&vms[*b].name);
+        let by_name = |a: &usize, b: &usize| vms[*a].info.name.cmp(&vms[*b].info.name);
         let mut all = std::mem::take(&mut w.vms_by_name);
         all.sort_by(by_name);
         for d in &mut w.vdcs {
@@ -560,11 +694,11 @@ impl World {
             }
             self.timeline.pop();
             let vm_idx = self.tasks[ti].vm;
-            let name = self.vms[vm_idx].name.clone();
+            let info = Arc::clone(&self.vms[vm_idx].info);
             let task = &mut self.tasks[ti];
             let record = self
                 .mutations
-                .get_mut(&name)
+                .get_mut(&info.name)
                 .and_then(|r| r.get_mut(task.record));
             match event {
                 Event::Start => {
@@ -644,13 +778,14 @@ impl World {
     }
 
     /// Accepts or refuses a power request; on success the VM is LOCKED and a task queued.
+    /// Returns the task and the fault injected into it, if any (`stuck`, `job_failure`).
     pub fn mutate(
         &mut self,
         now: u64,
         vm_idx: usize,
         user: usize,
         request: &PowerRequest,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<(usize, Option<&'static str>), ApiError> {
         self.settle(now);
         let vm = &self.vms[vm_idx];
         if vm.forbidden {
@@ -661,7 +796,7 @@ impl World {
             &VmFacts {
                 state: &vm.state,
                 hypervisor: &vdc.hypervisor,
-                protected: vm.protected,
+                protected: vm.info.protected,
                 deallocated: vm.deallocated,
             },
             request,
@@ -673,7 +808,7 @@ impl World {
         // and failures per VM whatever the interleaving of concurrent clients.
         let vm = &mut self.vms[vm_idx];
         let mut rng = StdRng::seed_from_u64(mix(self.cfg.seed
-            ^ mix(vm.id)
+            ^ mix(vm.info.id)
             ^ mix(vm.seq.wrapping_add(0xA5A5))));
         vm.seq += 1;
         let task_id = uuid(&mut rng);
@@ -695,16 +830,18 @@ impl World {
             || roll_vm < vm.fail_rate
             || injected_failure;
         let stuck = roll_stuck < self.cfg.faults.stuck_task;
-        if stuck {
-            self.counters.fault("stuck");
+        let fault = if stuck {
+            Some("stuck")
         } else if injected_failure {
-            self.counters.fault("job_failure");
-        }
+            Some("job_failure")
+        } else {
+            None
+        };
 
         let ti = self.tasks.len();
-        let records = self.mutations.entry(vm.name.clone()).or_default();
+        let records = self.mutations.entry(vm.info.name.clone()).or_default();
         records.push(MutationRecord {
-            vm_id: vm.id,
+            vm_id: vm.info.id,
             action: transition.record.to_owned(),
             task_id: task_id.clone(),
             task_type: transition.task_type.as_str().to_owned(),
@@ -745,7 +882,7 @@ impl World {
         }
         self.in_flight += 1;
         self.max_in_flight = self.max_in_flight.max(self.in_flight);
-        Ok(ti)
+        Ok((ti, fault))
     }
 
     /// A task of the VM at `vm_idx`.
@@ -797,37 +934,39 @@ impl World {
         true
     }
 
-    pub fn stats(&mut self, now: u64) -> SimStats {
+    /// Counters plus what the world knows (mutations, tasks in flight).
+    pub fn stats(&mut self, now: u64, counters: &Counters) -> SimStats {
         self.settle(now);
         SimStats {
-            requests: self.counters.requests.clone(),
+            requests: counters.requests.clone(),
             mutations: self.mutations.clone(),
-            task_gets: self.counters.task_gets.clone(),
+            task_gets: counters.task_gets.clone(),
             tasks_in_flight: self.in_flight,
             max_tasks_in_flight: self.max_in_flight,
-            rejected: self.counters.rejected.clone(),
-            total_requests: self.counters.total,
-            faults_injected: self.counters.faults.clone(),
+            rejected: counters.rejected.clone(),
+            total_requests: counters.total,
+            faults_injected: counters.faults.clone(),
         }
     }
 
-    pub fn sim_vms(&mut self, now: u64, base: &str) -> Vec<SimVm> {
+    /// Snapshots of the given VMs (build answers from them after releasing the lock).
+    pub fn snapshots(&self, indices: &[usize]) -> Vec<VmSnapshot> {
+        indices.iter().map(|&i| self.snapshot(i)).collect()
+    }
+
+    pub fn snapshot(&self, vm_idx: usize) -> VmSnapshot {
+        let vm = &self.vms[vm_idx];
+        VmSnapshot {
+            info: Arc::clone(&vm.info),
+            state: vm.state.clone(),
+            deallocated: vm.deallocated,
+        }
+    }
+
+    /// Every VM, in inventory order.
+    pub fn all_snapshots(&mut self, now: u64) -> Vec<VmSnapshot> {
         self.settle(now);
-        self.vms
-            .iter()
-            .map(|vm| SimVm {
-                id: vm.id,
-                name: vm.name.clone(),
-                label: vm.label.clone(),
-                vdc: self.vdcs[vm.vdc].name.clone(),
-                vapp: self.vapps[vm.vapp].name.clone(),
-                hypervisor: self.vdcs[vm.vdc].hypervisor.clone(),
-                state: vm.state.clone(),
-                deallocated: vm.deallocated,
-                protected: vm.protected,
-                href: self.vm_href(base, vm),
-            })
-            .collect()
+        (0..self.vms.len()).map(|i| self.snapshot(i)).collect()
     }
 
     /// VMs of a scope, filtered and sorted (paging is the caller's).
@@ -844,33 +983,36 @@ impl World {
             Scope::Vapp(vdc, vapp) => &self.vapps[self.vapp(vdc, vapp)?].vms_by_name,
         };
         let has = f.has.map(str::to_lowercase);
-        let mut out: Vec<usize> = base
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let vm = &self.vms[i];
-                let label_ok = f.vmlabel.is_none_or(|l| vm.label.as_deref() == Some(l));
-                let has_ok = has.as_deref().is_none_or(|h| {
-                    vm.name.to_lowercase().contains(h)
-                        || vm
-                            .label
-                            .as_deref()
-                            .is_some_and(|l| l.to_lowercase().contains(h))
-                });
-                label_ok && has_ok
-            })
-            .collect();
         let vms = &self.vms;
+        let mut out: Vec<usize> = if f.vmlabel.is_none() && has.is_none() {
+            base.to_vec()
+        } else {
+            base.iter()
+                .copied()
+                .filter(|&i| {
+                    let vm = &vms[i].info;
+                    let label_ok = f.vmlabel.is_none_or(|l| vm.label.as_deref() == Some(l));
+                    let has_ok = has.as_deref().is_none_or(|h| {
+                        vm.name.to_lowercase().contains(h)
+                            || vm
+                                .label
+                                .as_deref()
+                                .is_some_and(|l| l.to_lowercase().contains(h))
+                    });
+                    label_ok && has_ok
+                })
+                .collect()
+        };
         match f.by {
             SortBy::Name => {}
             SortBy::Label => out.sort_by(|a, b| {
-                (vms[*a].label.as_deref(), &vms[*a].name)
-                    .cmp(&(vms[*b].label.as_deref(), &vms[*b].name))
+                let (a, b) = (&vms[*a].info, &vms[*b].info);
+                (a.label.as_deref(), &a.name).cmp(&(b.label.as_deref(), &b.name))
             }),
-            SortBy::Id => out.sort_by_key(|i| vms[*i].id),
+            SortBy::Id => out.sort_by_key(|i| vms[*i].info.id),
             SortBy::State => out.sort_by(|a, b| {
-                (vms[*a].state.as_str(), &vms[*a].name)
-                    .cmp(&(vms[*b].state.as_str(), &vms[*b].name))
+                (vms[*a].state.as_str(), &vms[*a].info.name)
+                    .cmp(&(vms[*b].state.as_str(), &vms[*b].info.name))
             }),
         }
         if !f.asc {
@@ -904,115 +1046,27 @@ impl World {
         )
     }
 
-    fn vm_href(&self, base: &str, vm: &VmRec) -> String {
-        format!(
-            "{}/virtualmachines/{}",
-            self.vapp_href(base, vm.vapp),
-            vm.id
-        )
-    }
-
     pub fn vm_href_of(&self, base: &str, vm_idx: usize) -> String {
-        self.vm_href(base, &self.vms[vm_idx])
+        self.vms[vm_idx].info.href(base)
     }
 
-    fn user_link(&self, base: &str, user: usize) -> Link {
-        let name = self
-            .cfg
+    fn user_name(&self, user: usize) -> &str {
+        self.cfg
             .users
             .get(user)
-            .map_or("admin", |u| u.name.as_str());
-        Link::new(
-            "user",
-            format!("{base}/admin/enterprises/1/users/{}", user + 1),
-        )
-        .typed(&media::unversioned(media::USER))
-        .titled(name)
-    }
-
-    pub fn vm_dto(&self, base: &str, vm_idx: usize) -> VmDto {
-        let vm = &self.vms[vm_idx];
-        let vdc = &self.vdcs[vm.vdc];
-        let vapp = &self.vapps[vm.vapp];
-        let href = self.vm_href(base, vm);
-        let acc = media::unversioned(media::ACCEPTED_REQUEST);
-        let links = vec![
-            Link::new("edit", href.clone()).typed(&media::unversioned(media::VIRTUAL_MACHINE)),
-            Link::new("enterprise", format!("{base}/admin/enterprises/1"))
-                .typed(&media::unversioned("enterprise"))
-                .titled("Abiquo"),
-            self.user_link(base, 0),
-            Link::new("virtualdatacenter", self.vdc_href(base, vm.vdc))
-                .typed(&media::unversioned("virtualdatacenter"))
-                .titled(vdc.name.clone()),
-            Link::new("virtualappliance", self.vapp_href(base, vm.vapp))
-                .typed(&media::unversioned("virtualappliance"))
-                .titled(vapp.name.clone()),
-            Link::new("state", format!("{href}/state"))
-                .typed(&media::unversioned(media::VIRTUAL_MACHINE_STATE))
-                .titled(vm.state.as_str()),
-            Link::new("deploy", format!("{href}/action/deploy")).typed(&acc),
-            Link::new("undeploy", format!("{href}/action/undeploy")).typed(&acc),
-            Link::new("reset", format!("{href}/action/reset")).typed(&acc),
-            Link::new("tasks", format!("{href}/tasks")).typed(&media::unversioned(media::TASKS)),
-            Link::new(
-                "hypervisortype",
-                format!("{base}/config/hypervisortypes/{}", vdc.hypervisor),
-            )
-            .typed(&media::unversioned("hypervisortype"))
-            .titled(vdc.hypervisor.clone()),
-        ];
-        VmDto {
-            vm: VirtualMachine {
-                id: vm.id,
-                uuid: Some(vm.uuid.clone()),
-                name: vm.name.clone(),
-                label: vm.label.clone(),
-                description: None,
-                state: vm.state.clone(),
-                id_state: Some(vm.state.id()),
-                cpu: Some(vm.cpu),
-                ram: Some(vm.ram),
-                protected: vm.protected,
-                protected_cause: vm.protected_cause.clone(),
-                deallocated: vm.deallocated,
-                links,
-            },
-            vm_type: "MANAGED",
-            id_type: 1,
-            high_disponibility: false,
-            vdrp_enabled: false,
-            monitored: false,
-            cores_per_socket: 1,
-        }
-    }
-
-    pub fn vm_state_dto(&self, base: &str, vm_idx: usize) -> VirtualMachineStateBody {
-        let vm = &self.vms[vm_idx];
-        let href = self.vm_href(base, vm);
-        VirtualMachineStateBody {
-            state: vm.state.clone(),
-            graceful_shutdown: None,
-            links: vec![
-                Link::new("parent", href.clone())
-                    .typed(&media::unversioned(media::VIRTUAL_MACHINE)),
-                Link::new("edit", format!("{href}/state"))
-                    .typed(&media::unversioned(media::VIRTUAL_MACHINE_STATE))
-                    .titled(vm.state.as_str()),
-            ],
-        }
+            .map_or("admin", |u| u.name.as_str())
     }
 
     pub fn task_dto(&self, base: &str, ti: usize) -> Task {
         let task = &self.tasks[ti];
-        let vm = &self.vms[task.vm];
-        let vm_href = self.vm_href(base, vm);
+        let vm = &self.vms[task.vm].info;
+        let vm_href = vm.href(base);
         let self_href = format!("{vm_href}/tasks/{}", task.id);
         let mut links = vec![
             Link::new("self", self_href.clone()).typed(&media::unversioned(media::TASK)),
             Link::new("parent", format!("{vm_href}/tasks"))
                 .typed(&media::unversioned(media::TASKS)),
-            self.user_link(base, task.user),
+            user_link(base, task.user, self.user_name(task.user)),
             Link::new("virtualmachine", vm_href)
                 .typed(&media::unversioned(media::VIRTUAL_MACHINE))
                 .titled(vm.name.clone()),
@@ -1056,7 +1110,7 @@ impl World {
     /// The VM's tasks, newest first.
     pub fn tasks_dto(&self, base: &str, vm_idx: usize) -> Collection<Task> {
         let vm = &self.vms[vm_idx];
-        let href = self.vm_href(base, vm);
+        let href = vm.info.href(base);
         Collection {
             total_size: None,
             links: vec![
@@ -1123,12 +1177,7 @@ impl World {
     }
 
     pub fn user_dto(&self, base: &str, user: usize) -> User {
-        let name = self
-            .cfg
-            .users
-            .get(user)
-            .map_or("admin", |u| u.name.as_str())
-            .to_owned();
+        let name = self.user_name(user).to_owned();
         let href = format!("{base}/admin/enterprises/1/users/{}", user + 1);
         User {
             id: user as u64 + 1,
