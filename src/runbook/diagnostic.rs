@@ -305,37 +305,62 @@ impl JsonDiagnostic {
     }
 }
 
-/// The closest candidate to `word` if it is close enough to be a likely typo.
+/// The candidate `word` is most likely a typo of: a close spelling (case and swapped letters
+/// count little), or else a candidate that has it as a word (words split at `_`, `-`, space:
+/// `timeout` → `task_timeout`, `web` → `web down`) or is a word of it
+/// (`max_concurrency` → `concurrency`).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let lower = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let close = candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), *c))
         .filter(|(d, c)| {
-            // Allow about one edit per three characters, at least one.
+            // About one edit per three characters, at least one.
             *d <= (c.chars().count().max(word.chars().count()) / 3).max(1)
         })
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    close.or_else(|| {
+        let parts = |s: &str| {
+            s.split(['_', '-', ' '])
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        candidates.iter().copied().find(|c| {
+            let c = c.to_lowercase();
+            (lower.len() >= 3 && parts(&c).contains(&lower))
+                || (c.len() >= 3 && parts(&lower).contains(&c))
+        })
+    })
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// adjacent characters each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = Vec::with_capacity(b.len() + 1);
-        cur.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let v = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-            cur.push(v);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -361,5 +386,19 @@ mod tests {
         assert_eq!(did_you_mean("Deadline", keys), Some("deadline"));
         assert_eq!(did_you_mean("colour", keys), None);
         assert_eq!(did_you_mean("on", ["ON", "OFF"]), Some("ON"));
+        assert_eq!(did_you_mean("pasue", ["size", "pause"]), Some("pause"));
+        assert_eq!(
+            did_you_mean("timeout", ["task_timeout"]),
+            Some("task_timeout")
+        );
+        assert_eq!(
+            did_you_mean("max_concurrency", ["concurrency"]),
+            Some("concurrency")
+        );
+        assert_eq!(
+            did_you_mean("web", ["web down", "db down"]),
+            Some("web down")
+        );
+        assert_eq!(did_you_mean("x", ["on", "off"]), None);
     }
 }

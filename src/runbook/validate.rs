@@ -612,7 +612,7 @@ impl Validator<'_> {
                         raw.span(),
                         format!("`{key}` id cannot be negative"),
                     )
-                    .label("ids are positive numbers");
+                    .label("negative");
                     None
                 }
             },
@@ -742,12 +742,16 @@ impl Validator<'_> {
         match raw.get_ref() {
             RawAmount::Count(n) if *n >= min_count => u64::try_from(*n).ok().map(Amount::Count),
             RawAmount::Count(n) => {
-                self.err(
-                    "runbook::out-of-range",
-                    raw.span(),
-                    format!("`{key}` must be at least {min_count}, not {n}"),
-                )
-                .label(format!("must be at least {min_count}"));
+                let (message, label) = if min_count == 0 {
+                    (format!("`{key}` cannot be negative"), "negative".to_owned())
+                } else {
+                    (
+                        format!("`{key}` must be at least {min_count}, not {n}"),
+                        format!("must be at least {min_count}"),
+                    )
+                };
+                self.err("runbook::out-of-range", raw.span(), message)
+                    .label(label);
                 None
             }
             RawAmount::Text(s) => {
