@@ -164,10 +164,96 @@ impl miette::Diagnostic for Failure {
     }
 }
 
-/// A diagnostic paired with its named source, for standalone rendering.
+/// A diagnostic paired with its named source, for standalone rendering. Labels far from the
+/// primary one become separate notes: miette joins all labels of a diagnostic into one snippet,
+/// which would print every line between two steps written 200 lines apart.
 struct Located<'a> {
     diagnostic: &'a Diagnostic,
     source: &'a NamedSource<String>,
+    labels: Vec<LabeledSpan>,
+    notes: Vec<Note<'a>>,
+}
+
+/// A label to draw: span, text, whether it is the primary one.
+type Mark = (Range<usize>, Option<String>, bool);
+
+/// Labels closer than this many lines are shown in one snippet.
+const SNIPPET_GAP: usize = 4;
+
+impl<'a> Located<'a> {
+    fn new(diagnostic: &'a Diagnostic, source: &'a NamedSource<String>, text: &str) -> Self {
+        let Some(primary) = &diagnostic.span else {
+            return Self {
+                diagnostic,
+                source,
+                labels: Vec::new(),
+                notes: Vec::new(),
+            };
+        };
+        let line = |offset: usize| line_col(text, offset).0;
+        let mut all: Vec<Mark> = vec![(primary.clone(), diagnostic.label.clone(), true)];
+        all.extend(
+            diagnostic
+                .secondary
+                .iter()
+                .map(|(s, l)| (s.clone(), Some(l.clone()), false)),
+        );
+        all.sort_by_key(|(s, _, _)| s.start);
+        // Split into clusters of nearby labels, in source order.
+        let mut clusters: Vec<Vec<Mark>> = Vec::new();
+        for item in all {
+            let near = clusters
+                .last()
+                .and_then(|c| c.last())
+                .is_some_and(|(prev, _, _)| {
+                    line(item.0.start).saturating_sub(line(prev.end)) <= SNIPPET_GAP
+                });
+            match clusters.last_mut() {
+                Some(cluster) if near => cluster.push(item),
+                _ => clusters.push(vec![item]),
+            }
+        }
+        let to_labels = |cluster: Vec<Mark>| -> Vec<LabeledSpan> {
+            cluster
+                .into_iter()
+                .map(|(span, label, primary)| {
+                    if primary {
+                        LabeledSpan::new_primary_with_span(label, span)
+                    } else {
+                        LabeledSpan::new_with_span(label, span)
+                    }
+                })
+                .collect()
+        };
+        let mut labels = Vec::new();
+        let mut notes = Vec::new();
+        for cluster in clusters {
+            if cluster.iter().any(|(_, _, primary)| *primary) {
+                labels = to_labels(cluster);
+            } else {
+                let message = cluster
+                    .iter()
+                    .filter_map(|(_, l, _)| l.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let spans = cluster
+                    .into_iter()
+                    .map(|(span, _, _)| LabeledSpan::new_with_span(None, span))
+                    .collect();
+                notes.push(Note {
+                    source,
+                    message,
+                    labels: spans,
+                });
+            }
+        }
+        Self {
+            diagnostic,
+            source,
+            labels,
+            notes,
+        }
+    }
 }
 
 impl fmt::Debug for Located<'_> {
@@ -195,13 +281,44 @@ impl miette::Diagnostic for Located<'_> {
         miette::Diagnostic::help(self.diagnostic)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        miette::Diagnostic::labels(self.diagnostic)
+        if self.labels.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.labels.iter().cloned()))
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.diagnostic
             .span
             .as_ref()
             .map(|_| self.source as &dyn miette::SourceCode)
+    }
+}
+
+/// A far-away secondary label, shown as its own snippet after the diagnostic.
+#[derive(Debug)]
+struct Note<'a> {
+    source: &'a NamedSource<String>,
+    message: String,
+    labels: Vec<LabeledSpan>,
+}
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Note<'_> {}
+
+impl miette::Diagnostic for Note<'_> {
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source as &dyn miette::SourceCode)
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().cloned()))
     }
 }
 
@@ -226,17 +343,25 @@ pub fn render(name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let named = NamedSource::new(name, source.to_owned());
     let mut out = String::new();
     for diagnostic in diagnostics {
-        let located = Located {
-            diagnostic,
-            source: &named,
-        };
-        if handler.render_report(&mut out, &located).is_err() {
+        let located = Located::new(diagnostic, &named, source);
+        let notes = located.notes.iter().map(|n| n as &dyn miette::Diagnostic);
+        let rendered = std::iter::once(&located as &dyn miette::Diagnostic)
+            .chain(notes)
+            .try_for_each(|d| handler.render_report(&mut out, d));
+        if rendered.is_err() {
             // The renderer refused (it should not): fall back to a plain line.
             out.push_str(&plain_line(name, source, diagnostic));
             out.push('\n');
         }
     }
     out
+}
+
+/// Writes text to stderr; a closed stderr is ignored rather than a panic (as `eprint!` would).
+pub fn to_stderr(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
 /// `file:line:col: severity[code]: message` on one line.

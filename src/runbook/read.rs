@@ -45,7 +45,10 @@ const CREDENTIAL_KEYS: &[&str] = &[
 
 pub fn read(source: &str) -> Read {
     let (doc, errors) = DeTable::parse_recoverable(source);
-    let mut reader = Reader::default();
+    let mut reader = Reader {
+        secrets: credential_lines(source),
+        ..Reader::default()
+    };
     let raw = reader.runbook(doc.get_ref());
     if errors.is_empty() {
         return Read {
@@ -68,6 +71,26 @@ pub fn read(source: &str) -> Read {
         syntax_failed: true,
         secrets: reader.secrets,
     }
+}
+
+/// Values of `key = ...` lines whose key looks like a credential, found textually so that
+/// they are blanked even when the TOML around them does not parse.
+fn credential_lines(source: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+            if CREDENTIAL_KEYS.contains(&key.as_str()) {
+                let after_eq = line.find('=').map_or(0, |i| i + 1);
+                let value = line[after_eq..].trim_start();
+                let value_start = start + line.len() - value.len();
+                spans.push(value_start..start + line.trim_end_matches(['\n', '\r']).len());
+            }
+        }
+        start += line.len();
+    }
+    spans
 }
 
 /// toml's messages start lowercase without the word "TOML"; say what kind of error it is.
@@ -169,6 +192,10 @@ impl Reader {
         let table = self.table(k, v)?;
         let mut out = BTreeMap::new();
         for (action, value) in sorted(table) {
+            if CREDENTIAL_KEYS.contains(&action.get_ref().to_ascii_lowercase().as_str()) {
+                self.credential(action, value, "in [estimates]");
+                continue;
+            }
             if let Some(d) = self.duration(action, value) {
                 out.insert(Spanned::new(action.span(), action.get_ref().to_string()), d);
             }
@@ -392,18 +419,7 @@ impl Reader {
             if known.contains(&key) {
                 out.push((k, v));
             } else if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
-                self.secrets.push(v.span());
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        "runbook::credentials",
-                        k.span(),
-                        format!("credentials do not belong in a runbook (`{key}` {place})"),
-                    )
-                    .label("remove this key")
-                    .help(
-                        "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
-                    ),
-                );
+                self.credential(k, v, place);
             } else {
                 let mut d = Diagnostic::error(
                     "runbook::unknown-key",
@@ -425,6 +441,24 @@ impl Reader {
             }
         }
         out
+    }
+
+    fn credential(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>, place: &str) {
+        self.secrets.push(v.span());
+        self.diagnostics.push(
+            Diagnostic::error(
+                "runbook::credentials",
+                k.span(),
+                format!(
+                    "credentials do not belong in a runbook (`{}` {place})",
+                    k.get_ref()
+                ),
+            )
+            .label("remove this key")
+            .help(
+                "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
+            ),
+        );
     }
 
     fn table<'a, 'i>(
@@ -752,6 +786,14 @@ mod tests {
             .map(|d| &src[d.span.clone().unwrap()])
             .collect();
         assert_eq!(unknown, ["nmae", "concurency", "vmm"]);
+    }
+
+    #[test]
+    fn credential_values_are_found_even_when_the_toml_is_broken() {
+        let src = "name = \"x\"\n[api]\n  password = \"hunter2\n[[step\n";
+        let r = read(src);
+        assert!(r.syntax_failed);
+        assert!(r.secrets.iter().any(|s| src[s.clone()].contains("hunter2")));
     }
 
     #[test]

@@ -196,13 +196,15 @@ fn json_output_lists_every_diagnostic_with_positions() {
 #[test]
 fn credentials_in_a_runbook_are_rejected_and_never_echoed() {
     let file = "tests/fixtures/invalid/credentials-in-api.toml";
+    let broken = "tests/fixtures/invalid/credentials-in-broken-toml.toml";
     for args in [
         vec!["validate", file],
         vec!["validate", "--output", "json", file],
+        vec!["validate", broken],
     ] {
         let out = Powerbook::new().args(args).run();
         out.code(2);
-        for secret in ["hunter2-do-not-print", "eyJhbGciOi"] {
+        for secret in ["hunter2", "eyJhbGciOi"] {
             out.stdout_lacks(secret).stderr_lacks(secret);
         }
     }
@@ -266,4 +268,26 @@ fn the_complete_runbook_in_the_reference_is_valid() {
             panic!("{}", failure.render());
         }
     }
+}
+
+#[test]
+fn a_closed_stdout_does_not_crash_validate_and_keeps_the_exit_code() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_powerbook"))
+        .args([
+            "validate",
+            "--output",
+            "json",
+            "tests/fixtures/invalid/many-errors-at-once.toml",
+        ])
+        .current_dir(root())
+        .env("POWERBOOK_TEST_MODE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
