@@ -4,6 +4,7 @@ use super::diagnostic::{self, JsonDiagnostic};
 use crate::cli::{OutputFormat, ValidateArgs};
 use crate::exit::Outcome;
 use serde::Serialize;
+use std::io::Write;
 
 #[derive(Serialize)]
 struct JsonReport {
@@ -25,9 +26,10 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
     let mut files = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        let (valid, source, diagnostics) = match super::load(path) {
-            Ok(loaded) => {
-                let source = std::fs::read_to_string(path).unwrap_or_default();
+        let loaded = super::read_source(path)
+            .and_then(|source| super::parse(&name, &source).map(|loaded| (source, loaded)));
+        let (valid, source, diagnostics) = match loaded {
+            Ok((source, loaded)) => {
                 let valid = !args.strict || loaded.warnings.is_empty();
                 (valid, source, loaded.warnings)
             }
@@ -36,8 +38,9 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
         all_valid &= valid;
         match args.output {
             OutputFormat::Human => {
-                eprint!("{}", diagnostic::render(&name, &source, &diagnostics));
-                println!("{}", summary(&name, valid, &diagnostics, args.strict));
+                diagnostic::to_stderr(&diagnostic::render(&name, &source, &diagnostics));
+                let line = summary(&name, valid, &diagnostics, args.strict);
+                emit(&format!("{line}\n"));
             }
             OutputFormat::Json => files.push(JsonFile {
                 file: name,
@@ -51,13 +54,14 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
     }
     if args.output == OutputFormat::Json {
         let report = JsonReport { version: 1, files };
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+        let text = match serde_json::to_string_pretty(&report) {
+            Ok(text) => text,
             Err(e) => {
-                eprintln!("error: cannot write the JSON report: {e}");
+                diagnostic::to_stderr(&format!("error: cannot write the JSON report: {e}\n"));
                 return Outcome::Usage;
             }
-        }
+        };
+        emit(&format!("{text}\n"));
     }
     if all_valid {
         Outcome::Success
@@ -103,6 +107,17 @@ fn plural(n: usize, word: &str) -> String {
 
 /// Prints the JSON Schema of the runbook format.
 pub fn schema() -> Outcome {
-    print!("{}", super::schema::schema_json());
+    emit(&super::schema::schema_json());
     Outcome::Success
+}
+
+/// Writes to stdout without panicking: a reader that went away (`| head`) is not an error,
+/// and the exit code keeps saying whether the runbooks are valid.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        diagnostic::to_stderr(&format!("error: cannot write to stdout: {e}\n"));
+    }
 }

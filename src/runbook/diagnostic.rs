@@ -164,10 +164,96 @@ impl miette::Diagnostic for Failure {
     }
 }
 
-/// A diagnostic paired with its named source, for standalone rendering.
+/// A diagnostic paired with its named source, for standalone rendering. Labels far from the
+/// primary one become separate notes: miette joins all labels of a diagnostic into one snippet,
+/// which would print every line between two steps written 200 lines apart.
 struct Located<'a> {
     diagnostic: &'a Diagnostic,
     source: &'a NamedSource<String>,
+    labels: Vec<LabeledSpan>,
+    notes: Vec<Note<'a>>,
+}
+
+/// A label to draw: span, text, whether it is the primary one.
+type Mark = (Range<usize>, Option<String>, bool);
+
+/// Labels closer than this many lines are shown in one snippet.
+const SNIPPET_GAP: usize = 4;
+
+impl<'a> Located<'a> {
+    fn new(diagnostic: &'a Diagnostic, source: &'a NamedSource<String>, text: &str) -> Self {
+        let Some(primary) = &diagnostic.span else {
+            return Self {
+                diagnostic,
+                source,
+                labels: Vec::new(),
+                notes: Vec::new(),
+            };
+        };
+        let line = |offset: usize| line_col(text, offset).0;
+        let mut all: Vec<Mark> = vec![(primary.clone(), diagnostic.label.clone(), true)];
+        all.extend(
+            diagnostic
+                .secondary
+                .iter()
+                .map(|(s, l)| (s.clone(), Some(l.clone()), false)),
+        );
+        all.sort_by_key(|(s, _, _)| s.start);
+        // Split into clusters of nearby labels, in source order.
+        let mut clusters: Vec<Vec<Mark>> = Vec::new();
+        for item in all {
+            let near = clusters
+                .last()
+                .and_then(|c| c.last())
+                .is_some_and(|(prev, _, _)| {
+                    line(item.0.start).saturating_sub(line(prev.end)) <= SNIPPET_GAP
+                });
+            match clusters.last_mut() {
+                Some(cluster) if near => cluster.push(item),
+                _ => clusters.push(vec![item]),
+            }
+        }
+        let to_labels = |cluster: Vec<Mark>| -> Vec<LabeledSpan> {
+            cluster
+                .into_iter()
+                .map(|(span, label, primary)| {
+                    if primary {
+                        LabeledSpan::new_primary_with_span(label, span)
+                    } else {
+                        LabeledSpan::new_with_span(label, span)
+                    }
+                })
+                .collect()
+        };
+        let mut labels = Vec::new();
+        let mut notes = Vec::new();
+        for cluster in clusters {
+            if cluster.iter().any(|(_, _, primary)| *primary) {
+                labels = to_labels(cluster);
+            } else {
+                let message = cluster
+                    .iter()
+                    .filter_map(|(_, l, _)| l.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let spans = cluster
+                    .into_iter()
+                    .map(|(span, _, _)| LabeledSpan::new_with_span(None, span))
+                    .collect();
+                notes.push(Note {
+                    source,
+                    message,
+                    labels: spans,
+                });
+            }
+        }
+        Self {
+            diagnostic,
+            source,
+            labels,
+            notes,
+        }
+    }
 }
 
 impl fmt::Debug for Located<'_> {
@@ -195,13 +281,44 @@ impl miette::Diagnostic for Located<'_> {
         miette::Diagnostic::help(self.diagnostic)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        miette::Diagnostic::labels(self.diagnostic)
+        if self.labels.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.labels.iter().cloned()))
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.diagnostic
             .span
             .as_ref()
             .map(|_| self.source as &dyn miette::SourceCode)
+    }
+}
+
+/// A far-away secondary label, shown as its own snippet after the diagnostic.
+#[derive(Debug)]
+struct Note<'a> {
+    source: &'a NamedSource<String>,
+    message: String,
+    labels: Vec<LabeledSpan>,
+}
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Note<'_> {}
+
+impl miette::Diagnostic for Note<'_> {
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source as &dyn miette::SourceCode)
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().cloned()))
     }
 }
 
@@ -226,17 +343,25 @@ pub fn render(name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let named = NamedSource::new(name, source.to_owned());
     let mut out = String::new();
     for diagnostic in diagnostics {
-        let located = Located {
-            diagnostic,
-            source: &named,
-        };
-        if handler.render_report(&mut out, &located).is_err() {
+        let located = Located::new(diagnostic, &named, source);
+        let notes = located.notes.iter().map(|n| n as &dyn miette::Diagnostic);
+        let rendered = std::iter::once(&located as &dyn miette::Diagnostic)
+            .chain(notes)
+            .try_for_each(|d| handler.render_report(&mut out, d));
+        if rendered.is_err() {
             // The renderer refused (it should not): fall back to a plain line.
             out.push_str(&plain_line(name, source, diagnostic));
             out.push('\n');
         }
     }
     out
+}
+
+/// Writes text to stderr; a closed stderr is ignored rather than a panic (as `eprint!` would).
+pub fn to_stderr(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
 /// `file:line:col: severity[code]: message` on one line.
@@ -305,37 +430,62 @@ impl JsonDiagnostic {
     }
 }
 
-/// The closest candidate to `word` if it is close enough to be a likely typo.
+/// The candidate `word` is most likely a typo of: a close spelling (case and swapped letters
+/// count little), or else a candidate that has it as a word (words split at `_`, `-`, space:
+/// `timeout` → `task_timeout`, `web` → `web down`) or is a word of it
+/// (`max_concurrency` → `concurrency`).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let lower = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let close = candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), *c))
         .filter(|(d, c)| {
-            // Allow about one edit per three characters, at least one.
+            // About one edit per three characters, at least one.
             *d <= (c.chars().count().max(word.chars().count()) / 3).max(1)
         })
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    close.or_else(|| {
+        let parts = |s: &str| {
+            s.split(['_', '-', ' '])
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        candidates.iter().copied().find(|c| {
+            let c = c.to_lowercase();
+            (lower.len() >= 3 && parts(&c).contains(&lower))
+                || (c.len() >= 3 && parts(&lower).contains(&c))
+        })
+    })
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// adjacent characters each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = Vec::with_capacity(b.len() + 1);
-        cur.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let v = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-            cur.push(v);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -361,5 +511,19 @@ mod tests {
         assert_eq!(did_you_mean("Deadline", keys), Some("deadline"));
         assert_eq!(did_you_mean("colour", keys), None);
         assert_eq!(did_you_mean("on", ["ON", "OFF"]), Some("ON"));
+        assert_eq!(did_you_mean("pasue", ["size", "pause"]), Some("pause"));
+        assert_eq!(
+            did_you_mean("timeout", ["task_timeout"]),
+            Some("task_timeout")
+        );
+        assert_eq!(
+            did_you_mean("max_concurrency", ["concurrency"]),
+            Some("concurrency")
+        );
+        assert_eq!(
+            did_you_mean("web", ["web down", "db down"]),
+            Some("web down")
+        );
+        assert_eq!(did_you_mean("x", ["on", "off"]), None);
     }
 }

@@ -55,6 +55,40 @@ pub fn parse(name: &str, source: &str) -> Result<Loaded, Failure> {
 /// Reads and parses a runbook file. Unreadable or non-UTF-8 files are a [`Failure`] too.
 pub fn load(path: &Path) -> Result<Loaded, Failure> {
     let name = path.display().to_string();
+    parse(&name, &read_source(path)?)
+}
+
+/// Loads a runbook for a command that will act on it. Prints warnings and errors to stderr
+/// and returns `None` when the runbook is invalid (or, with `strict`, has warnings).
+pub fn load_or_report(path: &Path, strict: bool) -> Option<model::Runbook> {
+    let name = path.display().to_string();
+    let result =
+        read_source(path).and_then(|source| parse(&name, &source).map(|loaded| (source, loaded)));
+    match result {
+        Ok((source, loaded)) => {
+            if !loaded.warnings.is_empty() {
+                diagnostic::to_stderr(&diagnostic::render(&name, &source, &loaded.warnings));
+                if strict {
+                    diagnostic::to_stderr(&format!(
+                        "error: {name}: {} warning(s), and --strict treats warnings as errors\n",
+                        loaded.warnings.len()
+                    ));
+                    return None;
+                }
+            }
+            Some(loaded.runbook)
+        }
+        Err(failure) => {
+            diagnostic::to_stderr(&failure.render());
+            diagnostic::to_stderr(&format!("error: {failure}\n"));
+            None
+        }
+    }
+}
+
+/// The file's text, or a [`Failure`] saying why it cannot be had.
+pub(crate) fn read_source(path: &Path) -> Result<String, Failure> {
+    let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Failure {
         name: name.clone(),
         source: String::new(),
@@ -63,56 +97,22 @@ pub fn load(path: &Path) -> Result<Loaded, Failure> {
             ..Diagnostic::error("runbook::io", 0..0, format!("cannot read `{name}`: {e}"))
         }],
     })?;
-    match String::from_utf8(bytes) {
-        Ok(source) => parse(&name, &source),
-        Err(e) => {
-            let offset = e.utf8_error().valid_up_to();
-            let source = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            Err(Failure {
-                name,
-                diagnostics: vec![
-                    Diagnostic::error(
-                        "runbook::encoding",
-                        offset..offset,
-                        "the runbook is not valid UTF-8",
-                    )
-                    .label("invalid byte here")
-                    .help("save the file as UTF-8"),
-                ],
-                source,
-            })
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        Failure {
+            name,
+            source: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            diagnostics: vec![
+                Diagnostic::error(
+                    "runbook::encoding",
+                    offset..offset,
+                    "the runbook is not valid UTF-8",
+                )
+                .label("invalid byte here")
+                .help("save the file as UTF-8"),
+            ],
         }
-    }
-}
-
-/// Loads a runbook for a command that will act on it. Prints warnings and errors to stderr
-/// and returns `None` when the runbook is invalid (or, with `strict`, has warnings).
-pub fn load_or_report(path: &Path, strict: bool) -> Option<model::Runbook> {
-    match load(path) {
-        Ok(loaded) => {
-            if !loaded.warnings.is_empty() {
-                let source = std::fs::read_to_string(path).unwrap_or_default();
-                eprint!(
-                    "{}",
-                    diagnostic::render(&path.display().to_string(), &source, &loaded.warnings)
-                );
-                if strict {
-                    eprintln!(
-                        "error: {}: {} warning(s), and --strict treats warnings as errors",
-                        path.display(),
-                        loaded.warnings.len()
-                    );
-                    return None;
-                }
-            }
-            Some(loaded.runbook)
-        }
-        Err(failure) => {
-            eprint!("{}", failure.render());
-            eprintln!("error: {failure}");
-            None
-        }
-    }
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -220,6 +220,28 @@ mod tests {
     }
 
     #[test]
+    fn load_or_report_returns_only_runbooks_fit_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let valid = write("valid.toml", ISSUE_EXAMPLE);
+        let invalid = write("invalid.toml", "name = \"x\"\n");
+        let warned = write(
+            "warned.toml",
+            "name = \"x\"\n[[step]]\nname = \"a\"\naction = \"off\"\ntargets = [{ vm = \"a\" }]\n\
+             [[step]]\nname = \"b\"\nafter = []\naction = \"on\"\ntargets = [{ vm = \"a\" }]\n",
+        );
+        assert!(load_or_report(&valid, true).is_some());
+        assert!(load_or_report(&invalid, false).is_none());
+        assert!(load_or_report(&dir.path().join("missing.toml"), false).is_none());
+        assert!(load_or_report(&warned, false).is_some());
+        assert!(load_or_report(&warned, true).is_none());
+    }
+
+    #[test]
     fn secrets_are_blanked_in_the_failure_source() {
         let src = "name = \"x\"\n[api]\npassword = \"hunter2\"\n";
         let failure = parse("x.toml", src).unwrap_err();
@@ -233,3 +255,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests;

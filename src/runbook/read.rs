@@ -45,7 +45,10 @@ const CREDENTIAL_KEYS: &[&str] = &[
 
 pub fn read(source: &str) -> Read {
     let (doc, errors) = DeTable::parse_recoverable(source);
-    let mut reader = Reader::default();
+    let mut reader = Reader {
+        secrets: credential_lines(source),
+        ..Reader::default()
+    };
     let raw = reader.runbook(doc.get_ref());
     if errors.is_empty() {
         return Read {
@@ -68,6 +71,26 @@ pub fn read(source: &str) -> Read {
         syntax_failed: true,
         secrets: reader.secrets,
     }
+}
+
+/// Values of `key = ...` lines whose key looks like a credential, found textually so that
+/// they are blanked even when the TOML around them does not parse.
+fn credential_lines(source: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+            if CREDENTIAL_KEYS.contains(&key.as_str()) {
+                let after_eq = line.find('=').map_or(0, |i| i + 1);
+                let value = line[after_eq..].trim_start();
+                let value_start = start + line.len() - value.len();
+                spans.push(value_start..start + line.trim_end_matches(['\n', '\r']).len());
+            }
+        }
+        start += line.len();
+    }
+    spans
 }
 
 /// toml's messages start lowercase without the word "TOML"; say what kind of error it is.
@@ -99,14 +122,14 @@ impl Reader {
                 _ => {}
             }
         }
-        if !has(&entries, "name") {
+        if missing(table, &entries, keys::RUNBOOK, "name") {
             self.diagnostics.push(
                 Diagnostic::error("runbook::missing-key", 0..0, "the runbook has no `name`")
                     .label("add `name = \"...\"` at the top")
                     .help("the name appears in plans, reports and the journal"),
             );
         }
-        if !has(&entries, "step") {
+        if missing(table, &entries, keys::RUNBOOK, "step") {
             self.diagnostics.push(
                 Diagnostic::error("runbook::no-steps", 0..0, "the runbook has no steps")
                     .label("add at least one [[step]]")
@@ -169,6 +192,10 @@ impl Reader {
         let table = self.table(k, v)?;
         let mut out = BTreeMap::new();
         for (action, value) in sorted(table) {
+            if CREDENTIAL_KEYS.contains(&action.get_ref().to_ascii_lowercase().as_str()) {
+                self.credential(action, value, "in [estimates]");
+                continue;
+            }
             if let Some(d) = self.duration(action, value) {
                 out.insert(Spanned::new(action.span(), action.get_ref().to_string()), d);
             }
@@ -232,7 +259,7 @@ impl Reader {
             }
         }
         for key in ["name", "action", "targets"] {
-            if !has(&entries, key) {
+            if missing(table, &entries, keys::STEP, key) {
                 self.diagnostics.push(
                     Diagnostic::error(
                         "runbook::missing-key",
@@ -266,7 +293,7 @@ impl Reader {
                 _ => {}
             }
         }
-        if !has(&entries, "size") {
+        if missing(table, &entries, keys::WAVES, "size") {
             self.diagnostics.push(
                 Diagnostic::error("runbook::missing-key", v.span(), "`waves` has no `size`")
                     .label("`size` is required")
@@ -291,7 +318,7 @@ impl Reader {
                 _ => {}
             }
         }
-        if !has(&entries, "after") {
+        if missing(table, &entries, keys::FALLBACK, "after") {
             self.diagnostics.push(
                 Diagnostic::error("runbook::missing-key", v.span(), "`fallback` has no `after`")
                     .label("`after` is required")
@@ -392,18 +419,7 @@ impl Reader {
             if known.contains(&key) {
                 out.push((k, v));
             } else if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
-                self.secrets.push(v.span());
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        "runbook::credentials",
-                        k.span(),
-                        format!("credentials do not belong in a runbook (`{key}` {place})"),
-                    )
-                    .label("remove this key")
-                    .help(
-                        "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
-                    ),
-                );
+                self.credential(k, v, place);
             } else {
                 let mut d = Diagnostic::error(
                     "runbook::unknown-key",
@@ -425,6 +441,24 @@ impl Reader {
             }
         }
         out
+    }
+
+    fn credential(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>, place: &str) {
+        self.secrets.push(v.span());
+        self.diagnostics.push(
+            Diagnostic::error(
+                "runbook::credentials",
+                k.span(),
+                format!(
+                    "credentials do not belong in a runbook (`{}` {place})",
+                    k.get_ref()
+                ),
+            )
+            .label("remove this key")
+            .help(
+                "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
+            ),
+        );
     }
 
     fn table<'a, 'i>(
@@ -659,4 +693,114 @@ fn sorted<'a, 'i>(table: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
 
 fn has(entries: &[Entry<'_, '_>], key: &str) -> bool {
     entries.iter().any(|(k, _)| k.get_ref().as_ref() == key)
+}
+
+/// A required key is missing, and no unknown key in the table is a likely misspelling of it
+/// (that one is already reported with a "did you mean").
+fn missing(table: &DeTable<'_>, entries: &[Entry<'_, '_>], known: &[&str], key: &str) -> bool {
+    !has(entries, key)
+        && !table.iter().any(|(k, _)| {
+            let k: &str = k.get_ref();
+            !known.contains(&k) && did_you_mean(k, known.iter().copied()) == Some(key)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn examples() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("tests/fixtures/issue-example.toml")];
+        for entry in std::fs::read_dir(root.join("runbooks")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml")
+                && path.file_name().is_some_and(|n| n != "lab.toml")
+            {
+                files.push(path);
+            }
+        }
+        files
+            .into_iter()
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_keys_match_the_schema_properties() {
+        let schema: Value = serde_json::from_str(&crate::runbook::schema::schema_json()).unwrap();
+        let props = |v: &Value| -> BTreeSet<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let set = |k: &[&str]| -> BTreeSet<String> { k.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(props(&schema), set(keys::RUNBOOK));
+        for (def, known) in [
+            ("Api", keys::API),
+            ("Limits", keys::LIMITS),
+            ("Defaults", keys::DEFAULTS),
+            ("Step", keys::STEP),
+            ("Selector", keys::SELECTOR),
+            ("Waves", keys::WAVES),
+            ("Fallback", keys::FALLBACK),
+        ] {
+            assert_eq!(props(&schema["definitions"][def]), set(known), "{def}");
+        }
+    }
+
+    #[test]
+    fn reader_builds_what_serde_builds_from_the_examples() {
+        let examples = examples();
+        assert!(examples.len() >= 5);
+        for (name, source) in examples {
+            let by_serde: RawRunbook = toml::from_str(&source).unwrap();
+            let by_reader = read(&source);
+            assert!(
+                by_reader.diagnostics.is_empty(),
+                "{name}: {:?}",
+                by_reader.diagnostics
+            );
+            assert_eq!(by_reader.raw, by_serde, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_where_serde_stops_at_the_first() {
+        let src = "name = \"x\"\nnmae = 1\n[limits]\nconcurency = 1\n[[step]]\nname = \"a\"\naction = \"on\"\ntargets = [{ vmm = \"a\" }]\n";
+        assert!(toml::from_str::<RawRunbook>(src).is_err());
+        let unknown: Vec<&str> = read(src)
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == "runbook::unknown-key")
+            .map(|d| &src[d.span.clone().unwrap()])
+            .collect();
+        assert_eq!(unknown, ["nmae", "concurency", "vmm"]);
+    }
+
+    #[test]
+    fn credential_values_are_found_even_when_the_toml_is_broken() {
+        let src = "name = \"x\"\n[api]\n  password = \"hunter2\n[[step\n";
+        let r = read(src);
+        assert!(r.syntax_failed);
+        assert!(r.secrets.iter().any(|s| src[s.clone()].contains("hunter2")));
+    }
+
+    #[test]
+    fn syntax_errors_suppress_follow_up_errors() {
+        let r = read("name = \"x\nconcurency = 0\n");
+        assert!(r.syntax_failed);
+        assert!(r.diagnostics.iter().all(|d| d.code == "runbook::syntax"));
+        assert!(!r.diagnostics.is_empty());
+    }
 }

@@ -612,7 +612,7 @@ impl Validator<'_> {
                         raw.span(),
                         format!("`{key}` id cannot be negative"),
                     )
-                    .label("ids are positive numbers");
+                    .label("negative");
                     None
                 }
             },
@@ -742,12 +742,16 @@ impl Validator<'_> {
         match raw.get_ref() {
             RawAmount::Count(n) if *n >= min_count => u64::try_from(*n).ok().map(Amount::Count),
             RawAmount::Count(n) => {
-                self.err(
-                    "runbook::out-of-range",
-                    raw.span(),
-                    format!("`{key}` must be at least {min_count}, not {n}"),
-                )
-                .label(format!("must be at least {min_count}"));
+                let (message, label) = if min_count == 0 {
+                    (format!("`{key}` cannot be negative"), "negative".to_owned())
+                } else {
+                    (
+                        format!("`{key}` must be at least {min_count}, not {n}"),
+                        format!("must be at least {min_count}"),
+                    )
+                };
+                self.err("runbook::out-of-range", raw.span(), message)
+                    .label(label);
                 None
             }
             RawAmount::Text(s) => {
@@ -907,5 +911,110 @@ impl Drop for Pending<'_> {
         if let Some(d) = self.diag.take() {
             self.diags.push(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::runbook::model::{Amount, Runbook};
+    use crate::runbook::parse;
+    use std::time::Duration;
+
+    fn runbook(body: &str) -> Runbook {
+        let src = format!("name = \"t\"\n{body}");
+        match parse("t.toml", &src) {
+            Ok(loaded) => loaded.runbook,
+            Err(f) => panic!("{}", f.render()),
+        }
+    }
+
+    fn codes(body: &str) -> Vec<&'static str> {
+        let src = format!("name = \"t\"\n{body}");
+        match parse("t.toml", &src) {
+            Ok(loaded) => loaded.warnings.iter().map(|d| d.code).collect(),
+            Err(f) => f.diagnostics.iter().map(|d| d.code).collect(),
+        }
+    }
+
+    const STEP: &str = "action = \"on\"\ntargets = [{ vm = \"x\" }]\n";
+
+    #[test]
+    fn after_defaults_to_the_step_above_and_may_name_later_steps() {
+        let rb = runbook(&format!(
+            "[[step]]\nname = \"a\"\nafter = [\"c\"]\n{STEP}\
+             [[step]]\nname = \"b\"\n{STEP}\
+             [[step]]\nname = \"c\"\nafter = []\n{STEP}\
+             [[step]]\nname = \"d\"\nafter = [\"a\", \"c\", \"a\"]\n{STEP}"
+        ));
+        let after: Vec<Vec<usize>> = rb.steps.iter().map(|s| s.after.clone()).collect();
+        assert_eq!(after, vec![vec![2], vec![0], vec![], vec![0, 2]]);
+    }
+
+    #[test]
+    fn step_settings_override_defaults_which_override_built_ins() {
+        let rb = runbook(&format!(
+            "[defaults]\ntask_timeout = \"1h 30m\"\nmax_failures = 0\norder = \"sequential\"\nallow_protected = true\n\
+             [[step]]\nname = \"a\"\n{STEP}\
+             [[step]]\nname = \"b\"\ntask_timeout = \"2m\"\nmax_failures = \"100%\"\norder = \"parallel\"\nallow_protected = false\n{STEP}"
+        ));
+        let (a, b) = (&rb.steps[0], &rb.steps[1]);
+        assert_eq!(a.task_timeout, Duration::from_secs(5400));
+        assert_eq!(a.max_failures, Some(Amount::Count(0)));
+        assert_eq!(a.order, crate::runbook::model::Order::Sequential);
+        assert!(a.allow_protected);
+        assert_eq!(b.task_timeout, Duration::from_secs(120));
+        assert_eq!(b.max_failures, Some(Amount::Percent(100)));
+        assert_eq!(b.order, crate::runbook::model::Order::Parallel);
+        assert!(!b.allow_protected);
+    }
+
+    #[test]
+    fn percentages_accept_exactly_one_to_one_hundred() {
+        for (text, ok) in [
+            ("\"1%\"", true),
+            ("\"100%\"", true),
+            ("\"0%\"", false),
+            ("\"101%\"", false),
+        ] {
+            let found = codes(&format!(
+                "[[step]]\nname = \"a\"\nmax_failures = {text}\n{STEP}"
+            ));
+            assert_eq!(found.is_empty(), ok, "{text}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn estimates_map_actions_to_durations() {
+        let rb = runbook(&format!(
+            "[estimates]\nshutdown = \"2m\"\non = \"90s\"\n[[step]]\nname = \"a\"\n{STEP}"
+        ));
+        assert_eq!(
+            rb.estimates.get(&crate::runbook::model::Action::On),
+            Some(&Duration::from_secs(90))
+        );
+        assert_eq!(rb.estimates.len(), 2);
+    }
+
+    #[test]
+    fn steps_that_wait_for_each_other_never_conflict() {
+        let web = "targets = [{ vdc = \"prod\", vapp = \"web-*\" }]\n";
+        // Same selectors, different actions, but sequential: fine.
+        let sequential = format!(
+            "[[step]]\nname = \"a\"\naction = \"shutdown\"\n{web}[[step]]\nname = \"b\"\naction = \"on\"\n{web}"
+        );
+        assert!(codes(&sequential).is_empty());
+        let parallel = format!(
+            "[[step]]\nname = \"a\"\naction = \"shutdown\"\n{web}[[step]]\nname = \"b\"\nafter = []\naction = \"on\"\n{web}"
+        );
+        assert_eq!(codes(&parallel), ["runbook::conflicting-steps"]);
+        // Same action in parallel: duplicate work, not a conflict.
+        let same = parallel.replace("\"on\"", "\"shutdown\"");
+        assert!(codes(&same).is_empty());
+    }
+
+    #[test]
+    fn deallocate_is_accepted_on_azure_or_unpinned_selectors() {
+        let body = "[[step]]\nname = \"a\"\naction = \"deallocate\"\ntargets = [{ vdc = \"azure-prod\" }, { hypervisor = \"AZURE\" }]\n";
+        assert!(codes(body).is_empty());
     }
 }
