@@ -208,6 +208,7 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         },
         lock_wait: args.tuning.lock_wait,
         drain_timeout: args.tuning.drain_timeout,
+        ..RunOptions::default()
     };
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));

@@ -14,7 +14,7 @@ mod vm;
 
 use crate::abiquo::client::Client;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
-use crate::exec::poll::PollPolicy;
+use crate::exec::poll::{PollPolicy, TaskDurations};
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure, Runbook, Step};
 use futures::StreamExt;
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub lock_wait: Duration,
     /// After Ctrl-C, how long in-flight tasks are followed before giving up on them.
     pub drain_timeout: Duration,
+    /// Task durations learned so far (seed it with earlier runs' to start warm).
+    pub durations: TaskDurations,
 }
 
 impl Default for RunOptions {
@@ -42,6 +44,7 @@ impl Default for RunOptions {
             poll: PollPolicy::default(),
             lock_wait: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(60),
+            durations: TaskDurations::new(),
         }
     }
 }

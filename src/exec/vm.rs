@@ -5,7 +5,7 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{Task, VirtualMachine, VmState};
 use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
-use crate::exec::poll::{TaskWait, wait_for_task};
+use crate::exec::poll::{Pacing, TaskWait, wait_for_task_paced};
 use crate::plan::{Disposition, PlannedStep, rules};
 use crate::runbook::model::{Action, Step};
 use std::time::Duration;
@@ -98,6 +98,8 @@ enum ActEnd {
     TaskFailed(Task),
     TimedOut {
         href: String,
+        /// When the task was accepted.
+        since: Instant,
         last: Option<Task>,
     },
     Busy,
@@ -186,7 +188,7 @@ async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
                         .extend(FailedJob::from_task(&r.vm.name, &task));
                     force_off(ctx, job, r).await
                 }
-                ActEnd::TimedOut { href, .. } => {
+                ActEnd::TimedOut { href, since, .. } => {
                     // Too slow: try the hard off now. While the graceful task holds the lock
                     // the API refuses it; then keep following the graceful task.
                     match force_off_once(ctx, job, r).await {
@@ -195,7 +197,7 @@ async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
                             let remaining = timeout.saturating_sub(sent.elapsed());
                             r.path = PathTaken::Graceful;
                             r.task_href = Some(href.clone());
-                            match follow(ctx, job, r, &href, remaining).await {
+                            match follow(ctx, job, r, &href, since, remaining).await {
                                 ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
                                 ActEnd::TaskFailed(task) => {
                                     r.failed_jobs
@@ -356,6 +358,7 @@ async fn act(
             Err(e) => return ActEnd::Outcome(client_failure(ctx, &e)),
         }
     };
+    let accepted = Instant::now();
     let href = match answer {
         MutationAnswer::AlreadyDone { .. } => return ActEnd::Done(None),
         MutationAnswer::Accepted { task_href } => {
@@ -367,7 +370,7 @@ async fn act(
             task_href
         }
     };
-    follow(ctx, job, r, &href, timeout).await
+    follow(ctx, job, r, &href, accepted, timeout).await
 }
 
 async fn emit_accepted(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult, href: &str, adopted: bool) {
@@ -382,19 +385,31 @@ async fn emit_accepted(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult, href: &s
     .await;
 }
 
-/// Polls a task to its end.
+/// Polls a task (accepted at `since`) to its end, near its expected finish.
 async fn follow(
     ctx: &Ctx<'_>,
     job: VmJob<'_>,
     r: &mut VmResult,
     href: &str,
+    since: Instant,
     timeout: Duration,
 ) -> ActEnd {
     let started = Instant::now();
-    let wait = wait_for_task(
+    let action = if r.path == PathTaken::Forced {
+        Action::Off
+    } else {
+        job.step.action
+    };
+    let pacing = Pacing {
+        durations: &ctx.options.durations,
+        action,
+        since,
+    };
+    let wait = wait_for_task_paced(
         ctx.client,
         href,
         &ctx.options.poll,
+        pacing,
         timeout,
         ctx.control.kill_token(),
     )
@@ -415,6 +430,7 @@ async fn follow(
         TaskWait::Finished { task, .. } => ActEnd::TaskFailed(task),
         TaskWait::TimedOut { last, .. } => ActEnd::TimedOut {
             href: href.to_owned(),
+            since,
             last,
         },
         TaskWait::Interrupted { last, .. } => ActEnd::Outcome(VmOutcome::Interrupted {

@@ -127,9 +127,11 @@ async fn run_lib_with(
             initial: Duration::from_millis(20),
             factor: 1.5,
             max: Duration::from_millis(100),
+            ..PollPolicy::default()
         },
         lock_wait: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(10),
+        ..RunOptions::default()
     };
     execute_with_reporters(&client, &plan, &runbook, &options, &control, false).await
 }
