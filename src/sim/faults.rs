@@ -17,7 +17,7 @@ use rand::Rng;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -116,13 +116,16 @@ impl AsyncWrite for SimStream {
 pub(crate) struct SimListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl SimListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> Self {
+    /// `accepted` counts the connections accepted.
+    pub fn new(inner: TcpListener, max_connections: usize, accepted: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             slots: Arc::new(Semaphore::new(max_connections)),
+            accepted,
         }
     }
 }
@@ -140,6 +143,7 @@ impl Listener for SimListener {
         loop {
             match self.inner.accept().await {
                 Ok((inner, addr)) => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
                     let _ = inner.set_nodelay(true);
                     let stream = SimStream {
                         inner,

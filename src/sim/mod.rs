@@ -96,7 +96,7 @@ impl SimHandle {
             routes::router(Arc::clone(&shared)).into_make_service_with_connect_info::<KillSwitch>();
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
-        let listener = SimListener::new(listener, MAX_CONNECTIONS);
+        let listener = SimListener::new(listener, MAX_CONNECTIONS, Arc::clone(&shared.connections));
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {

@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     tokens: Mutex<HashMap<String, usize>>,
     faults_rng: Mutex<StdRng>,
     token_rng: Mutex<StdRng>,
+    /// TCP connections accepted (keep-alive clients open few).
+    pub connections: Arc<AtomicU64>,
 }
 
 /// Marks an answer as a refusal for the stats (`"409 VM-4"`, `"503 injected"`).
@@ -76,6 +79,7 @@ impl Shared {
             port,
             counters: Mutex::new(Counters::default()),
             tokens: Mutex::new(HashMap::new()),
+            connections: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -106,7 +110,9 @@ impl Shared {
         let now = self.now();
         let mut world = self.world();
         let counters = self.counters();
-        world.stats(now, &counters)
+        let mut stats = world.stats(now, &counters);
+        stats.connections = self.connections.load(Ordering::Relaxed);
+        stats
     }
 
     /// Same data as `GET /_sim/vms`.

@@ -946,6 +946,8 @@ impl World {
             rejected: counters.rejected.clone(),
             total_requests: counters.total,
             faults_injected: counters.faults.clone(),
+            started_epoch_ms: self.start_epoch_ms,
+            connections: 0,
         }
     }
 

@@ -25,6 +25,13 @@ pub struct SimStats {
     /// `job_failure`, `stuck`.
     #[serde(default)]
     pub faults_injected: BTreeMap<String, u64>,
+    /// Wall-clock time (ms since the Unix epoch) of the simulator's start: `*_ms` fields
+    /// count from it, so other processes can line their own times up with the tasks'.
+    #[serde(default)]
+    pub started_epoch_ms: u64,
+    /// TCP connections accepted since the start.
+    #[serde(default)]
+    pub connections: u64,
 }
 
 impl SimStats {

@@ -1,0 +1,533 @@
+//! Scale benchmark: the real executor against the simulator over loopback, one table row
+//! per case.
+//!
+//! `cargo bench --bench scale` runs the full cases (about 4 minutes); `-- --quick` a small
+//! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
+//! process instead of as a `powerbook sim` child (peak RSS is then the two combined).
+//!
+//! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
+//! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
+//! one pooled client, the collector and the progress bars (drawing to a counting sink at
+//! their real refresh rate) consuming the events.
+//!
+//! Columns: mean task time and the ideal wall time come from the simulator's own records
+//! (each task's accepted/finished times). The ideal is the makespan of a perfect client:
+//! greedy list scheduling of the actual task durations, in plan order, with the same
+//! concurrency, no overhead. Detection delay is from the simulator finishing a task to the
+//! executor's `TaskFinished` event reaching the consumer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use powerbook::abiquo::auth::Credentials;
+use powerbook::abiquo::client::{Client, ClientConfig};
+use powerbook::exec::event::Event;
+use powerbook::exec::{RunControl, RunOptions, execute};
+use powerbook::report::progress::Progress;
+use powerbook::report::{Collector, Reporter};
+use powerbook::sim::{SimConfig, SimHandle, SimStats};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Case {
+    vms: usize,
+    concurrency: usize,
+    sequential: bool,
+    task_ms: u64,
+    jitter_ms: u64,
+    inproc: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Row {
+    case: Case,
+    ok: usize,
+    mean_task_ms: f64,
+    wall_ms: f64,
+    ideal_ms: f64,
+    requests: u64,
+    task_polls: u64,
+    tasks: usize,
+    mean_delay_ms: f64,
+    p95_delay_ms: f64,
+    /// Executor process (with the simulator when in-process).
+    rss_kib: u64,
+    sim_rss_kib: Option<u64>,
+    cpu_s: f64,
+    sim_cpu_s: Option<f64>,
+    sim_connections: Option<u64>,
+    progress_us: f64,
+    progress_draws: u64,
+}
+
+fn cases(quick: bool, inproc: bool) -> Vec<Case> {
+    let case = |vms, concurrency, sequential, task_ms, jitter_ms| Case {
+        vms,
+        concurrency,
+        sequential,
+        task_ms,
+        jitter_ms,
+        inproc,
+    };
+    if quick {
+        vec![
+            case(200, 50, false, 500, 50),
+            case(2_000, 500, false, 500, 50),
+            case(10, 1, true, 500, 50),
+        ]
+    } else {
+        vec![
+            case(1_000, 100, false, 2_000, 200),
+            case(10_000, 500, false, 2_000, 200),
+            case(50, 1, true, 2_000, 200),
+            // Wider spread of task durations: the cost of uncertainty.
+            case(1_000, 100, false, 2_000, 500),
+        ]
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        let case: Case = serde_json::from_str(&args[i + 1]).expect("case JSON");
+        let row = run_case(case);
+        println!("ROW {}", serde_json::to_string(&row).unwrap());
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let inproc = args.iter().any(|a| a == "--inproc");
+    let exe = std::env::current_exe().expect("own path");
+    let mut rows = Vec::new();
+    for case in cases(quick, inproc) {
+        eprintln!("case: {}", serde_json::to_string(&case).unwrap());
+        let out = std::process::Command::new(&exe)
+            .arg("--case")
+            .arg(serde_json::to_string(&case).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run case");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row: Row = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ROW "))
+            .map(|l| serde_json::from_str(l).expect("row JSON"))
+            .unwrap_or_else(|| panic!("case failed ({}):\n{text}", out.status));
+        rows.push(row);
+    }
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::ASCII_MARKDOWN);
+    t.set_header([
+        "VMs",
+        "concurrency",
+        "mean task",
+        "wall",
+        "ideal wall",
+        "wall/ideal",
+        "API req/VM",
+        "polls/task",
+        "mean detect delay",
+        "peak RSS exec (sim)",
+        "CPU/API req",
+        "sim CPU",
+        "sim conns",
+        "progress cost",
+    ]);
+    for r in rows {
+        let c = &r.case;
+        let conc = if c.sequential {
+            "1 (sequential)".to_owned()
+        } else {
+            c.concurrency.to_string()
+        };
+        let rss = match r.sim_rss_kib {
+            Some(s) => format!("{:.1} MiB ({:.1} MiB)", mib(r.rss_kib), mib(s)),
+            None => format!("{:.1} MiB (in-process)", mib(r.rss_kib)),
+        };
+        let wall_s = r.wall_ms / 1000.0;
+        t.add_row([
+            format!("{}", c.vms),
+            conc,
+            format!("{:.0} ms (±{} ms)", r.mean_task_ms, c.jitter_ms),
+            format!("{wall_s:.2} s"),
+            format!("{:.2} s", r.ideal_ms / 1000.0),
+            format!("{:.3}", r.wall_ms / r.ideal_ms),
+            format!("{:.2}", r.requests as f64 / c.vms as f64),
+            format!("{:.2}", r.task_polls as f64 / r.tasks.max(1) as f64),
+            format!(
+                "{:.0} ms = {:.1}% (p95 {:.0} ms)",
+                r.mean_delay_ms,
+                r.mean_delay_ms / r.mean_task_ms * 100.0,
+                r.p95_delay_ms
+            ),
+            rss,
+            format!("{:.0} µs", r.cpu_s / r.requests.max(1) as f64 * 1e6),
+            r.sim_cpu_s.map_or_else(
+                || "-".to_owned(),
+                |s| format!("{:.0}% of a core", s / wall_s * 100.0),
+            ),
+            r.sim_connections
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            format!(
+                "{:.1} ms, {} draws",
+                r.progress_us / 1000.0,
+                r.progress_draws
+            ),
+        ]);
+    }
+    println!("{t}");
+    for r in rows {
+        if r.ok != r.case.vms {
+            println!("warning: {} of {} VMs ok", r.ok, r.case.vms);
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `VmHWM` (peak resident set) of a process, KiB.
+fn peak_rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (num(11) + num(12)) / 100.0 // USER_HZ
+}
+
+fn epoch_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The simulator: a `powerbook sim` child (its own RSS and CPU) or in-process.
+enum Sim {
+    Child(std::process::Child, String),
+    InProc(SimHandle),
+}
+
+impl Sim {
+    async fn start(case: &Case) -> Sim {
+        let mut config = SimConfig::generated(case.vms);
+        config.task_duration = Duration::from_millis(case.task_ms);
+        config.task_jitter = Duration::from_millis(case.jitter_ms);
+        if case.inproc {
+            return Sim::InProc(SimHandle::start(config).await.expect("start simulator"));
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_powerbook"))
+            .args(["sim", "--listen", "127.0.0.1:0"])
+            .args(["--generate", &case.vms.to_string()])
+            .args(["--task-duration", &format!("{}ms", case.task_ms)])
+            .args(["--task-jitter", &format!("{}ms", case.jitter_ms)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start powerbook sim");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_owned();
+        Sim::Child(child, base)
+    }
+
+    fn base_url(&self) -> String {
+        match self {
+            Sim::Child(_, base) => base.clone(),
+            Sim::InProc(h) => h.base_url().to_owned(),
+        }
+    }
+
+    fn pid(&self) -> Option<String> {
+        match self {
+            Sim::Child(c, _) => Some(c.id().to_string()),
+            Sim::InProc(_) => None,
+        }
+    }
+
+    async fn stats(&self) -> SimStats {
+        match self {
+            Sim::InProc(h) => h.stats(),
+            Sim::Child(_, base) => reqwest::Client::new()
+                .get(base.replace("/api", "/_sim/stats"))
+                .send()
+                .await
+                .expect("stats")
+                .json()
+                .await
+                .expect("stats JSON"),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Sim::InProc(h) => h.shutdown().await,
+            Sim::Child(mut c, _) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn runbook_toml(case: &Case) -> String {
+    let order = if case.sequential {
+        "order = \"sequential\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "name = \"scale\"\n\
+         [limits]\nconcurrency = {c}\n\
+         [[step]]\nname = \"all off\"\naction = \"off\"\n\
+         targets = [{{ vm = \"vm-*\" }}]\nconcurrency = {c}\n{order}\
+         task_timeout = \"5m\"\non_failure = \"continue\"\n",
+        c = case.concurrency
+    )
+}
+
+/// Counts what the progress bars would write to a terminal.
+#[derive(Debug, Default)]
+struct Sink {
+    writes: AtomicU64,
+}
+
+impl indicatif::TermLike for Sink {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, _: &str) -> std::io::Result<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn write_str(&self, _: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the event consumer saw.
+#[derive(Default)]
+struct Seen {
+    /// Task id → epoch ms when its TaskFinished arrived.
+    finished_at: HashMap<String, f64>,
+    progress: Duration,
+    ok: usize,
+}
+
+fn run_case(case: Case) -> Row {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let sim = Sim::start(&case).await;
+        let base = sim.base_url();
+        let runbook = powerbook::runbook::parse("scale.toml", &runbook_toml(&case))
+            .unwrap_or_else(|f| panic!("bench runbook: {f}"))
+            .runbook;
+        let config = ClientConfig::new(
+            &base,
+            "5.0",
+            Credentials::Basic {
+                user: "admin".into(),
+                password: "xabiquo".into(),
+            },
+        );
+        let client = Client::new(config).expect("client");
+        client.login().await.expect("login");
+        let plan = powerbook::plan::resolve(&client, &runbook)
+            .await
+            .expect("plan");
+        let me = std::process::id().to_string();
+        let sim_pid = sim.pid();
+        let sim_cpu0 = sim_pid.as_deref().map(cpu_seconds);
+        let cpu0 = cpu_seconds(&me);
+        let requests0 = client.stats().requests;
+
+        let sink = Arc::new(Sink::default());
+        let draws = Arc::clone(&sink);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        let consumer = tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let mut collector = Collector::new();
+            let mut progress = Progress::with_target(
+                indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(SinkRef(sink)), 10),
+            );
+            while let Some(event) = rx.recv().await {
+                if let Event::TaskFinished { task_href, .. } = &event {
+                    let id = task_href.rsplit('/').next().unwrap_or_default().to_owned();
+                    seen.finished_at.insert(id, epoch_ms());
+                }
+                if let Event::VmFinished { result } = &event
+                    && result.outcome == powerbook::exec::event::VmOutcome::Ok
+                {
+                    seen.ok += 1;
+                }
+                let t = Instant::now();
+                progress.event(&event);
+                seen.progress += t.elapsed();
+                collector.event(&event);
+            }
+            progress.finish();
+            let _report = collector.into_report();
+            seen
+        });
+        let options = RunOptions::default();
+        let t0 = Instant::now();
+        let _summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
+        let wall = t0.elapsed();
+        drop(tx);
+        let seen = consumer.await.expect("consumer");
+        let cpu = cpu_seconds(&me) - cpu0;
+        let sim_cpu = sim_pid
+            .as_deref()
+            .map(cpu_seconds)
+            .zip(sim_cpu0)
+            .map(|(a, b)| a - b);
+        let requests = client.stats().requests - requests0;
+
+        let stats = sim.stats().await;
+        let sim_rss = sim_pid.as_deref().map(peak_rss_kib);
+        let rss = peak_rss_kib(&me);
+        sim.stop().await;
+
+        // Task durations and the perfect client's makespan, in plan order.
+        let order: Vec<&str> = plan.steps[0]
+            .waves
+            .iter()
+            .flatten()
+            .map(|&t| plan.steps[0].targets[t].vm.name.as_str())
+            .collect();
+        let mut durations = Vec::new();
+        let mut delays = Vec::new();
+        for name in &order {
+            let Some(rec) = stats.mutations.get(*name).and_then(|r| r.first()) else {
+                continue;
+            };
+            let Some(fin) = rec.finished_ms else { continue };
+            durations.push((fin - rec.accepted_ms) as f64);
+            if let Some(at) = seen.finished_at.get(&rec.task_id) {
+                delays.push(at - (stats.started_epoch_ms + fin) as f64);
+            }
+        }
+        let slots = if case.sequential { 1 } else { case.concurrency };
+        let ideal_ms = makespan(&durations, slots);
+        delays.sort_by(f64::total_cmp);
+        let task_polls: u64 = stats.task_gets.values().sum();
+        Row {
+            ok: seen.ok,
+            mean_task_ms: durations.iter().sum::<f64>() / durations.len().max(1) as f64,
+            wall_ms: wall.as_secs_f64() * 1000.0,
+            ideal_ms,
+            requests,
+            task_polls,
+            tasks: stats.task_gets.len(),
+            mean_delay_ms: delays.iter().sum::<f64>() / delays.len().max(1) as f64,
+            p95_delay_ms: delays
+                .get(delays.len() * 95 / 100)
+                .copied()
+                .unwrap_or_default(),
+            rss_kib: rss,
+            sim_rss_kib: sim_rss,
+            cpu_s: cpu,
+            sim_cpu_s: sim_cpu,
+            sim_connections: (stats.connections > 0).then_some(stats.connections),
+            progress_us: seen.progress.as_secs_f64() * 1e6,
+            progress_draws: draws.writes.load(Ordering::Relaxed),
+            case,
+        }
+    })
+}
+
+/// Shares the counting sink with the bench after the progress bars took it.
+#[derive(Debug)]
+struct SinkRef(Arc<Sink>);
+
+impl indicatif::TermLike for SinkRef {
+    fn width(&self) -> u16 {
+        self.0.width()
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Greedy list scheduling: each task starts the instant a slot frees, in order.
+fn makespan(durations: &[f64], slots: usize) -> f64 {
+    let mut free: BinaryHeap<Reverse<u64>> = (0..slots.max(1)).map(|_| Reverse(0)).collect();
+    let mut end = 0u64;
+    for &d in durations {
+        // Microseconds, so the heap can order integers.
+        let Reverse(start) = free.pop().unwrap_or(Reverse(0));
+        let finish = start + (d * 1000.0) as u64;
+        end = end.max(finish);
+        free.push(Reverse(finish));
+    }
+    end as f64 / 1000.0
+}
