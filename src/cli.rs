@@ -116,10 +116,13 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Timing")]
 pub struct RunTuning {
-    /// First delay before polling a task; later polls back off by 1.5x.
+    /// First delay before polling a task while its action's duration is unknown; later
+    /// polls back off by 1.5x. Once tasks of the action have finished, polls go near the
+    /// expected finish instead.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_positive_duration)]
     pub poll_initial: Duration,
-    /// Longest delay between two polls of a task.
+    /// Longest delay between two polls of a task that may have finished (the wait before
+    /// the earliest expected finish can be longer).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
     pub poll_max: Duration,
     /// How long to wait for a LOCKED VM (busy with another task) before failing it.

@@ -7,7 +7,7 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::cli::{ConnectionArgs, OutputFormat, RunArgs};
 use crate::exec::event::Summary;
-use crate::exec::poll::PollPolicy;
+use crate::exec::poll::{PollPolicy, TaskDurations};
 use crate::exec::{RunControl, RunOptions, execute};
 use crate::exit::Outcome;
 use crate::plan::Plan;
@@ -208,7 +208,9 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         },
         lock_wait: args.tuning.lock_wait,
         drain_timeout: args.tuning.drain_timeout,
-        ..RunOptions::default()
+        // Earlier runs' journals tell how long tasks take on this cloud: start warm.
+        durations: TaskDurations::from_journals(Path::new(".powerbook/runs"), client.endpoint())
+            .await,
     };
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));

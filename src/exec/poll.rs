@@ -15,6 +15,7 @@ use crate::abiquo::model::Task;
 use crate::exec::event::Event;
 use crate::runbook::model::Action;
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -224,12 +225,19 @@ impl TaskDurations {
     }
 
     /// Learns priors from an earlier run's events (a journal): every successful
-    /// `TaskFinished`, keyed by its step's action. Returns how many were learned.
-    pub fn learn_from_events<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> usize {
+    /// `TaskFinished` of a run against `endpoint`, keyed by its step's action. Returns how
+    /// many were learned.
+    pub fn learn_from_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Event>,
+        endpoint: &str,
+    ) -> usize {
         let mut actions: HashMap<usize, Action> = HashMap::new();
         let mut learned = 0;
         for event in events {
             match event {
+                // Another cloud's durations say nothing about this one.
+                Event::RunStarted { plan, .. } if plan.endpoint != endpoint => actions.clear(),
                 Event::RunStarted { plan, .. } => {
                     actions = plan.steps.iter().map(|s| (s.index, s.action)).collect();
                 }
@@ -252,15 +260,49 @@ impl TaskDurations {
 
     /// Learns priors from JSON-lines journal text: lines that are executor events count,
     /// anything else (headers, torn lines) is ignored.
-    pub fn learn_from_journal(&self, text: &str) -> usize {
+    pub fn learn_from_journal(&self, text: &str, endpoint: &str) -> usize {
         let events: Vec<Event> = text
             .lines()
             .filter(|l| l.contains("\"task_finished\"") || l.contains("\"run_started\""))
             .filter_map(|l| serde_json::from_str::<Event>(l).ok())
             .collect();
-        self.learn_from_events(&events)
+        self.learn_from_events(&events, endpoint)
+    }
+
+    /// Priors from the newest journals (`*.jsonl`) in `dir` of runs against `endpoint`.
+    /// A missing or unreadable directory just means starting cold. Reads off the runtime.
+    pub async fn from_journals(dir: &Path, endpoint: &str) -> TaskDurations {
+        let durations = TaskDurations::new();
+        let (dir, endpoint, learner) = (dir.to_owned(), endpoint.to_owned(), durations.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return 0;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            // Names end in a UTC timestamp: newest last.
+            files.sort();
+            files
+                .iter()
+                .rev()
+                .take(JOURNALS)
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .map(|text| learner.learn_from_journal(&text, &endpoint))
+                .sum::<usize>()
+        });
+        match read.await {
+            Ok(n) if n > 0 => tracing::debug!("learned {n} task durations from earlier runs"),
+            _ => {}
+        }
+        durations
     }
 }
+
+/// Earlier runs' journals read for priors.
+const JOURNALS: usize = 5;
 
 /// How a wait ended.
 #[derive(Debug)]
@@ -790,7 +832,7 @@ mod tests {
             format: 1,
             runbook_name: "r".into(),
             source_hash: String::new(),
-            endpoint: String::new(),
+            endpoint: "https://cloud/api".into(),
             created_at: String::new(),
             concurrency: 1,
             steps: vec![step(0, Action::Shutdown), step(1, Action::On)],
@@ -820,8 +862,43 @@ mod tests {
             .chain(["{\"torn\": \n".to_owned()])
             .collect();
         let d = TaskDurations::new();
-        assert_eq!(d.learn_from_journal(&text), 2);
+        assert_eq!(d.learn_from_journal(&text, "https://cloud/api"), 2);
         assert_eq!(d.window(Action::Shutdown), window(36_000, 44_000));
         assert_eq!(d.window(Action::On), window(4_500, 5_500));
+        let other = TaskDurations::new();
+        assert_eq!(other.learn_from_journal(&text, "https://other/api"), 0);
+        assert_eq!(other.window(Action::On), None);
+    }
+
+    #[tokio::test]
+    async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |endpoint: &str, step_action: &str, ms: u64| {
+            format!(
+                "{{\"event\":\"run_started\",\"started_at\":\"\",\"plan\":{{\"format\":1,\
+                 \"runbook_name\":\"r\",\"source_hash\":\"\",\"endpoint\":\"{endpoint}\",\
+                 \"created_at\":\"\",\"concurrency\":1,\"steps\":[{{\"index\":0,\"name\":\"s\",\
+                 \"action\":\"{step_action}\",\"order\":\"parallel\",\"after\":[],\"concurrency\":1,\
+                 \"waves\":[],\"wave_pause_ms\":0,\"fallback_after_ms\":null,\"targets\":[]}}]}}}}\n\
+                 {{\"event\":\"task_finished\",\"step\":0,\"target\":0,\"vm\":\"v\",\"task_href\":\"h\",\
+                 \"state\":\"FINISHED_SUCCESSFULLY\",\"polls\":2,\"elapsed_ms\":{ms}}}\n"
+            )
+        };
+        std::fs::write(
+            dir.path().join("a-1.jsonl"),
+            line("http://x/api", "off", 7000),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a-2.jsonl"),
+            line("http://y/api", "on", 9000),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), line("http://x/api", "on", 1)).unwrap();
+        let d = TaskDurations::from_journals(dir.path(), "http://x/api").await;
+        assert_eq!(d.window(Action::Off), window(6300, 7700));
+        assert_eq!(d.window(Action::On), None);
+        let none = TaskDurations::from_journals(&dir.path().join("missing"), "x").await;
+        assert_eq!(none.window(Action::Off), None);
     }
 }
