@@ -336,7 +336,6 @@ impl indicatif::TermLike for Sink {
         Ok(())
     }
     fn write_line(&self, _: &str) -> std::io::Result<()> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     fn write_str(&self, _: &str) -> std::io::Result<()> {
@@ -346,6 +345,8 @@ impl indicatif::TermLike for Sink {
         Ok(())
     }
     fn flush(&self) -> std::io::Result<()> {
+        // Once per redraw.
+        self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

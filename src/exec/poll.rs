@@ -75,11 +75,13 @@ impl PollPolicy {
             // Cold: initial, then about ×factor per poll.
             return clamp(self.initial + elapsed.mul_f64(growth));
         };
-        if elapsed + self.min_gap <= w.lo {
-            // Quiet until the earliest expected finish.
-            return w.lo - elapsed;
-        }
         let ratio = self.window_ratio(w);
+        // Quiet until one step into the window: a poll right at `lo` (the 5th percentile)
+        // would find almost every task still running.
+        let first = w.lo.mul_f64(ratio).max(w.lo + self.min_gap);
+        if elapsed + self.min_gap <= first {
+            return first - elapsed;
+        }
         // One step past `hi` still belongs to the window.
         let end = w.hi.mul_f64(ratio) + self.min_gap;
         if elapsed <= end {
@@ -407,12 +409,17 @@ where
     let mut last: Option<Task> = None;
     // When the last poll found the task still running (time since acceptance).
     let mut pending_at: Option<Duration> = None;
+    // The window the first poll was placed by.
+    let mut first_window: Option<Window> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return TaskWait::TimedOut { last, polls };
         }
         let window = pacing.and_then(|p| p.durations.window(p.action));
+        if polls == 0 {
+            first_window = window;
+        }
         // Never sleep past the deadline; still poll once right at it.
         let delay = policy
             .next_delay(now.saturating_duration_since(since), window)
@@ -432,9 +439,14 @@ where
                     && task.state.is_success()
                 {
                     // It finished between the last two polls. Found done at the very first
-                    // poll it may have finished much earlier: lean low so the window can
-                    // move down when the cloud gets faster.
-                    let took = pending_at.map_or(at.mul_f64(0.9), |before| (before + at) / 2);
+                    // poll, it may have finished much earlier: count it just below the
+                    // window, so that the window moves down when such tasks become common
+                    // (the cloud got faster) and stays put while they are rare.
+                    let took = match (pending_at, first_window) {
+                        (Some(before), _) => (before + at) / 2,
+                        (None, Some(w)) => w.lo.mul_f64(0.9),
+                        (None, None) => at.mul_f64(0.9),
+                    };
                     p.durations.record(p.action, took);
                 }
                 return TaskWait::Finished { task, polls };
@@ -588,17 +600,19 @@ mod tests {
     #[test]
     fn known_durations_keep_quiet_until_the_window_then_poll_across_it() {
         let p = PollPolicy::default();
-        // Quiet until the earliest expected finish, whatever `max` says.
-        assert_eq!(p.next_delay(Duration::ZERO, window(1800, 2200)), ms(1800));
-        assert_eq!(p.next_delay(ms(30_000), window(60_000, 90_000)), ms(30_000));
+        // Quiet until one step into the window, whatever `max` says.
+        let first = p.next_delay(Duration::ZERO, window(1800, 2200));
+        assert!(first > ms(1850) && first < ms(1950), "{first:?}");
+        let later = p.next_delay(ms(30_000), window(60_000, 90_000));
+        assert!(later > ms(35_000) && later < ms(37_000), "{later:?}");
         // Inside the window: `window_polls` geometric steps from lo reach hi.
-        let mut elapsed = ms(1800);
-        let mut steps = 0;
+        let mut elapsed = first;
+        let mut polls = 1;
         while elapsed < ms(2200) {
             elapsed += p.next_delay(elapsed, window(1800, 2200));
-            steps += 1;
+            polls += 1;
         }
-        assert_eq!(steps, 4);
+        assert_eq!(polls, 4);
         assert!(elapsed < ms(2260), "{elapsed:?}");
     }
 
