@@ -3,6 +3,7 @@
 
 use crate::abiquo::model::VmState;
 use globset::{Glob, GlobMatcher};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +11,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// A power action a step performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Power on (also resumes nothing: a PAUSED VM needs `resume`).
@@ -19,8 +22,11 @@ pub enum Action {
     Off,
     /// Graceful shutdown through the guest tools.
     Shutdown,
+    /// Suspend a running VM (PAUSED).
     Pause,
+    /// Continue a PAUSED VM.
     Resume,
+    /// Hard reset of a running VM (it stays ON).
     Reset,
     /// Azure: hard power off that releases the compute (`deallocated: true`).
     Deallocate,
@@ -202,7 +208,7 @@ impl fmt::Display for Selector {
 }
 
 /// How a step walks its VMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Up to the step's concurrency at once.
@@ -213,7 +219,7 @@ pub enum Order {
 }
 
 /// What a failure threshold does when crossed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// Start nothing new; let in-flight tasks finish; the rest is "not started".

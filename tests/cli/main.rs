@@ -1,3 +1,7 @@
+//! The one integration-test binary: each module tests one command against the real binary
+//! (or the library), with the simulator on 127.0.0.1 where a cloud is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod sim;
+mod support;
+mod validate;

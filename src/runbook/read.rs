@@ -1,0 +1,806 @@
+//! TOML text → [`raw`] structs. Walks the parsed TOML tree by hand (rather than through serde)
+//! so that every unknown key, wrong type and missing key in the file is reported, each with
+//! its span, instead of stopping at the first.
+
+use super::diagnostic::{Diagnostic, did_you_mean};
+use super::raw::{
+    RawAmount, RawApi, RawDefaults, RawFallback, RawLimits, RawNameOrId, RawRunbook, RawSelector,
+    RawStep, RawWaves, Sp, keys,
+};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+/// What reading produced: the raw runbook (possibly partial), the diagnostics, and the spans
+/// of secret values that must not be shown back.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub raw: RawRunbook,
+    pub diagnostics: Vec<Diagnostic>,
+    /// True when the TOML itself did not parse: only syntax errors are then reported, since
+    /// the recovered tree is partial and would cause spurious follow-up errors.
+    pub syntax_failed: bool,
+    pub secrets: Vec<Range<usize>>,
+}
+
+/// Keys that look like credentials. They are rejected wherever they appear, and their values
+/// are blanked out of every rendering.
+const CREDENTIAL_KEYS: &[&str] = &[
+    "username",
+    "user",
+    "password",
+    "passwd",
+    "pass",
+    "token",
+    "api_token",
+    "access_token",
+    "secret",
+    "client_secret",
+    "credentials",
+    "authorization",
+    "auth",
+    "api_key",
+];
+
+pub fn read(source: &str) -> Read {
+    let (doc, errors) = DeTable::parse_recoverable(source);
+    let mut reader = Reader {
+        secrets: credential_lines(source),
+        ..Reader::default()
+    };
+    let raw = reader.runbook(doc.get_ref());
+    if errors.is_empty() {
+        return Read {
+            raw,
+            diagnostics: reader.diagnostics,
+            syntax_failed: false,
+            secrets: reader.secrets,
+        };
+    }
+    let diagnostics = errors
+        .iter()
+        .map(|e| Diagnostic {
+            span: e.span(),
+            ..Diagnostic::error("runbook::syntax", 0..0, syntax_message(e.message()))
+        })
+        .collect();
+    Read {
+        raw: RawRunbook::default(),
+        diagnostics,
+        syntax_failed: true,
+        secrets: reader.secrets,
+    }
+}
+
+/// Values of `key = ...` lines whose key looks like a credential, found textually so that
+/// they are blanked even when the TOML around them does not parse.
+fn credential_lines(source: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+            if CREDENTIAL_KEYS.contains(&key.as_str()) {
+                let after_eq = line.find('=').map_or(0, |i| i + 1);
+                let value = line[after_eq..].trim_start();
+                let value_start = start + line.len() - value.len();
+                spans.push(value_start..start + line.trim_end_matches(['\n', '\r']).len());
+            }
+        }
+        start += line.len();
+    }
+    spans
+}
+
+/// toml's messages start lowercase without the word "TOML"; say what kind of error it is.
+fn syntax_message(message: &str) -> String {
+    format!("TOML syntax error: {}", message.trim_end())
+}
+
+type Entry<'a, 'i> = (&'a Spanned<DeString<'i>>, &'a Spanned<DeValue<'i>>);
+
+#[derive(Default)]
+struct Reader {
+    diagnostics: Vec<Diagnostic>,
+    secrets: Vec<Range<usize>>,
+}
+
+impl Reader {
+    fn runbook(&mut self, table: &DeTable<'_>) -> RawRunbook {
+        let mut rb = RawRunbook::default();
+        let entries = self.entries(table, keys::RUNBOOK, "at the top level");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "name" => rb.name = self.string(k, v),
+                "description" => rb.description = self.string(k, v),
+                "api" => rb.api = self.table(k, v).map(|t| self.api(t)),
+                "limits" => rb.limits = self.table(k, v).map(|t| self.limits(t)),
+                "defaults" => rb.defaults = self.table(k, v).map(|t| self.defaults(t)),
+                "estimates" => rb.estimates = self.estimates(k, v),
+                "step" => rb.steps = self.steps(k, v),
+                _ => {}
+            }
+        }
+        if missing(table, &entries, keys::RUNBOOK, "name") {
+            self.diagnostics.push(
+                Diagnostic::error("runbook::missing-key", 0..0, "the runbook has no `name`")
+                    .label("add `name = \"...\"` at the top")
+                    .help("the name appears in plans, reports and the journal"),
+            );
+        }
+        if missing(table, &entries, keys::RUNBOOK, "step") {
+            self.diagnostics.push(
+                Diagnostic::error("runbook::no-steps", 0..0, "the runbook has no steps")
+                    .label("add at least one [[step]]")
+                    .help(
+                        "a step looks like:\n[[step]]\nname = \"web down\"\naction = \"shutdown\"\ntargets = [{ vdc = \"prod\", vapp = \"web-*\" }]",
+                    ),
+            );
+        }
+        rb
+    }
+
+    fn api(&mut self, table: &DeTable<'_>) -> RawApi {
+        let mut api = RawApi::default();
+        for (k, v) in self.entries(table, keys::API, "in [api]") {
+            match k.get_ref().as_ref() {
+                "endpoint" => api.endpoint = self.string(k, v),
+                "version" => api.version = self.string(k, v),
+                _ => {}
+            }
+        }
+        api
+    }
+
+    fn limits(&mut self, table: &DeTable<'_>) -> RawLimits {
+        let mut limits = RawLimits::default();
+        for (k, v) in self.entries(table, keys::LIMITS, "in [limits]") {
+            match k.get_ref().as_ref() {
+                "concurrency" => limits.concurrency = self.integer(k, v),
+                "requests_per_second" => limits.requests_per_second = self.integer(k, v),
+                "deadline" => limits.deadline = self.duration(k, v),
+                "max_failures" => limits.max_failures = self.amount(k, v),
+                _ => {}
+            }
+        }
+        limits
+    }
+
+    fn defaults(&mut self, table: &DeTable<'_>) -> RawDefaults {
+        let mut d = RawDefaults::default();
+        for (k, v) in self.entries(table, keys::DEFAULTS, "in [defaults]") {
+            match k.get_ref().as_ref() {
+                "task_timeout" => d.task_timeout = self.duration(k, v),
+                "on_failure" => d.on_failure = self.string(k, v),
+                "max_failures" => d.max_failures = self.amount(k, v),
+                "concurrency" => d.concurrency = self.integer(k, v),
+                "order" => d.order = self.string(k, v),
+                "allow_protected" => d.allow_protected = self.boolean(k, v),
+                "expected_duration" => d.expected_duration = self.duration(k, v),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    fn estimates(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<BTreeMap<Sp<String>, Sp<String>>>> {
+        let table = self.table(k, v)?;
+        let mut out = BTreeMap::new();
+        for (action, value) in sorted(table) {
+            if CREDENTIAL_KEYS.contains(&action.get_ref().to_ascii_lowercase().as_str()) {
+                self.credential(action, value, "in [estimates]");
+                continue;
+            }
+            if let Some(d) = self.duration(action, value) {
+                out.insert(Spanned::new(action.span(), action.get_ref().to_string()), d);
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
+    fn steps(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Vec<Sp<RawStep>>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(
+                k,
+                v,
+                "an array of tables",
+                Some("write each step as [[step]]"),
+            );
+            return None;
+        };
+        let mut steps = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Table(t) => {
+                    let step = self.step(t, item.span());
+                    steps.push(Spanned::new(item.span(), step));
+                }
+                other => self.push_wrong_type(
+                    item.span(),
+                    "a step",
+                    "a table",
+                    other,
+                    Some("write each step as [[step]]"),
+                ),
+            }
+        }
+        Some(steps)
+    }
+
+    fn step(&mut self, table: &DeTable<'_>, span: Range<usize>) -> RawStep {
+        let mut s = RawStep::default();
+        let entries = self.entries(table, keys::STEP, "in a [[step]]");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "name" => s.name = self.string(k, v),
+                "action" => s.action = self.string(k, v),
+                "targets" => s.targets = self.selectors(k, v),
+                "exclude" => s.exclude = self.selectors(k, v),
+                "after" => s.after = self.string_list(k, v),
+                "order" => s.order = self.string(k, v),
+                "concurrency" => s.concurrency = self.integer(k, v),
+                "waves" => s.waves = self.waves(k, v),
+                "fallback" => s.fallback = self.fallback(k, v),
+                "task_timeout" => s.task_timeout = self.duration(k, v),
+                "on_failure" => s.on_failure = self.string(k, v),
+                "max_failures" => s.max_failures = self.amount(k, v),
+                "allow_protected" => s.allow_protected = self.boolean(k, v),
+                "expected_duration" => s.expected_duration = self.duration(k, v),
+                _ => {}
+            }
+        }
+        for key in ["name", "action", "targets"] {
+            if missing(table, &entries, keys::STEP, key) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "runbook::missing-key",
+                        span.clone(),
+                        format!("this step has no `{key}`"),
+                    )
+                    .label(format!("`{key}` is required"))
+                    .help(match key {
+                        "name" => "every step needs a unique name, e.g. name = \"web down\"",
+                        "action" => "action is one of: on, off, shutdown, pause, resume, reset, deallocate",
+                        _ => "targets select the VMs, e.g. targets = [{ vdc = \"prod\", vapp = \"web-*\" }]",
+                    }),
+                );
+            }
+        }
+        s
+    }
+
+    fn waves(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawWaves>> {
+        let table = self.table(k, v)?;
+        let mut w = RawWaves::default();
+        let entries = self.entries(table, keys::WAVES, "in `waves`");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "size" => w.size = self.amount(k, v),
+                "pause" => w.pause = self.duration(k, v),
+                _ => {}
+            }
+        }
+        if missing(table, &entries, keys::WAVES, "size") {
+            self.diagnostics.push(
+                Diagnostic::error("runbook::missing-key", v.span(), "`waves` has no `size`")
+                    .label("`size` is required")
+                    .help("e.g. waves = { size = \"25%\", pause = \"30s\" }"),
+            );
+        }
+        Some(Spanned::new(v.span(), w))
+    }
+
+    fn fallback(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawFallback>> {
+        let table = self.table(k, v)?;
+        let mut f = RawFallback::default();
+        let entries = self.entries(table, keys::FALLBACK, "in `fallback`");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "action" => f.action = self.string(k, v),
+                "after" => f.after = self.duration(k, v),
+                _ => {}
+            }
+        }
+        if missing(table, &entries, keys::FALLBACK, "after") {
+            self.diagnostics.push(
+                Diagnostic::error("runbook::missing-key", v.span(), "`fallback` has no `after`")
+                    .label("`after` is required")
+                    .help("how long the graceful shutdown may take, e.g. fallback = { action = \"off\", after = \"5m\" }"),
+            );
+        }
+        Some(Spanned::new(v.span(), f))
+    }
+
+    fn selectors(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<Vec<Sp<RawSelector>>>> {
+        let items = match v.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::Table(_) => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "an array of selectors",
+                    Some("wrap the selector in brackets: [{ ... }]"),
+                );
+                return None;
+            }
+            _ => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "an array of selectors",
+                    Some("e.g. [{ vdc = \"prod\", vm = \"web-*\" }]"),
+                );
+                return None;
+            }
+        };
+        if items.is_empty() && k.get_ref().as_ref() == "targets" {
+            self.diagnostics.push(
+                Diagnostic::error("runbook::no-targets", v.span(), "`targets` is empty")
+                    .label("this step would act on no VM")
+                    .help("add a selector, e.g. targets = [{ vdc = \"prod\", vapp = \"web-*\" }]"),
+            );
+        }
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Table(t) if t.is_empty() => self.diagnostics.push(
+                    Diagnostic::error(
+                        "runbook::empty-selector",
+                        item.span(),
+                        format!("empty selector in `{}`", k.get_ref()),
+                    )
+                    .label("an empty selector would match every VM")
+                    .help("a selector needs at least one of: vdc, vapp, vm, label, state, hypervisor, href"),
+                ),
+                DeValue::Table(t) => {
+                    let sel = self.selector(t);
+                    out.push(Spanned::new(item.span(), sel));
+                }
+                other => self.push_wrong_type(
+                    item.span(),
+                    &format!("`{}`", k.get_ref()),
+                    "a selector table",
+                    other,
+                    Some("a selector looks like { vdc = \"prod\", vm = \"web-*\" }"),
+                ),
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
+    fn selector(&mut self, table: &DeTable<'_>) -> RawSelector {
+        let mut s = RawSelector::default();
+        for (k, v) in self.entries(table, keys::SELECTOR, "in a selector") {
+            match k.get_ref().as_ref() {
+                "vdc" => s.vdc = self.name_or_id(k, v),
+                "vapp" => s.vapp = self.name_or_id(k, v),
+                "vm" => s.vm = self.string(k, v),
+                "label" => s.label = self.string(k, v),
+                "state" => s.state = self.string(k, v),
+                "hypervisor" => s.hypervisor = self.string(k, v),
+                "href" => s.href = self.string(k, v),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The table's entries in source order, minus unknown keys (reported here).
+    fn entries<'a, 'i>(
+        &mut self,
+        table: &'a DeTable<'i>,
+        known: &[&str],
+        place: &str,
+    ) -> Vec<Entry<'a, 'i>> {
+        let mut out = Vec::new();
+        for (k, v) in sorted(table) {
+            let key: &str = k.get_ref();
+            if known.contains(&key) {
+                out.push((k, v));
+            } else if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+                self.credential(k, v, place);
+            } else {
+                let mut d = Diagnostic::error(
+                    "runbook::unknown-key",
+                    k.span(),
+                    format!("unknown key `{key}` {place}"),
+                );
+                d = match did_you_mean(key, known.iter().copied()) {
+                    Some(s) => d.label(format!("did you mean `{s}`?")),
+                    None => d.label("unknown key"),
+                };
+                d = match (place, key) {
+                    ("in a selector", "name") => d.help("select VMs by name with `vm`"),
+                    ("at the top level", "steps") => {
+                        d.help("write each step as its own [[step]] table")
+                    }
+                    _ => d.help(format!("expected one of: {}", known.join(", "))),
+                };
+                self.diagnostics.push(d);
+            }
+        }
+        out
+    }
+
+    fn credential(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>, place: &str) {
+        self.secrets.push(v.span());
+        self.diagnostics.push(
+            Diagnostic::error(
+                "runbook::credentials",
+                k.span(),
+                format!(
+                    "credentials do not belong in a runbook (`{}` {place})",
+                    k.get_ref()
+                ),
+            )
+            .label("remove this key")
+            .help(
+                "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
+            ),
+        );
+    }
+
+    fn table<'a, 'i>(
+        &mut self,
+        k: &Spanned<DeString<'i>>,
+        v: &'a Spanned<DeValue<'i>>,
+    ) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(k, v, "a table", None);
+                None
+            }
+        }
+    }
+
+    fn string(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
+            _ => {
+                self.wrong_type(k, v, "a string", None);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<bool>> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
+            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "a boolean",
+                    Some(&format!("write {s} without quotes")),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(k, v, "a boolean (true or false)", None);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<i64>> {
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Spanned::new(v.span(), n)),
+                Err(_) => {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            "runbook::out-of-range",
+                            v.span(),
+                            format!("`{}` is too large", k.get_ref()),
+                        )
+                        .label("does not fit in 64 bits"),
+                    );
+                    None
+                }
+            },
+            DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "an integer",
+                    Some(&format!("write {} without quotes", s.trim())),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(k, v, "an integer", None);
+                None
+            }
+        }
+    }
+
+    /// A duration is a string; a bare number gets a hint to add a unit.
+    fn duration(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
+            DeValue::Integer(i) => {
+                let help = format!(
+                    "durations are strings with a unit, e.g. \"{}s\" or \"{}m\"",
+                    i.as_str(),
+                    i.as_str()
+                );
+                self.wrong_type(k, v, "a duration string", Some(&help));
+                None
+            }
+            _ => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "a duration string",
+                    Some("durations are strings with a unit, e.g. \"30s\", \"5m\", \"1h 30m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn amount(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawAmount>> {
+        match v.get_ref() {
+            DeValue::Integer(_) => self
+                .integer(k, v)
+                .map(|n| Spanned::new(n.span(), RawAmount::Count(*n.get_ref()))),
+            DeValue::String(s) => Some(Spanned::new(v.span(), RawAmount::Text(s.to_string()))),
+            _ => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "a count or a percentage",
+                    Some("write a count (3) or a percentage string (\"10%\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn name_or_id(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawNameOrId>> {
+        match v.get_ref() {
+            DeValue::Integer(_) => self
+                .integer(k, v)
+                .map(|n| Spanned::new(n.span(), RawNameOrId::Id(*n.get_ref()))),
+            DeValue::String(s) => Some(Spanned::new(v.span(), RawNameOrId::Name(s.to_string()))),
+            _ => {
+                self.wrong_type(k, v, "a name or a numeric id", None);
+                None
+            }
+        }
+    }
+
+    fn string_list(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<Vec<Sp<String>>>> {
+        let items = match v.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::String(s) => {
+                let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
+                self.wrong_type(k, v, "an array of step names", Some(&help));
+                return None;
+            }
+            _ => {
+                self.wrong_type(k, v, "an array of step names", None);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
+                other => self.push_wrong_type(
+                    item.span(),
+                    &format!("`{}`", k.get_ref()),
+                    "a step name (string)",
+                    other,
+                    None,
+                ),
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
+    fn wrong_type(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+        expected: &str,
+        help: Option<&str>,
+    ) {
+        let what = format!("`{}`", k.get_ref());
+        self.push_wrong_type(v.span(), &what, expected, v.get_ref(), help);
+    }
+
+    fn push_wrong_type(
+        &mut self,
+        span: Range<usize>,
+        what: &str,
+        expected: &str,
+        found: &DeValue<'_>,
+        help: Option<&str>,
+    ) {
+        let found = match found {
+            DeValue::Integer(_) => "an integer",
+            DeValue::Array(_) => "an array",
+            DeValue::Table(_) => "a table",
+            other => match other.type_str() {
+                "string" => "a string",
+                "float" => "a float",
+                "boolean" => "a boolean",
+                _ => "a datetime",
+            },
+        };
+        let mut d = Diagnostic::error(
+            "runbook::wrong-type",
+            span,
+            format!("wrong type for {what}: expected {expected}, found {found}"),
+        )
+        .label(format!("expected {expected}"));
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        self.diagnostics.push(d);
+    }
+}
+
+/// Entries in source order (the tree itself is sorted by key).
+fn sorted<'a, 'i>(table: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
+    let mut entries: Vec<Entry<'a, 'i>> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+fn has(entries: &[Entry<'_, '_>], key: &str) -> bool {
+    entries.iter().any(|(k, _)| k.get_ref().as_ref() == key)
+}
+
+/// A required key is missing, and no unknown key in the table is a likely misspelling of it
+/// (that one is already reported with a "did you mean").
+fn missing(table: &DeTable<'_>, entries: &[Entry<'_, '_>], known: &[&str], key: &str) -> bool {
+    !has(entries, key)
+        && !table.iter().any(|(k, _)| {
+            let k: &str = k.get_ref();
+            !known.contains(&k) && did_you_mean(k, known.iter().copied()) == Some(key)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn examples() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("tests/fixtures/issue-example.toml")];
+        for entry in std::fs::read_dir(root.join("runbooks")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml")
+                && path.file_name().is_some_and(|n| n != "lab.toml")
+            {
+                files.push(path);
+            }
+        }
+        files
+            .into_iter()
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_keys_match_the_schema_properties() {
+        let schema: Value = serde_json::from_str(&crate::runbook::schema::schema_json()).unwrap();
+        let props = |v: &Value| -> BTreeSet<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let set = |k: &[&str]| -> BTreeSet<String> { k.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(props(&schema), set(keys::RUNBOOK));
+        for (def, known) in [
+            ("Api", keys::API),
+            ("Limits", keys::LIMITS),
+            ("Defaults", keys::DEFAULTS),
+            ("Step", keys::STEP),
+            ("Selector", keys::SELECTOR),
+            ("Waves", keys::WAVES),
+            ("Fallback", keys::FALLBACK),
+        ] {
+            assert_eq!(props(&schema["definitions"][def]), set(known), "{def}");
+        }
+    }
+
+    #[test]
+    fn reader_builds_what_serde_builds_from_the_examples() {
+        let examples = examples();
+        assert!(examples.len() >= 5);
+        for (name, source) in examples {
+            let by_serde: RawRunbook = toml::from_str(&source).unwrap();
+            let by_reader = read(&source);
+            assert!(
+                by_reader.diagnostics.is_empty(),
+                "{name}: {:?}",
+                by_reader.diagnostics
+            );
+            assert_eq!(by_reader.raw, by_serde, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_where_serde_stops_at_the_first() {
+        let src = "name = \"x\"\nnmae = 1\n[limits]\nconcurency = 1\n[[step]]\nname = \"a\"\naction = \"on\"\ntargets = [{ vmm = \"a\" }]\n";
+        assert!(toml::from_str::<RawRunbook>(src).is_err());
+        let unknown: Vec<&str> = read(src)
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == "runbook::unknown-key")
+            .map(|d| &src[d.span.clone().unwrap()])
+            .collect();
+        assert_eq!(unknown, ["nmae", "concurency", "vmm"]);
+    }
+
+    #[test]
+    fn credential_values_are_found_even_when_the_toml_is_broken() {
+        let src = "name = \"x\"\n[api]\n  password = \"hunter2\n[[step\n";
+        let r = read(src);
+        assert!(r.syntax_failed);
+        assert!(r.secrets.iter().any(|s| src[s.clone()].contains("hunter2")));
+    }
+
+    #[test]
+    fn syntax_errors_suppress_follow_up_errors() {
+        let r = read("name = \"x\nconcurency = 0\n");
+        assert!(r.syntax_failed);
+        assert!(r.diagnostics.iter().all(|d| d.code == "runbook::syntax"));
+        assert!(!r.diagnostics.is_empty());
+    }
+}
