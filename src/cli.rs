@@ -97,7 +97,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", requires = "simulate")]
     pub simulate_seed: Option<u64>,
     /// Speed factor of the simulator started by --simulate (2 = tasks take half as long).
-    #[arg(long, value_name = "FACTOR", requires = "simulate")]
+    #[arg(long, value_name = "FACTOR", requires = "simulate", value_parser = parse_speed)]
     pub simulate_speed: Option<f64>,
     /// Only plan (same as `powerbook plan`).
     #[arg(long)]
@@ -108,6 +108,38 @@ pub struct RunArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: RunTuning,
+}
+
+/// Timing knobs of `run` (the defaults suit real clouds).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Timing")]
+pub struct RunTuning {
+    /// First delay before polling a task; later polls back off by 1.5x.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_positive_duration)]
+    pub poll_initial: Duration,
+    /// Longest delay between two polls of a task.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    pub poll_max: Duration,
+    /// How long to wait for a LOCKED VM (busy with another task) before failing it.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_positive_duration)]
+    pub lock_wait: Duration,
+    /// After Ctrl-C, how long to keep following tasks in flight.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    pub drain_timeout: Duration,
+    /// Timeout of one HTTP request to the API.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+}
+
+/// `30s`, `5m`, `250ms` (humantime), strictly positive.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: must be more than zero"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,13 @@
 //! Abiquo API: model types shared with the simulator, media types, and the HTTP client.
 
+pub mod auth;
 pub mod client;
+pub mod error;
 pub mod media;
 pub mod model;
+pub mod retry;
+
+pub use auth::Credentials;
+pub use client::{Client, ClientConfig, ClientStats, MutationAnswer};
+pub use error::ClientError;
+pub use retry::RetryPolicy;

@@ -1,2 +1,482 @@
 //! Executor: runs a plan with bounded concurrency and emits events.
+//!
+//! Steps start when the steps they come `after` are done; independent steps run side by side.
+//! Within a step, waves run one after the other (with the configured pause); within a wave,
+//! VMs run up to the step's concurrency, all steps sharing the run-wide limit. VM futures are
+//! created lazily as slots free up, so memory follows the VMs in flight, not the total.
+//! Failure thresholds, the deadline and Ctrl-C stop the launching of new VMs; VMs in flight
+//! finish (Ctrl-C: within a bounded drain) and are reported.
+
 pub mod cmd;
+pub mod event;
+pub mod poll;
+mod vm;
+
+use crate::abiquo::client::Client;
+use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
+use crate::exec::poll::PollPolicy;
+use crate::plan::{Plan, PlannedStep};
+use crate::runbook::model::{Amount, OnFailure, Runbook, Step};
+use futures::StreamExt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Knobs of a run that are not in the runbook.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub poll: PollPolicy,
+    /// How long a LOCKED VM is waited for before it counts as failed.
+    pub lock_wait: Duration,
+    /// After Ctrl-C, how long in-flight tasks are followed before giving up on them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            poll: PollPolicy::default(),
+            lock_wait: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the run stopped launching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Interrupted,
+    Aborted(String),
+}
+
+/// Stop/kill switches shared by the executor and whoever drives it (Ctrl-C handler, tests).
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    inner: Arc<ControlInner>,
+}
+
+#[derive(Debug, Default)]
+struct ControlInner {
+    /// Start nothing new.
+    stop: CancellationToken,
+    /// Stop following in-flight tasks too.
+    kill: CancellationToken,
+    /// Ctrl-C was pressed (possibly after an abort).
+    interrupted: CancellationToken,
+    /// The first abort reason.
+    aborted: Mutex<Option<String>>,
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ctrl-C: stop launching; in-flight tasks are drained (bounded by the run's
+    /// `drain_timeout`). Wins over an earlier abort for the exit code.
+    pub fn interrupt(&self) {
+        self.inner.interrupted.cancel();
+        self.inner.stop.cancel();
+    }
+
+    /// Threshold, deadline or fatal error: stop launching. The first reason is kept.
+    /// Returns whether this call stopped the run.
+    pub fn abort(&self, reason: String) -> bool {
+        let mut slot = self
+            .inner
+            .aborted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() || self.inner.interrupted.is_cancelled() {
+            return false;
+        }
+        *slot = Some(reason);
+        self.inner.stop.cancel();
+        true
+    }
+
+    /// Stop following in-flight tasks at once.
+    pub fn kill(&self) {
+        self.inner.stop.cancel();
+        self.inner.kill.cancel();
+    }
+
+    /// Why the run stopped launching; an interruption wins over an abort.
+    pub fn reason(&self) -> Option<StopReason> {
+        if self.inner.interrupted.is_cancelled() {
+            return Some(StopReason::Interrupted);
+        }
+        self.aborted().map(StopReason::Aborted)
+    }
+
+    /// The abort reason, if a threshold, the deadline or a fatal error stopped the run.
+    pub fn aborted(&self) -> Option<String> {
+        self.inner
+            .aborted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.inner.stop
+    }
+
+    pub fn kill_token(&self) -> &CancellationToken {
+        &self.inner.kill
+    }
+
+    /// For "not started: …".
+    fn short_reason(&self) -> String {
+        match self.reason() {
+            Some(StopReason::Interrupted) => "interrupted".into(),
+            Some(StopReason::Aborted(_)) => "run aborted".into(),
+            None => String::new(),
+        }
+    }
+}
+
+/// What every VM future borrows.
+pub(crate) struct Ctx<'a> {
+    client: &'a Client,
+    options: &'a RunOptions,
+    events: &'a mpsc::Sender<Event>,
+    control: &'a RunControl,
+}
+
+impl Ctx<'_> {
+    async fn emit(&self, event: Event) {
+        // A consumer that went away must not stop the run.
+        let _ = self.events.send(event).await;
+    }
+}
+
+/// Run-wide tallies for the thresholds and the summary.
+#[derive(Default)]
+struct Tally {
+    counts: ResultCounts,
+    failures: usize,
+}
+
+/// Runs `plan` (made from `runbook`) and returns the summary. Events go to `events`;
+/// `control` stops it early.
+pub async fn execute(
+    client: &Client,
+    plan: &Plan,
+    runbook: &Runbook,
+    options: &RunOptions,
+    events: &mpsc::Sender<Event>,
+    control: &RunControl,
+) -> Summary {
+    let started = Instant::now();
+    let ctx = Ctx {
+        client,
+        options,
+        events,
+        control,
+    };
+    ctx.emit(Event::RunStarted {
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        plan: Box::new(plan.clone()),
+    })
+    .await;
+    let run_limit = runbook
+        .limits
+        .concurrency
+        .map_or(Runbook::DEFAULT_CONCURRENCY, NonZeroUsize::get);
+    let slots = Semaphore::new(run_limit);
+    let tally = Mutex::new(Tally::default());
+    let run_threshold = runbook
+        .limits
+        .max_failures
+        .map(|a| (a, a.of(plan.total_live())));
+    let done: Vec<watch::Sender<bool>> =
+        plan.steps.iter().map(|_| watch::channel(false).0).collect();
+    let sched = Scheduler {
+        ctx: &ctx,
+        plan,
+        runbook,
+        slots: &slots,
+        tally: &tally,
+        run_threshold,
+        done: &done,
+    };
+    let steps = futures::future::join_all(plan.steps.iter().map(|s| sched.run_step(s)));
+    let announced = AtomicBool::new(false);
+    let watchdog = watchdog(&ctx, runbook.limits.deadline, &announced);
+    tokio::pin!(steps);
+    tokio::pin!(watchdog);
+    tokio::select! {
+        _ = &mut steps => {}
+        () = &mut watchdog => {}
+    }
+    if let Some(reason) = control.aborted()
+        && !announced.load(Ordering::SeqCst)
+    {
+        // Stopped on the very last VM: the watchdog had no chance to say so.
+        ctx.emit(Event::RunAborted { reason }).await;
+    }
+    let counts = tally.lock().unwrap_or_else(PoisonError::into_inner).counts;
+    let summary = Summary {
+        counts,
+        wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        aborted: control.aborted(),
+        interrupted: control.reason() == Some(StopReason::Interrupted),
+        api: client.stats(),
+    };
+    ctx.emit(Event::RunFinished {
+        summary: summary.clone(),
+    })
+    .await;
+    summary
+}
+
+/// Announces stops, enforces the deadline and the drain bound. Never completes.
+async fn watchdog(ctx: &Ctx<'_>, deadline: Option<Duration>, announced: &AtomicBool) {
+    let stop = ctx.control.stop_token().clone();
+    let deadline_hit = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = deadline_hit => {
+            if let Some(d) = deadline {
+                ctx.control.abort(format!(
+                    "the run's deadline of {} was reached",
+                    humantime::format_duration(d)
+                ));
+            }
+        }
+    }
+    if let Some(reason) = ctx.control.aborted() {
+        announced.store(true, Ordering::SeqCst);
+        ctx.emit(Event::RunAborted { reason }).await;
+        // In-flight tasks finish on their own timeouts; a Ctrl-C now bounds the wait.
+        ctx.control.inner.interrupted.cancelled().await;
+    }
+    let drain = ctx.options.drain_timeout;
+    ctx.emit(Event::RunInterrupted {
+        drain_ms: u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+    })
+    .await;
+    tokio::time::sleep(drain).await;
+    ctx.control.kill();
+    std::future::pending::<()>().await;
+}
+
+/// `3`, or `10% (2 of 15 VMs)`.
+fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
+    match amount {
+        Amount::Count(_) => amount.to_string(),
+        Amount::Percent(_) => format!("{amount} ({max} of {of} VMs)"),
+    }
+}
+
+struct Scheduler<'a> {
+    ctx: &'a Ctx<'a>,
+    plan: &'a Plan,
+    runbook: &'a Runbook,
+    slots: &'a Semaphore,
+    tally: &'a Mutex<Tally>,
+    /// Run-wide threshold: (as written, resolved count).
+    run_threshold: Option<(Amount, usize)>,
+    done: &'a [watch::Sender<bool>],
+}
+
+impl Scheduler<'_> {
+    async fn run_step(&self, step: &PlannedStep) {
+        for &dep in &step.after {
+            if let Some(pos) = self.plan.steps.iter().position(|s| s.index == dep)
+                && let Some(tx) = self.done.get(pos)
+            {
+                let mut rx = tx.subscribe();
+                tracing::trace!(step = step.index, dep, "waiting for a step");
+                // The sender lives as long as the run, so this only ends when the step did.
+                let _ = rx.wait_for(|d| *d).await;
+                tracing::trace!(step = step.index, dep, "dependency done");
+            }
+        }
+        let Some(rb_step) = self.runbook.steps.get(step.index) else {
+            self.mark_done(step);
+            return;
+        };
+        self.ctx
+            .emit(Event::StepStarted {
+                step: step.index,
+                name: step.name.clone(),
+                action: step.action,
+                vms: step.live_count(),
+                waves: step.waves.len(),
+            })
+            .await;
+        let mut counts = ResultCounts::default();
+        // Excluded and protected VMs are settled by the plan.
+        for (i, t) in step.targets.iter().enumerate() {
+            if !t.disposition.is_live() {
+                let r = self.settled(
+                    step,
+                    i,
+                    VmOutcome::Skipped {
+                        reason: t.disposition.reason(),
+                    },
+                );
+                self.record(&mut counts, r).await;
+            }
+        }
+        let threshold = rb_step.max_failures.map(|a| (a, a.of(step.live_count())));
+        let mut step_failures = 0usize;
+        for (w, wave) in step.waves.iter().enumerate() {
+            let stop = self.ctx.control.stop_token();
+            if w > 0 && step.wave_pause_ms > 0 && !stop.is_cancelled() {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(step.wave_pause_ms)) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            if !stop.is_cancelled() {
+                self.ctx
+                    .emit(Event::WaveStarted {
+                        step: step.index,
+                        wave: w,
+                        vms: wave.len(),
+                    })
+                    .await;
+            }
+            tracing::trace!(step = step.index, wave = w, "wave starts");
+            let mut results = futures::stream::iter(wave.iter().copied())
+                .map(|target| self.run_vm(step, rb_step, target))
+                .buffer_unordered(step.concurrency.max(1));
+            while let Some(r) = results.next().await {
+                tracing::trace!(step = step.index, target = r.target, "vm finished");
+                if r.outcome.is_failure() {
+                    step_failures += 1;
+                    self.check_step_threshold(step, rb_step, threshold, step_failures);
+                }
+                self.record(&mut counts, r).await;
+            }
+        }
+        self.ctx
+            .emit(Event::StepFinished {
+                step: step.index,
+                name: step.name.clone(),
+                counts,
+            })
+            .await;
+        self.mark_done(step);
+    }
+
+    fn mark_done(&self, step: &PlannedStep) {
+        tracing::trace!(step = step.index, "step done");
+        if let Some(pos) = self.plan.steps.iter().position(|s| s.index == step.index)
+            && let Some(tx) = self.done.get(pos)
+        {
+            // `send` would drop the value when no dependent has subscribed yet (a step can
+            // finish within its first poll); `send_replace` always stores it.
+            tx.send_replace(true);
+        }
+    }
+
+    /// One VM: wait for a run-wide slot, then run it unless the run is stopping.
+    async fn run_vm(&self, step: &PlannedStep, rb_step: &Step, target: usize) -> VmResult {
+        let stop = self.ctx.control.stop_token();
+        if stop.is_cancelled() {
+            return self.settled(step, target, vm::not_started(self.ctx));
+        }
+        let permit = tokio::select! {
+            p = self.slots.acquire() => p,
+            () = stop.cancelled() => return self.settled(step, target, vm::not_started(self.ctx)),
+        };
+        let Ok(_permit) = permit else {
+            return self.settled(step, target, vm::not_started(self.ctx));
+        };
+        if stop.is_cancelled() {
+            return self.settled(step, target, vm::not_started(self.ctx));
+        }
+        vm::run(
+            self.ctx,
+            vm::VmJob {
+                step,
+                rb_step,
+                target,
+            },
+        )
+        .await
+    }
+
+    /// A result decided without touching the VM.
+    fn settled(&self, step: &PlannedStep, target: usize, outcome: VmOutcome) -> VmResult {
+        let t = &step.targets[target];
+        VmResult {
+            step: step.index,
+            step_name: step.name.clone(),
+            target,
+            vm: t.vm.clone(),
+            action: step.action,
+            state_before: None,
+            state_after: None,
+            deallocated_after: None,
+            path: match outcome {
+                VmOutcome::NotStarted { .. } => PathTaken::NotStarted,
+                _ => PathTaken::Skipped,
+            },
+            task_state: None,
+            task_href: None,
+            duration_ms: 0,
+            outcome,
+            failed_jobs: Vec::new(),
+        }
+    }
+
+    fn check_step_threshold(
+        &self,
+        step: &PlannedStep,
+        rb_step: &Step,
+        threshold: Option<(Amount, usize)>,
+        failures: usize,
+    ) {
+        if let Some((amount, max)) = threshold
+            && failures > max
+            && rb_step.on_failure == OnFailure::Abort
+        {
+            self.ctx.control.abort(format!(
+                "step '{}': {failures} failures exceed max_failures = {}",
+                step.name,
+                threshold_text(amount, max, step.live_count())
+            ));
+        }
+    }
+
+    /// Counts a result, checks the run-wide threshold and reports it.
+    async fn record(&self, counts: &mut ResultCounts, r: VmResult) {
+        counts.add(&r.outcome);
+        let run_failures = {
+            let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+            t.counts.add(&r.outcome);
+            if r.outcome.is_failure() {
+                t.failures += 1;
+            }
+            t.failures
+        };
+        if r.outcome.is_failure()
+            && let Some((amount, max)) = self.run_threshold
+            && run_failures > max
+        {
+            self.ctx.control.abort(format!(
+                "{run_failures} failures in the run exceed limits.max_failures = {}",
+                threshold_text(amount, max, self.plan.total_live())
+            ));
+        }
+        self.ctx
+            .emit(Event::VmFinished {
+                result: Box::new(r),
+            })
+            .await;
+    }
+}

@@ -1,2 +1,365 @@
-//! Plan: resolve each step's selectors to VMs, order steps, split waves, estimate.
+//! Plan: resolve each step's selectors to VMs, decide per VM (act, skip, refuse), order the
+//! steps and split them into waves. `run` executes a plan; `plan` shows one; a saved plan is
+//! JSON (every type here is serde).
+
 pub mod cmd;
+pub mod rules;
+pub mod select;
+
+use crate::abiquo::client::Client;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::runbook::model::{Action, Order, Runbook, Step};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
+
+/// Version of the plan's JSON shape.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// A resolved runbook: which VMs each step acts on, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: u32,
+    pub runbook_name: String,
+    /// SHA-256 of the runbook source the plan was made from.
+    pub source_hash: String,
+    /// API root the VMs were listed from.
+    pub endpoint: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Effective run-wide concurrency.
+    pub concurrency: usize,
+    pub steps: Vec<PlannedStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// Index in the runbook's steps.
+    pub index: usize,
+    pub name: String,
+    pub action: Action,
+    pub order: Order,
+    /// Steps this one waits for (indices).
+    pub after: Vec<usize>,
+    /// Effective limit of VMs in flight for this step (1 when sequential).
+    pub concurrency: usize,
+    /// Indices into `targets`, wave by wave. Excluded and protected VMs are in no wave;
+    /// VMs predicted to be skipped or refused are re-checked in the first wave.
+    pub waves: Vec<Vec<usize>>,
+    /// Pause between waves, milliseconds.
+    pub wave_pause_ms: u64,
+    /// Graceful-shutdown fallback: hard off after this many milliseconds.
+    pub fallback_after_ms: Option<u64>,
+    pub targets: Vec<PlannedVm>,
+}
+
+/// Identity of a VM, enough to find it again (`href` is its `edit` link).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRef {
+    pub id: u64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub href: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vdc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vapp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+}
+
+impl VmRef {
+    pub fn of(vm: &VirtualMachine) -> VmRef {
+        VmRef {
+            id: vm.id,
+            name: vm.name.clone(),
+            label: vm.label.clone(),
+            href: vm.href().unwrap_or_default().to_owned(),
+            vdc: vm.link_title("virtualdatacenter").map(str::to_owned),
+            vapp: vm.link_title("virtualappliance").map(str::to_owned),
+            hypervisor: vm.hypervisor().map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedVm {
+    pub vm: VmRef,
+    /// State when listed.
+    pub state_seen: VmState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deallocated: Option<bool>,
+    /// State expected when the step starts, after the earlier steps did their work.
+    pub state_expected: VmState,
+    pub disposition: Disposition,
+}
+
+/// What a step will do with one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Disposition {
+    /// Send the power action (`transition` says e.g. `ON → OFF (graceful)`).
+    Act { transition: String },
+    /// Nothing to do: the VM already is where the action leads (or cannot be running).
+    Skip { reason: String },
+    /// The API would reject the action; `code` is the Abiquo code it would give.
+    Refuse {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        reason: String,
+    },
+    /// Matched an `exclude` selector.
+    Excluded,
+    /// Protected VM and the step does not set `allow_protected`.
+    Protected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
+}
+
+impl Disposition {
+    /// Whether the executor looks at this VM at run time (everything but exclusions and
+    /// protections, which do not depend on the state).
+    pub fn is_live(&self) -> bool {
+        !matches!(self, Disposition::Excluded | Disposition::Protected { .. })
+    }
+
+    /// Text for "skipped: …" / "failed: …".
+    pub fn reason(&self) -> String {
+        match self {
+            Disposition::Act { transition } => transition.clone(),
+            Disposition::Skip { reason } => reason.clone(),
+            Disposition::Refuse {
+                code: Some(code),
+                reason,
+            } => format!("{code}: {reason}"),
+            Disposition::Refuse { code: None, reason } => reason.clone(),
+            Disposition::Excluded => "excluded".into(),
+            Disposition::Protected { cause: Some(c) } => format!("protected: {c}"),
+            Disposition::Protected { cause: None } => "protected".into(),
+        }
+    }
+}
+
+/// How many VMs of a step fall in each disposition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCounts {
+    pub act: usize,
+    pub skip: usize,
+    pub refuse: usize,
+    pub excluded: usize,
+    pub protected: usize,
+}
+
+impl PlannedStep {
+    pub fn counts(&self) -> StepCounts {
+        let mut c = StepCounts::default();
+        for t in &self.targets {
+            match t.disposition {
+                Disposition::Act { .. } => c.act += 1,
+                Disposition::Skip { .. } => c.skip += 1,
+                Disposition::Refuse { .. } => c.refuse += 1,
+                Disposition::Excluded => c.excluded += 1,
+                Disposition::Protected { .. } => c.protected += 1,
+            }
+        }
+        c
+    }
+
+    /// VMs the step looks at at run time.
+    pub fn live_count(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| t.disposition.is_live())
+            .count()
+    }
+}
+
+impl Plan {
+    pub fn total_targets(&self) -> usize {
+        self.steps.iter().map(|s| s.targets.len()).sum()
+    }
+
+    pub fn total_live(&self) -> usize {
+        self.steps.iter().map(PlannedStep::live_count).sum()
+    }
+}
+
+/// Lists the VMs once and builds the plan.
+pub async fn resolve(client: &Client, runbook: &Runbook) -> Result<Plan, ClientError> {
+    let vms = client.list_vms().await?;
+    Ok(build(runbook, &vms, client.endpoint()))
+}
+
+/// Builds the plan from a VM listing (no I/O).
+pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan {
+    let run_limit = runbook
+        .limits
+        .concurrency
+        .map_or(Runbook::DEFAULT_CONCURRENCY, NonZeroUsize::get);
+    // Expected (state, deallocated) per VM id after the steps planned so far.
+    let mut expected: HashMap<u64, (VmState, Option<bool>)> = HashMap::new();
+    let mut planned: Vec<Option<PlannedStep>> = vec![None; runbook.steps.len()];
+    for index in step_order(runbook) {
+        let Some(step) = runbook.steps.get(index) else {
+            continue;
+        };
+        let targets = plan_targets(step, vms, &expected);
+        for t in &targets {
+            if matches!(t.disposition, Disposition::Act { .. }) {
+                expected.insert(t.vm.id, after_action(step.action, t));
+            }
+        }
+        planned[index] = Some(PlannedStep {
+            index,
+            name: step.name.clone(),
+            action: step.action,
+            order: step.order,
+            after: step.after.clone(),
+            concurrency: match step.order {
+                Order::Sequential => 1,
+                Order::Parallel => step
+                    .concurrency
+                    .map_or(run_limit, NonZeroUsize::get)
+                    .min(run_limit),
+            },
+            waves: waves(step, &targets),
+            wave_pause_ms: step.waves.map_or(0, |w| millis(w.pause)),
+            fallback_after_ms: step.fallback.map(|f| millis(f.after)),
+            targets,
+        });
+    }
+    Plan {
+        format: PLAN_FORMAT,
+        runbook_name: runbook.name.clone(),
+        source_hash: runbook.source_hash.clone(),
+        endpoint: endpoint.to_owned(),
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        concurrency: run_limit,
+        steps: planned.into_iter().flatten().collect(),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Targets in runbook order, VMs within one entry in API list order; the first match wins.
+fn plan_targets(
+    step: &Step,
+    vms: &[VirtualMachine],
+    expected: &HashMap<u64, (VmState, Option<bool>)>,
+) -> Vec<PlannedVm> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for selector in &step.targets {
+        for vm in vms {
+            if !select::matches(selector, vm) || !seen.insert(vm.id) {
+                continue;
+            }
+            let (state, deallocated) = expected
+                .get(&vm.id)
+                .cloned()
+                .unwrap_or_else(|| (vm.state.clone(), vm.deallocated));
+            let disposition = if step.exclude.iter().any(|s| select::matches(s, vm)) {
+                Disposition::Excluded
+            } else if vm.protected && !step.allow_protected {
+                Disposition::Protected {
+                    cause: vm.protected_cause.clone().filter(|c| !c.is_empty()),
+                }
+            } else if vm.href().is_none() {
+                Disposition::Refuse {
+                    code: None,
+                    reason: "the API gave no `edit` link for this VM".into(),
+                }
+            } else {
+                rules::evaluate(
+                    step.action,
+                    &state,
+                    deallocated,
+                    vm.hypervisor(),
+                    step.fallback.as_ref(),
+                )
+            };
+            out.push(PlannedVm {
+                vm: VmRef::of(vm),
+                state_seen: vm.state.clone(),
+                deallocated: vm.deallocated,
+                state_expected: state,
+                disposition,
+            });
+        }
+    }
+    out
+}
+
+/// The (state, deallocated) a VM is expected to have once the action succeeded.
+fn after_action(action: Action, t: &PlannedVm) -> (VmState, Option<bool>) {
+    let azure = rules::is_azure(t.vm.hypervisor.as_deref());
+    let deallocated = match action {
+        _ if !azure => None,
+        Action::Off | Action::Deallocate => Some(true),
+        Action::Shutdown | Action::On | Action::Resume => Some(false),
+        Action::Pause | Action::Reset => t.deallocated,
+    };
+    (action.target_state(), deallocated)
+}
+
+/// Waves over the VMs predicted to act; the live VMs predicted to be skipped or refused are
+/// re-checked in the first wave (they cost one read each).
+fn waves(step: &Step, targets: &[PlannedVm]) -> Vec<Vec<usize>> {
+    let live: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].disposition.is_live())
+        .collect();
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let acting: Vec<usize> = live
+        .iter()
+        .copied()
+        .filter(|&i| matches!(targets[i].disposition, Disposition::Act { .. }))
+        .collect();
+    let Some(w) = step.waves.filter(|_| !acting.is_empty()) else {
+        return vec![live];
+    };
+    let size = w.size.of(acting.len()).max(1);
+    let mut out: Vec<Vec<usize>> = acting.chunks(size).map(<[usize]>::to_vec).collect();
+    let rest: BTreeSet<usize> = live
+        .iter()
+        .copied()
+        .filter(|i| !acting.contains(i))
+        .collect();
+    if let Some(first) = out.first_mut() {
+        first.extend(rest);
+        first.sort_unstable();
+    }
+    out
+}
+
+/// Steps in an order that respects `after` (lowest index first among the ready ones).
+pub fn step_order(runbook: &Runbook) -> Vec<usize> {
+    let n = runbook.steps.len();
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let next = (0..n).find(|&i| {
+            !done[i]
+                && runbook.steps[i]
+                    .after
+                    .iter()
+                    .all(|&d| d >= n || done[d] || d == i)
+        });
+        // A cycle cannot pass validation; fall back to index order rather than loop.
+        let Some(i) = next.or_else(|| (0..n).find(|&i| !done[i])) else {
+            break;
+        };
+        done[i] = true;
+        order.push(i);
+    }
+    order
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

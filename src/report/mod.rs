@@ -1,1 +1,106 @@
-//! Reporters: consume executor events; results table, failed jobs, JSON.
+//! Reporters: consume executor events. [`Collector`] gathers the results into a
+//! [`RunReport`] (rendered as tables by [`table`] or as JSON); [`progress`] draws live bars.
+
+pub mod progress;
+pub mod table;
+
+use crate::exec::event::{Event, FailedJob, StepInfo, Summary, VmResult};
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON report's shape.
+pub const REPORT_FORMAT: u32 = 1;
+
+/// A consumer of executor events.
+pub trait Reporter: Send {
+    fn event(&mut self, event: &Event);
+    /// The run is over (no more events).
+    fn finish(&mut self) {}
+}
+
+/// Everything a run did, as `--output json` / `--report FILE` write it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub format: u32,
+    pub powerbook: String,
+    pub runbook: String,
+    pub source_hash: String,
+    pub endpoint: String,
+    pub started_at: String,
+    pub steps: Vec<StepInfo>,
+    /// In step order, then in each step's target order.
+    pub results: Vec<VmResult>,
+    /// Every failed or rolled-back job, in the order of `results`.
+    pub failed_jobs: Vec<FailedJob>,
+    pub summary: Option<Summary>,
+}
+
+impl RunReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+            // Serialising plain data cannot fail; keep a valid document anyway.
+            format!("{{\"format\":{REPORT_FORMAT},\"error\":\"{e}\"}}")
+        })
+    }
+}
+
+/// Builds the [`RunReport`] from events.
+#[derive(Debug, Default)]
+pub struct Collector {
+    report: Option<RunReport>,
+    results: Vec<VmResult>,
+    summary: Option<Summary>,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn into_report(self) -> RunReport {
+        let mut report = self.report.unwrap_or_else(|| RunReport {
+            format: REPORT_FORMAT,
+            powerbook: env!("CARGO_PKG_VERSION").to_owned(),
+            runbook: String::new(),
+            source_hash: String::new(),
+            endpoint: String::new(),
+            started_at: String::new(),
+            steps: Vec::new(),
+            results: Vec::new(),
+            failed_jobs: Vec::new(),
+            summary: None,
+        });
+        let mut results = self.results;
+        results.sort_by_key(|r| (r.step, r.target));
+        report.failed_jobs = results
+            .iter()
+            .flat_map(|r| r.failed_jobs.iter().cloned())
+            .collect();
+        report.results = results;
+        report.summary = self.summary;
+        report
+    }
+}
+
+impl Reporter for Collector {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { started_at, plan } => {
+                self.report = Some(RunReport {
+                    format: REPORT_FORMAT,
+                    powerbook: env!("CARGO_PKG_VERSION").to_owned(),
+                    runbook: plan.runbook_name.clone(),
+                    source_hash: plan.source_hash.clone(),
+                    endpoint: plan.endpoint.clone(),
+                    started_at: started_at.clone(),
+                    steps: StepInfo::of_plan(plan),
+                    results: Vec::new(),
+                    failed_jobs: Vec::new(),
+                    summary: None,
+                });
+            }
+            Event::VmFinished { result } => self.results.push((**result).clone()),
+            Event::RunFinished { summary } => self.summary = Some(summary.clone()),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! When and how long to wait before trying a request again.
+
+use rand::Rng;
+use std::time::Duration;
+
+/// Capped exponential backoff with jitter, for transient failures (5xx, 429, timeouts,
+/// dropped connections).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first one included (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Growth per retry.
+    pub factor: f64,
+    /// Upper bound of a single delay.
+    pub max_delay: Duration,
+    /// Upper bound on a server's `Retry-After`, so a confused server cannot stall the run.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial: Duration::from_millis(200),
+            factor: 2.0,
+            max_delay: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The un-jittered delay before retry number `retry` (0-based).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(i32::try_from(retry).unwrap_or(i32::MAX));
+        let secs = self.initial.as_secs_f64() * exp;
+        let capped = secs.min(self.max_delay.as_secs_f64());
+        Duration::try_from_secs_f64(capped).unwrap_or(self.max_delay)
+    }
+
+    /// Delay before retry number `retry`: "equal jitter", uniform in [ceiling/2, ceiling], so
+    /// many clients failing together do not retry together, yet each still waits a while.
+    /// A server's `Retry-After` wins when given (capped).
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(ra) = retry_after {
+            return ra.min(self.max_retry_after);
+        }
+        let ceiling = self.ceiling(retry);
+        let half = ceiling / 2;
+        let spread = u64::try_from((ceiling - half).as_millis()).unwrap_or(u64::MAX);
+        let extra = if spread == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=spread)
+        };
+        half + Duration::from_millis(extra)
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds. HTTP dates are rare for APIs; for them the
+/// caller falls back to its own backoff.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            max_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(5),
+        };
+        assert_eq!(p.ceiling(0), Duration::from_millis(100));
+        assert_eq!(p.ceiling(1), Duration::from_millis(200));
+        assert_eq!(p.ceiling(3), Duration::from_millis(800));
+        assert_eq!(p.ceiling(4), Duration::from_secs(1));
+        assert_eq!(p.ceiling(60), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jittered_delay_stays_between_half_and_full_ceiling() {
+        let p = RetryPolicy::default();
+        for retry in 0..8 {
+            let c = p.ceiling(retry);
+            for _ in 0..50 {
+                let d = p.delay(retry, None);
+                assert!(
+                    d >= c / 2 && d <= c,
+                    "retry {retry}: {d:?} vs ceiling {c:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_actually_varies() {
+        let p = RetryPolicy::default();
+        let delays: std::collections::BTreeSet<_> = (0..40).map(|_| p.delay(5, None)).collect();
+        assert!(delays.len() > 1);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3600))),
+            p.max_retry_after
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_parse_and_dates_do_not() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

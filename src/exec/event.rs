@@ -1,0 +1,272 @@
+//! Events: the only channel from the executor to its consumers (reporters, journal). Every
+//! event is serde so a JSON-lines journal can write them as they come.
+
+use crate::abiquo::client::ClientStats;
+use crate::abiquo::model::{JobState, Task, TaskState, VmState};
+use crate::plan::{Plan, StepCounts, VmRef};
+use crate::runbook::model::Action;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Before anything else; carries the whole plan.
+    RunStarted {
+        started_at: String,
+        plan: Box<Plan>,
+    },
+    /// A step's dependencies are done and it begins.
+    StepStarted {
+        step: usize,
+        name: String,
+        action: Action,
+        /// VMs the step looks at (excluded and protected ones are not counted).
+        vms: usize,
+        waves: usize,
+    },
+    WaveStarted {
+        step: usize,
+        wave: usize,
+        vms: usize,
+    },
+    /// A VM got its concurrency slot; its state is read next.
+    VmStarted {
+        step: usize,
+        target: usize,
+        vm: VmRef,
+    },
+    /// Sent right BEFORE a mutation, so a journal knows what may be in flight.
+    VmActing {
+        step: usize,
+        target: usize,
+        vm: VmRef,
+        intent: Intent,
+    },
+    /// As soon as the API accepted the mutation (or reconciliation found its task).
+    TaskAccepted {
+        step: usize,
+        target: usize,
+        vm: String,
+        task_href: String,
+        /// Found through the VM's tasks list after a lost answer.
+        adopted: bool,
+    },
+    /// A task reached a terminal state (or polling stopped).
+    TaskFinished {
+        step: usize,
+        target: usize,
+        vm: String,
+        task_href: String,
+        state: Option<TaskState>,
+        polls: u32,
+        elapsed_ms: u64,
+    },
+    VmFinished {
+        result: Box<VmResult>,
+    },
+    StepFinished {
+        step: usize,
+        name: String,
+        counts: ResultCounts,
+    },
+    /// A failure threshold or the deadline stopped the run: nothing new starts.
+    RunAborted {
+        reason: String,
+    },
+    /// Ctrl-C: nothing new starts, in-flight tasks are drained for at most `drain_ms`.
+    RunInterrupted {
+        drain_ms: u64,
+    },
+    RunFinished {
+        summary: Summary,
+    },
+}
+
+/// What is about to be sent for a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub action: Action,
+    /// `PUT state OFF (graceful)`, `POST reset`...
+    pub request: String,
+    pub from: VmState,
+    pub to: VmState,
+    pub path: PathTaken,
+}
+
+/// How the VM got (or did not get) to its target state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathTaken {
+    /// The action itself (on, off, pause, resume, reset, deallocate).
+    Direct,
+    /// Graceful shutdown through the guest tools.
+    Graceful,
+    /// Graceful shutdown failed or was too slow: hard off (fallback).
+    Forced,
+    /// Nothing was sent.
+    Skipped,
+    NotStarted,
+}
+
+impl PathTaken {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathTaken::Direct => "direct",
+            PathTaken::Graceful => "graceful",
+            PathTaken::Forced => "forced",
+            PathTaken::Skipped => "skipped",
+            PathTaken::NotStarted => "not started",
+        }
+    }
+}
+
+/// The result of one VM in one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum VmOutcome {
+    Ok,
+    Skipped {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    NotStarted {
+        reason: String,
+    },
+    /// Ctrl-C while its task was running; the task may still finish in the cloud.
+    Interrupted {
+        reason: String,
+    },
+}
+
+impl VmOutcome {
+    /// Table text: `ok`, `skipped: already OFF`, `failed: VM-4: …`, `not started`.
+    pub fn text(&self) -> String {
+        match self {
+            VmOutcome::Ok => "ok".into(),
+            VmOutcome::Skipped { reason } => format!("skipped: {reason}"),
+            VmOutcome::Failed { reason } => format!("failed: {reason}"),
+            VmOutcome::NotStarted { reason } if reason.is_empty() => "not started".into(),
+            VmOutcome::NotStarted { reason } => format!("not started: {reason}"),
+            VmOutcome::Interrupted { reason } => format!("interrupted: {reason}"),
+        }
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, VmOutcome::Failed { .. })
+    }
+}
+
+/// A job that failed or was rolled back, with its rollback state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedJob {
+    pub vm: String,
+    pub task_id: String,
+    pub task_type: String,
+    pub job_id: String,
+    pub job_type: String,
+    pub description: String,
+    pub state: JobState,
+    pub rollback_state: JobState,
+}
+
+impl FailedJob {
+    pub fn from_task(vm: &str, task: &Task) -> Vec<FailedJob> {
+        task.failed_jobs()
+            .map(|j| FailedJob {
+                vm: vm.to_owned(),
+                task_id: task.task_id.clone(),
+                task_type: task.task_type.to_string(),
+                job_id: j.id.clone(),
+                job_type: j.job_type.clone(),
+                description: j.description.clone(),
+                state: j.state.clone(),
+                rollback_state: j.rollback_state.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmResult {
+    pub step: usize,
+    pub step_name: String,
+    /// Index in the step's targets.
+    pub target: usize,
+    pub vm: VmRef,
+    pub action: Action,
+    pub state_before: Option<VmState>,
+    pub state_after: Option<VmState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deallocated_after: Option<bool>,
+    pub path: PathTaken,
+    /// State of the last task followed.
+    pub task_state: Option<TaskState>,
+    pub task_href: Option<String>,
+    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub outcome: VmOutcome,
+    pub failed_jobs: Vec<FailedJob>,
+}
+
+/// Results by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultCounts {
+    pub ok: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub not_started: usize,
+    pub interrupted: usize,
+}
+
+impl ResultCounts {
+    pub fn add(&mut self, outcome: &VmOutcome) {
+        match outcome {
+            VmOutcome::Ok => self.ok += 1,
+            VmOutcome::Skipped { .. } => self.skipped += 1,
+            VmOutcome::Failed { .. } => self.failed += 1,
+            VmOutcome::NotStarted { .. } => self.not_started += 1,
+            VmOutcome::Interrupted { .. } => self.interrupted += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.ok + self.skipped + self.failed + self.not_started + self.interrupted
+    }
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub counts: ResultCounts,
+    pub wall_ms: u64,
+    /// Why the run stopped launching (threshold, deadline, fatal API error).
+    pub aborted: Option<String>,
+    /// Ctrl-C.
+    pub interrupted: bool,
+    pub api: ClientStats,
+}
+
+/// Per-step overview, e.g. for the confirmation prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub index: usize,
+    pub name: String,
+    pub action: Action,
+    pub counts: StepCounts,
+}
+
+impl StepInfo {
+    pub fn of_plan(plan: &Plan) -> Vec<StepInfo> {
+        plan.steps
+            .iter()
+            .map(|s| StepInfo {
+                index: s.index,
+                name: s.name.clone(),
+                action: s.action,
+                counts: s.counts(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,599 @@
+//! One VM in one step: read its state, skip/refuse/act, follow the task, confirm the result.
+
+use crate::abiquo::client::MutationAnswer;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::model::{Task, VirtualMachine, VmState};
+use crate::exec::Ctx;
+use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
+use crate::exec::poll::{TaskWait, wait_for_task};
+use crate::plan::{Disposition, PlannedStep, rules};
+use crate::runbook::model::{Action, Step};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Which VM of which step.
+#[derive(Clone, Copy)]
+pub(crate) struct VmJob<'a> {
+    pub step: &'a PlannedStep,
+    pub rb_step: &'a Step,
+    pub target: usize,
+}
+
+/// What is sent to the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    State { target: VmStateKind, graceful: bool },
+    Reset,
+}
+
+/// The three states a PUT may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmStateKind {
+    On,
+    Off,
+    Paused,
+}
+
+impl VmStateKind {
+    fn state(self) -> VmState {
+        match self {
+            VmStateKind::On => VmState::On,
+            VmStateKind::Off => VmState::Off,
+            VmStateKind::Paused => VmState::Paused,
+        }
+    }
+}
+
+impl Request {
+    fn for_action(action: Action) -> Request {
+        let state = |target, graceful| Request::State { target, graceful };
+        match action {
+            Action::On | Action::Resume => state(VmStateKind::On, false),
+            Action::Off | Action::Deallocate => state(VmStateKind::Off, false),
+            Action::Shutdown => state(VmStateKind::Off, true),
+            Action::Pause => state(VmStateKind::Paused, false),
+            Action::Reset => Request::Reset,
+        }
+    }
+
+    fn hard_off() -> Request {
+        Request::State {
+            target: VmStateKind::Off,
+            graceful: false,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Request::State { target, graceful } => format!(
+                "PUT state {}{}",
+                target.state(),
+                if graceful { " (graceful)" } else { "" }
+            ),
+            Request::Reset => "POST reset".into(),
+        }
+    }
+
+    fn to(self) -> VmState {
+        match self {
+            Request::State { target, .. } => target.state(),
+            Request::Reset => VmState::On,
+        }
+    }
+}
+
+/// What to do when the API says the VM is busy (LOCKED by another task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnBusy {
+    /// Wait (bounded) for the lock to go, re-check, send again.
+    Wait,
+    /// Give up at once and say so (the caller holds the lock with its own task).
+    Return,
+}
+
+/// How one mutation + task ended.
+enum ActEnd {
+    /// The task finished successfully (`None`: reconciliation found the VM already there).
+    Done(Option<Task>),
+    TaskFailed(Task),
+    TimedOut {
+        href: String,
+        last: Option<Task>,
+    },
+    Busy,
+    /// Ended without a task to report on (API refusal, state changed, interrupted...).
+    Outcome(VmOutcome),
+}
+
+/// Why reading a VM gave up.
+enum ReadStop {
+    Failed(String),
+    Killed,
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, job: VmJob<'_>) -> VmResult {
+    let planned = &job.step.targets[job.target];
+    let started = Instant::now();
+    let mut r = VmResult {
+        step: job.step.index,
+        step_name: job.step.name.clone(),
+        target: job.target,
+        vm: planned.vm.clone(),
+        action: job.step.action,
+        state_before: None,
+        state_after: None,
+        deallocated_after: None,
+        path: PathTaken::NotStarted,
+        task_state: None,
+        task_href: None,
+        duration_ms: 0,
+        outcome: VmOutcome::NotStarted {
+            reason: String::new(),
+        },
+        failed_jobs: Vec::new(),
+    };
+    ctx.emit(Event::VmStarted {
+        step: job.step.index,
+        target: job.target,
+        vm: planned.vm.clone(),
+    })
+    .await;
+    r.outcome = drive(ctx, job, &mut r).await;
+    r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    r
+}
+
+async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+    if r.vm.href.is_empty() {
+        r.path = PathTaken::Skipped;
+        return outcome_of(&job.step.targets[job.target].disposition);
+    }
+    let vm = match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => vm,
+        Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
+        Err(ReadStop::Killed) => return not_started(ctx),
+    };
+    r.state_before = Some(vm.state.clone());
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    let action = job.step.action;
+    match evaluate(job, &vm) {
+        Disposition::Act { .. } => {}
+        other => {
+            r.path = PathTaken::Skipped;
+            return outcome_of(&other);
+        }
+    }
+    if ctx.control.stop_token().is_cancelled() {
+        return not_started(ctx);
+    }
+    let timeout = job.rb_step.task_timeout;
+    match (action, job.rb_step.fallback) {
+        (Action::Shutdown, Some(fallback)) => {
+            r.path = PathTaken::Graceful;
+            let graceful = Request::for_action(action);
+            let sent = Instant::now();
+            let end = act(
+                ctx,
+                job,
+                r,
+                vm,
+                graceful,
+                fallback.after.min(timeout),
+                OnBusy::Wait,
+            )
+            .await;
+            match end {
+                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                ActEnd::TaskFailed(task) => {
+                    r.failed_jobs
+                        .extend(FailedJob::from_task(&r.vm.name, &task));
+                    force_off(ctx, job, r).await
+                }
+                ActEnd::TimedOut { href, .. } => {
+                    // Too slow: try the hard off now. While the graceful task holds the lock
+                    // the API refuses it; then keep following the graceful task.
+                    match force_off_once(ctx, job, r).await {
+                        Some(outcome) => outcome,
+                        None => {
+                            let remaining = timeout.saturating_sub(sent.elapsed());
+                            r.path = PathTaken::Graceful;
+                            r.task_href = Some(href.clone());
+                            match follow(ctx, job, r, &href, remaining).await {
+                                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                                ActEnd::TaskFailed(task) => {
+                                    r.failed_jobs
+                                        .extend(FailedJob::from_task(&r.vm.name, &task));
+                                    force_off(ctx, job, r).await
+                                }
+                                other => finish_other(ctx, r, other, timeout).await,
+                            }
+                        }
+                    }
+                }
+                other => finish_other(ctx, r, other, fallback.after.min(timeout)).await,
+            }
+        }
+        _ => {
+            r.path = if action == Action::Shutdown {
+                PathTaken::Graceful
+            } else {
+                PathTaken::Direct
+            };
+            let request = Request::for_action(action);
+            match act(ctx, job, r, vm, request, timeout, OnBusy::Wait).await {
+                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                other => finish_other(ctx, r, other, timeout).await,
+            }
+        }
+    }
+}
+
+/// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
+async fn force_off(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+    let vm = match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => vm,
+        Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
+        Err(ReadStop::Killed) => {
+            return VmOutcome::Interrupted {
+                reason: "before the fallback hard off".into(),
+            };
+        }
+    };
+    force_off_from(ctx, job, r, vm, OnBusy::Wait)
+        .await
+        .unwrap_or_else(|| VmOutcome::Failed {
+            reason: BUSY.into(),
+        })
+}
+
+/// One hard-off attempt while the graceful task may still hold the lock. `None` = busy.
+async fn force_off_once(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> Option<VmOutcome> {
+    let vm = match ctx.client.get_vm_at(&r.vm.href).await {
+        Ok(vm) => vm,
+        Err(e) => return Some(client_failure(ctx, &e)),
+    };
+    if vm.state == VmState::Locked {
+        return None;
+    }
+    force_off_from(ctx, job, r, vm, OnBusy::Return).await
+}
+
+/// Hard off from a freshly read VM. `None` only with [`OnBusy::Return`] when busy.
+async fn force_off_from(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    vm: VirtualMachine,
+    busy: OnBusy,
+) -> Option<VmOutcome> {
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    if rules::reached(Action::Off, &vm.state, vm.deallocated) {
+        // The graceful shutdown got there after all.
+        r.path = PathTaken::Graceful;
+        return Some(finish_ok(ctx, job, r, None).await);
+    }
+    r.path = PathTaken::Forced;
+    let timeout = job.rb_step.task_timeout;
+    Some(
+        match act(ctx, job, r, vm, Request::hard_off(), timeout, busy).await {
+            ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+            ActEnd::Busy => {
+                r.path = PathTaken::Graceful;
+                return None;
+            }
+            other => finish_other(ctx, r, other, timeout).await,
+        },
+    )
+}
+
+const BUSY: &str = "the VM is busy with another task";
+
+/// Sends one mutation (waiting out a lock if asked) and follows its task.
+async fn act(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    vm: VirtualMachine,
+    request: Request,
+    timeout: Duration,
+    on_busy: OnBusy,
+) -> ActEnd {
+    let mut vm = vm;
+    let mut attempts = 0;
+    let answer = loop {
+        attempts += 1;
+        ctx.emit(Event::VmActing {
+            step: job.step.index,
+            target: job.target,
+            vm: r.vm.clone(),
+            intent: Intent {
+                action: job.step.action,
+                request: request.text(),
+                from: vm.state.clone(),
+                to: request.to(),
+                path: r.path,
+            },
+        })
+        .await;
+        let sent = async {
+            match request {
+                Request::State { target, graceful } => {
+                    ctx.client.change_state(&vm, target.state(), graceful).await
+                }
+                Request::Reset => ctx.client.reset(&vm).await,
+            }
+        };
+        let res = tokio::select! {
+            res = sent => res,
+            () = ctx.control.kill_token().cancelled() => {
+                return ActEnd::Outcome(VmOutcome::Interrupted {
+                    reason: format!("while sending {}; its outcome is unknown", request.text()),
+                });
+            }
+        };
+        match res {
+            Ok(answer) => break answer,
+            Err(e) if e.is_vm_busy() && on_busy == OnBusy::Return => return ActEnd::Busy,
+            Err(e) if e.is_vm_busy() && attempts < 3 => {
+                vm = match read_settled(ctx, &r.vm.href).await {
+                    Ok(vm) => vm,
+                    Err(ReadStop::Failed(reason)) => {
+                        return ActEnd::Outcome(VmOutcome::Failed { reason });
+                    }
+                    Err(ReadStop::Killed) => return ActEnd::Outcome(not_started(ctx)),
+                };
+                r.state_after = Some(vm.state.clone());
+                r.deallocated_after = vm.deallocated;
+                if r.path == PathTaken::Forced {
+                    if rules::reached(Action::Off, &vm.state, vm.deallocated) {
+                        return ActEnd::Done(None);
+                    }
+                } else if let d @ (Disposition::Skip { .. } | Disposition::Refuse { .. }) =
+                    evaluate(job, &vm)
+                {
+                    r.path = PathTaken::Skipped;
+                    return ActEnd::Outcome(outcome_of(&d));
+                }
+            }
+            Err(e) => return ActEnd::Outcome(client_failure(ctx, &e)),
+        }
+    };
+    let href = match answer {
+        MutationAnswer::AlreadyDone { .. } => return ActEnd::Done(None),
+        MutationAnswer::Accepted { task_href } => {
+            emit_accepted(ctx, job, r, &task_href, false).await;
+            task_href
+        }
+        MutationAnswer::Adopted { task_href } => {
+            emit_accepted(ctx, job, r, &task_href, true).await;
+            task_href
+        }
+    };
+    follow(ctx, job, r, &href, timeout).await
+}
+
+async fn emit_accepted(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult, href: &str, adopted: bool) {
+    r.task_href = Some(href.to_owned());
+    ctx.emit(Event::TaskAccepted {
+        step: job.step.index,
+        target: job.target,
+        vm: r.vm.name.clone(),
+        task_href: href.to_owned(),
+        adopted,
+    })
+    .await;
+}
+
+/// Polls a task to its end.
+async fn follow(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    href: &str,
+    timeout: Duration,
+) -> ActEnd {
+    let started = Instant::now();
+    let wait = wait_for_task(
+        ctx.client,
+        href,
+        &ctx.options.poll,
+        timeout,
+        ctx.control.kill_token(),
+    )
+    .await;
+    r.task_state = wait.last().map(|t| t.state.clone());
+    ctx.emit(Event::TaskFinished {
+        step: job.step.index,
+        target: job.target,
+        vm: r.vm.name.clone(),
+        task_href: href.to_owned(),
+        state: r.task_state.clone(),
+        polls: wait.polls(),
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+    .await;
+    match wait {
+        TaskWait::Finished { task, .. } if task.state.is_success() => ActEnd::Done(Some(task)),
+        TaskWait::Finished { task, .. } => ActEnd::TaskFailed(task),
+        TaskWait::TimedOut { last, .. } => ActEnd::TimedOut {
+            href: href.to_owned(),
+            last,
+        },
+        TaskWait::Interrupted { last, .. } => ActEnd::Outcome(VmOutcome::Interrupted {
+            reason: format!(
+                "task still {} ({href})",
+                last.map_or_else(|| "running".to_owned(), |t| t.state.to_string())
+            ),
+        }),
+        TaskWait::Lost { error, .. } => ActEnd::Outcome(client_failure(ctx, &error)),
+    }
+}
+
+/// After a successful task: confirm the VM really reached the target state.
+async fn finish_ok(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    task: Option<Task>,
+) -> VmOutcome {
+    if let Some(task) = &task {
+        r.task_state = Some(task.state.clone());
+    }
+    let vm = match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => vm,
+        Err(ReadStop::Failed(reason)) => {
+            return VmOutcome::Failed {
+                reason: format!("the task finished but the VM could not be checked: {reason}"),
+            };
+        }
+        Err(ReadStop::Killed) => {
+            return VmOutcome::Interrupted {
+                reason: "while confirming the VM's state".into(),
+            };
+        }
+    };
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    let action = if r.path == PathTaken::Forced {
+        Action::Off
+    } else {
+        job.step.action
+    };
+    if rules::reached(action, &vm.state, vm.deallocated) {
+        VmOutcome::Ok
+    } else {
+        let dealloc = match vm.deallocated {
+            Some(true) => " (deallocated)",
+            Some(false) if action == Action::Deallocate => " (not deallocated)",
+            _ => "",
+        };
+        VmOutcome::Failed {
+            reason: format!("the task succeeded but the VM is {}{dealloc}", vm.state),
+        }
+    }
+}
+
+/// Every ending but success.
+async fn finish_other(
+    ctx: &Ctx<'_>,
+    r: &mut VmResult,
+    end: ActEnd,
+    timeout: Duration,
+) -> VmOutcome {
+    match end {
+        ActEnd::Done(_) => VmOutcome::Ok,
+        ActEnd::TaskFailed(task) => {
+            r.task_state = Some(task.state.clone());
+            r.failed_jobs
+                .extend(FailedJob::from_task(&r.vm.name, &task));
+            refresh_after(ctx, r).await;
+            VmOutcome::Failed {
+                reason: task_failure(&task),
+            }
+        }
+        ActEnd::TimedOut { last, .. } => {
+            refresh_after(ctx, r).await;
+            VmOutcome::Failed {
+                reason: format!(
+                    "task not finished after {} (still {})",
+                    humantime::format_duration(timeout),
+                    last.map_or_else(|| "unknown".to_owned(), |t| t.state.to_string())
+                ),
+            }
+        }
+        ActEnd::Busy => VmOutcome::Failed {
+            reason: BUSY.into(),
+        },
+        ActEnd::Outcome(o) => o,
+    }
+}
+
+/// Best effort: the state after a failure, for the table.
+async fn refresh_after(ctx: &Ctx<'_>, r: &mut VmResult) {
+    if let Ok(vm) = ctx.client.get_vm_at(&r.vm.href).await {
+        r.state_after = Some(vm.state);
+        r.deallocated_after = vm.deallocated;
+    }
+}
+
+/// `PAUSE task FINISHED_UNSUCCESSFULLY (job PAUSE FAILED, rollback ROLLBACK_DONE)`.
+fn task_failure(task: &Task) -> String {
+    let mut text = format!("{} task {}", task.task_type, task.state);
+    if let Some(job) = task.failed_jobs().next() {
+        text.push_str(&format!(
+            " (job {} {}, rollback {})",
+            job.job_type, job.state, job.rollback_state
+        ));
+    }
+    text
+}
+
+fn evaluate(job: VmJob<'_>, vm: &VirtualMachine) -> Disposition {
+    rules::evaluate(
+        job.step.action,
+        &vm.state,
+        vm.deallocated,
+        vm.hypervisor(),
+        job.rb_step.fallback.as_ref(),
+    )
+}
+
+fn outcome_of(d: &Disposition) -> VmOutcome {
+    match d {
+        Disposition::Act { .. } => VmOutcome::Ok,
+        Disposition::Skip { .. } | Disposition::Excluded | Disposition::Protected { .. } => {
+            VmOutcome::Skipped { reason: d.reason() }
+        }
+        Disposition::Refuse { .. } => VmOutcome::Failed { reason: d.reason() },
+    }
+}
+
+pub(crate) fn not_started(ctx: &Ctx<'_>) -> VmOutcome {
+    VmOutcome::NotStarted {
+        reason: ctx.control.short_reason(),
+    }
+}
+
+/// A client error as a VM failure; a fatal one also stops the run.
+fn client_failure(ctx: &Ctx<'_>, e: &ClientError) -> VmOutcome {
+    if e.is_fatal_for_run() {
+        ctx.control.abort(format!("the API refused us: {e}"));
+    }
+    VmOutcome::Failed {
+        reason: e.to_string(),
+    }
+}
+
+/// Reads the VM; while it is LOCKED (another task running), waits with backoff, bounded by
+/// the run's `lock_wait`.
+async fn read_settled(ctx: &Ctx<'_>, href: &str) -> Result<VirtualMachine, ReadStop> {
+    let deadline = Instant::now() + ctx.options.lock_wait;
+    let mut schedule = ctx.options.poll.schedule();
+    loop {
+        let vm = ctx
+            .client
+            .get_vm_at(href)
+            .await
+            .map_err(|e| match client_failure(ctx, &e) {
+                VmOutcome::Failed { reason } => ReadStop::Failed(reason),
+                _ => ReadStop::Failed(e.to_string()),
+            })?;
+        if vm.state != VmState::Locked {
+            return Ok(vm);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ReadStop::Failed(format!(
+                "still LOCKED after {}: another operation is running on the VM",
+                humantime::format_duration(ctx.options.lock_wait)
+            )));
+        }
+        let delay = schedule.next_delay().min(deadline - now);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = ctx.control.kill_token().cancelled() => return Err(ReadStop::Killed),
+        }
+    }
+}

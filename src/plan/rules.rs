@@ -1,0 +1,228 @@
+//! What an action does to a VM in a given state: act, skip (already there) or refuse (the API
+//! would reject it). Follows the transition table of the API reference (§4.2); the executor
+//! applies the same rules again right before acting, on the state it has just read.
+
+use crate::abiquo::model::VmState;
+use crate::plan::Disposition;
+use crate::runbook::model::{Action, Fallback};
+
+/// Abiquo's message for VM-4 (invalid transition).
+pub const VM4: &str = "The virtual machine cannot change to the required state";
+/// Abiquo's message for VM-11 (not in a hypervisor).
+pub const VM11: &str =
+    "The virtual machine is not in any hypervisor. Therefore the change of state cannot be applied";
+/// Abiquo's message for VM-26 (reset needs ON).
+pub const VM26: &str = "The allowed power state for resetting a virtual machine is ON";
+
+pub fn is_azure(hypervisor: Option<&str>) -> bool {
+    hypervisor.is_some_and(|h| h.eq_ignore_ascii_case("AZURE"))
+}
+
+/// The disposition of `action` on a VM in `state`. Protection and exclusion are decided
+/// before this (they do not depend on the state).
+pub fn evaluate(
+    action: Action,
+    state: &VmState,
+    deallocated: Option<bool>,
+    hypervisor: Option<&str>,
+    fallback: Option<&Fallback>,
+) -> Disposition {
+    let refuse = |code: &str, msg: &str| Disposition::Refuse {
+        code: Some(code.to_owned()),
+        reason: msg.to_owned(),
+    };
+    let skip = |reason: String| Disposition::Skip { reason };
+    let act = |text: String| Disposition::Act { transition: text };
+
+    if action == Action::Deallocate && !is_azure(hypervisor) {
+        return Disposition::Refuse {
+            code: None,
+            reason: format!(
+                "deallocate needs an Azure VM (hypervisor {})",
+                hypervisor.unwrap_or("unknown")
+            ),
+        };
+    }
+    match state {
+        VmState::Locked => {
+            return act(format!(
+                "LOCKED → wait for the running task, then {}",
+                describe_target(action, fallback)
+            ));
+        }
+        VmState::NotAllocated | VmState::Allocated => {
+            // Not deployed: nothing runs, so "off"-like goals already hold.
+            return if matches!(action, Action::Off | Action::Shutdown | Action::Deallocate) {
+                skip(format!("not deployed ({state})"))
+            } else {
+                refuse("VM-11", VM11)
+            };
+        }
+        VmState::Unknown | VmState::Other(_) => return refuse("VM-11", VM11),
+        _ => {}
+    }
+    let from = state.as_str();
+    match action {
+        Action::On => match state {
+            VmState::On => skip("already ON".into()),
+            VmState::Off | VmState::Configured => act(format!("{from} → ON")),
+            VmState::Paused => Disposition::Refuse {
+                code: None,
+                reason: "the VM is PAUSED: use the `resume` action".into(),
+            },
+            _ => refuse("VM-4", VM4),
+        },
+        Action::Off | Action::Shutdown => match state {
+            VmState::Off => skip("already OFF".into()),
+            VmState::Configured => skip("never powered on (CONFIGURED)".into()),
+            VmState::On => act(format!("ON → {}", describe_target(action, fallback))),
+            _ => refuse("VM-4", VM4),
+        },
+        Action::Deallocate => match state {
+            VmState::Off if deallocated == Some(true) => skip("already deallocated".into()),
+            VmState::On => act("ON → OFF (deallocated)".into()),
+            // OFF → OFF is VM-4: a stopped Azure VM must be powered on to be deallocated.
+            _ => refuse("VM-4", VM4),
+        },
+        Action::Pause => match state {
+            VmState::Paused => skip("already PAUSED".into()),
+            VmState::On => act("ON → PAUSED".into()),
+            _ => refuse("VM-4", VM4),
+        },
+        Action::Resume => match state {
+            VmState::On => skip("already ON".into()),
+            VmState::Paused => act("PAUSED → ON (resume)".into()),
+            _ => Disposition::Refuse {
+                code: None,
+                reason: format!("the VM is {from}, not PAUSED: use the `on` action"),
+            },
+        },
+        Action::Reset => match state {
+            VmState::On => act("ON → reset → ON".into()),
+            _ => refuse("VM-26", VM26),
+        },
+    }
+}
+
+/// "OFF (graceful, hard off after 5m)" and the like.
+fn describe_target(action: Action, fallback: Option<&Fallback>) -> String {
+    match (action, fallback) {
+        (Action::Shutdown, Some(f)) => format!(
+            "OFF (graceful, fallback hard off after {})",
+            humantime::format_duration(f.after)
+        ),
+        (Action::Shutdown, None) => "OFF (graceful)".into(),
+        (Action::Off, _) => "OFF (hard)".into(),
+        (Action::Deallocate, _) => "OFF (deallocated)".into(),
+        (Action::Reset, _) => "reset → ON".into(),
+        (Action::Resume, _) => "ON (resume)".into(),
+        (a, _) => a.target_state().to_string(),
+    }
+}
+
+/// Whether a VM in `state` (with `deallocated`) already is where `action` leads.
+pub fn reached(action: Action, state: &VmState, deallocated: Option<bool>) -> bool {
+    match action {
+        Action::Deallocate => *state == VmState::Off && deallocated == Some(true),
+        a => *state == a.target_state(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn kind(d: &Disposition) -> String {
+        match d {
+            Disposition::Act { .. } => "act".into(),
+            Disposition::Skip { reason } => format!("skip: {reason}"),
+            Disposition::Refuse { code, .. } => {
+                format!("refuse {}", code.as_deref().unwrap_or("-"))
+            }
+            Disposition::Excluded => "excluded".into(),
+            Disposition::Protected { .. } => "protected".into(),
+        }
+    }
+
+    #[test]
+    fn transition_table_matches_the_api_reference() {
+        use Action::*;
+        let kvm = Some("KVM");
+        let cases: &[(Action, VmState, &str)] = &[
+            (On, VmState::Off, "act"),
+            (On, VmState::Configured, "act"),
+            (On, VmState::On, "skip: already ON"),
+            (On, VmState::NotAllocated, "refuse VM-11"),
+            (Off, VmState::On, "act"),
+            (Off, VmState::Off, "skip: already OFF"),
+            (Off, VmState::Paused, "refuse VM-4"),
+            (
+                Off,
+                VmState::NotAllocated,
+                "skip: not deployed (NOT_ALLOCATED)",
+            ),
+            (Shutdown, VmState::On, "act"),
+            (
+                Shutdown,
+                VmState::Configured,
+                "skip: never powered on (CONFIGURED)",
+            ),
+            (Pause, VmState::On, "act"),
+            (Pause, VmState::Paused, "skip: already PAUSED"),
+            (Pause, VmState::Off, "refuse VM-4"),
+            (Resume, VmState::Paused, "act"),
+            (Resume, VmState::On, "skip: already ON"),
+            (Resume, VmState::Off, "refuse -"),
+            (Reset, VmState::On, "act"),
+            (Reset, VmState::Off, "refuse VM-26"),
+            (Reset, VmState::Paused, "refuse VM-26"),
+            (Reset, VmState::Unknown, "refuse VM-11"),
+            (Deallocate, VmState::On, "refuse -"),
+        ];
+        for (action, state, want) in cases {
+            let d = evaluate(*action, state, None, kvm, None);
+            assert_eq!(kind(&d), *want, "{action} on {state}");
+        }
+    }
+
+    #[test]
+    fn deallocate_rules_on_azure() {
+        let az = Some("AZURE");
+        let d = evaluate(Action::Deallocate, &VmState::On, Some(false), az, None);
+        assert_eq!(kind(&d), "act");
+        let d = evaluate(Action::Deallocate, &VmState::Off, Some(true), az, None);
+        assert_eq!(kind(&d), "skip: already deallocated");
+        let d = evaluate(Action::Deallocate, &VmState::Off, Some(false), az, None);
+        assert_eq!(kind(&d), "refuse VM-4");
+    }
+
+    #[test]
+    fn locked_vms_are_waited_for() {
+        let d = evaluate(Action::Off, &VmState::Locked, None, None, None);
+        assert!(matches!(d, Disposition::Act { ref transition } if transition.contains("wait")));
+    }
+
+    #[test]
+    fn shutdown_transition_mentions_the_fallback() {
+        let f = Fallback {
+            action: Action::Off,
+            after: Duration::from_secs(300),
+        };
+        let d = evaluate(Action::Shutdown, &VmState::On, None, None, Some(&f));
+        assert_eq!(
+            d,
+            Disposition::Act {
+                transition: "ON → OFF (graceful, fallback hard off after 5m)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn reached_checks_deallocation_for_deallocate_only() {
+        assert!(reached(Action::Off, &VmState::Off, Some(false)));
+        assert!(!reached(Action::Deallocate, &VmState::Off, Some(false)));
+        assert!(reached(Action::Deallocate, &VmState::Off, Some(true)));
+        assert!(reached(Action::Reset, &VmState::On, None));
+    }
+}
