@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench scale` runs the full cases (about 4 minutes); `-- --quick` a small
 //! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
-//! process instead of as a `powerbook sim` child (peak RSS is then the two combined).
+//! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
+//! `-- --only 10000` runs only the cases with that many VMs.
 //!
 //! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
 //! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
@@ -56,6 +57,8 @@ struct Row {
     p95_delay_ms: f64,
     /// Executor process (with the simulator when in-process).
     rss_kib: u64,
+    /// The same after listing the VMs and planning, before executing.
+    plan_rss_kib: u64,
     sim_rss_kib: Option<u64>,
     cpu_s: f64,
     sim_cpu_s: Option<f64>,
@@ -100,9 +103,18 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let inproc = args.iter().any(|a| a == "--inproc");
+    // `--only 10000`: just the cases with that many VMs.
+    let only: Option<usize> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
-    for case in cases(quick, inproc) {
+    for case in cases(quick, inproc)
+        .into_iter()
+        .filter(|c| only.is_none_or(|n| n == c.vms))
+    {
         eprintln!("case: {}", serde_json::to_string(&case).unwrap());
         let out = std::process::Command::new(&exe)
             .arg("--case")
@@ -184,6 +196,12 @@ fn print_table(rows: &[Row]) {
     }
     println!("{t}");
     for r in rows {
+        println!(
+            "{} VMs: peak RSS {:.1} MiB after listing and planning, {:.1} MiB at the end",
+            r.case.vms,
+            mib(r.plan_rss_kib),
+            mib(r.rss_kib)
+        );
         if r.ok != r.case.vms {
             println!("warning: {} of {} VMs ok", r.ok, r.case.vms);
         }
@@ -385,6 +403,7 @@ fn run_case(case: Case) -> Row {
             .await
             .expect("plan");
         let me = std::process::id().to_string();
+        let plan_rss = peak_rss_kib(&me);
         let sim_pid = sim.pid();
         let sim_cpu0 = sim_pid.as_deref().map(cpu_seconds);
         let cpu0 = cpu_seconds(&me);
@@ -474,6 +493,7 @@ fn run_case(case: Case) -> Row {
                 .copied()
                 .unwrap_or_default(),
             rss_kib: rss,
+            plan_rss_kib: plan_rss,
             sim_rss_kib: sim_rss,
             cpu_s: cpu,
             sim_cpu_s: sim_cpu,
