@@ -4,7 +4,8 @@
 //! `cargo bench --bench scale` runs the full cases (about 4 minutes); `-- --quick` a small
 //! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
 //! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
-//! `-- --only 10000` runs only the cases with that many VMs.
+//! `-- --only 10000` runs only the cases with that many VMs; `-- --fixed` polls with the
+//! fixed backoff of earlier versions, for comparison.
 //!
 //! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
 //! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
@@ -41,6 +42,8 @@ struct Case {
     task_ms: u64,
     jitter_ms: u64,
     inproc: bool,
+    /// Adaptive polling (`--fixed`: the old fixed backoff, for comparison).
+    adaptive: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +70,7 @@ struct Row {
     progress_draws: u64,
 }
 
-fn cases(quick: bool, inproc: bool) -> Vec<Case> {
+fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
     let case = |vms, concurrency, sequential, task_ms, jitter_ms| Case {
         vms,
         concurrency,
@@ -75,6 +78,7 @@ fn cases(quick: bool, inproc: bool) -> Vec<Case> {
         task_ms,
         jitter_ms,
         inproc,
+        adaptive,
     };
     if quick {
         vec![
@@ -103,6 +107,7 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let inproc = args.iter().any(|a| a == "--inproc");
+    let adaptive = !args.iter().any(|a| a == "--fixed");
     // `--only 10000`: just the cases with that many VMs.
     let only: Option<usize> = args
         .iter()
@@ -111,7 +116,7 @@ fn main() {
         .and_then(|v| v.parse().ok());
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
-    for case in cases(quick, inproc)
+    for case in cases(quick, inproc, adaptive)
         .into_iter()
         .filter(|c| only.is_none_or(|n| n == c.vms))
     {
@@ -154,11 +159,14 @@ fn print_table(rows: &[Row]) {
     ]);
     for r in rows {
         let c = &r.case;
-        let conc = if c.sequential {
+        let mut conc = if c.sequential {
             "1 (sequential)".to_owned()
         } else {
             c.concurrency.to_string()
         };
+        if !c.adaptive {
+            conc.push_str(", fixed polling");
+        }
         let rss = match r.sim_rss_kib {
             Some(s) => format!("{:.1} MiB ({:.1} MiB)", mib(r.rss_kib), mib(s)),
             None => format!("{:.1} MiB (in-process)", mib(r.rss_kib)),
@@ -437,7 +445,8 @@ fn run_case(case: Case) -> Row {
             let _report = collector.into_report();
             seen
         });
-        let options = RunOptions::default();
+        let mut options = RunOptions::default();
+        options.poll.adaptive = case.adaptive;
         let t0 = Instant::now();
         let _summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
         let wall = t0.elapsed();
