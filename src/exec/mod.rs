@@ -297,8 +297,10 @@ impl Scheduler<'_> {
                 && let Some(tx) = self.done.get(pos)
             {
                 let mut rx = tx.subscribe();
+                tracing::trace!(step = step.index, dep, "waiting for a step");
                 // The sender lives as long as the run, so this only ends when the step did.
                 let _ = rx.wait_for(|d| *d).await;
+                tracing::trace!(step = step.index, dep, "dependency done");
             }
         }
         let Some(rb_step) = self.runbook.steps.get(step.index) else {
@@ -347,10 +349,12 @@ impl Scheduler<'_> {
                     })
                     .await;
             }
+            tracing::trace!(step = step.index, wave = w, "wave starts");
             let mut results = futures::stream::iter(wave.iter().copied())
                 .map(|target| self.run_vm(step, rb_step, target))
                 .buffer_unordered(step.concurrency.max(1));
             while let Some(r) = results.next().await {
+                tracing::trace!(step = step.index, target = r.target, "vm finished");
                 if r.outcome.is_failure() {
                     step_failures += 1;
                     self.check_step_threshold(step, rb_step, threshold, step_failures);
@@ -369,10 +373,13 @@ impl Scheduler<'_> {
     }
 
     fn mark_done(&self, step: &PlannedStep) {
+        tracing::trace!(step = step.index, "step done");
         if let Some(pos) = self.plan.steps.iter().position(|s| s.index == step.index)
             && let Some(tx) = self.done.get(pos)
         {
-            let _ = tx.send(true);
+            // `send` would drop the value when no dependent has subscribed yet (a step can
+            // finish within its first poll); `send_replace` always stores it.
+            tx.send_replace(true);
         }
     }
 
