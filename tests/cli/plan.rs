@@ -578,3 +578,41 @@ fn a_file_that_is_not_a_saved_plan_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("name the RUNBOOK"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The example runbooks
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_example_runbook_plans_against_the_lab_with_a_valid_document() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("runbooks/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut planned = 0;
+    for entry in std::fs::read_dir(root().join("runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_none_or(|e| e != "toml")
+            || !text.starts_with("#:schema ./runbook.schema.json")
+        {
+            continue;
+        }
+        let out = crate::support::Powerbook::new()
+            .args(["plan", "--simulate", "--output", "json"])
+            .arg(&path)
+            .run();
+        out.success();
+        let doc = out.json();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+        assert!(
+            doc["totals"]["act"].as_u64().unwrap() > 0,
+            "{} acts on nothing in the lab",
+            path.display()
+        );
+        planned += 1;
+    }
+    assert!(planned >= 4, "only {planned} example runbooks found");
+}
