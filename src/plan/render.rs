@@ -151,6 +151,8 @@ fn graph(doc: &PlanDocument, order: &[usize]) -> String {
                 .iter()
                 .filter(|o| {
                     o.step != s.index
+                        && !depends(plan, s.index, o.step)
+                        && !depends(plan, o.step, s.index)
                         && o.start_ms < e.start_ms + e.duration_ms.max(1)
                         && e.start_ms < o.start_ms + o.duration_ms.max(1)
                 })
@@ -170,6 +172,25 @@ fn graph(doc: &PlanDocument, order: &[usize]) -> String {
         );
     }
     out
+}
+
+/// Whether step `a` waits (directly or not) for step `b` (runbook indices).
+fn depends(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
+    let mut stack = vec![a];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(i) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        let Some(step) = plan.steps.iter().find(|s| s.index == i) else {
+            continue;
+        };
+        if step.after.contains(&b) {
+            return true;
+        }
+        stack.extend(step.after.iter().copied());
+    }
+    false
 }
 
 fn step_section(doc: &PlanDocument, pos: usize, s: &PlannedStep, opts: RenderOptions) -> String {
@@ -356,6 +377,44 @@ fn estimate_lines(doc: &PlanDocument) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abiquo::model::VmState;
+    use crate::plan::estimate::{EstimateInputs, estimate};
+    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::runbook::model::Action;
+
+    #[test]
+    fn the_graph_never_calls_a_dependency_alongside_even_when_it_takes_no_time() {
+        let vms = vec![vm(1, "web-01", "web", VmState::On, "KVM")];
+        let mut empty = step("empty", Action::Off, vec![sel_vm("db-*")]);
+        empty.after = vec![0];
+        let mut last = step("last", Action::On, vec![sel_vm("web-*")]);
+        last.after = vec![1];
+        let mut side = step("side", Action::Off, vec![sel_vm("web-*")]);
+        side.after = vec![0];
+        let rb = runbook(vec![
+            step("first", Action::Off, vec![sel_vm("web-*")]),
+            empty,
+            last,
+            side,
+        ]);
+        let plan = crate::plan::build(&rb, &vms, "http://x/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
+        let text = graph(&doc, &execution_order(&doc));
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!(". {name} ")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(line("first").ends_with("starts at once"), "{text}");
+        assert!(line("last").contains("after 'empty'"), "{text}");
+        assert!(!line("last").contains("alongside 'empty'"), "{text}");
+        assert!(line("last").contains("alongside 'side'"), "{text}");
+        let side = line("side");
+        let beside = side.split("alongside").nth(1).unwrap_or_default();
+        assert!(!beside.contains("'first'"), "{text}");
+    }
 
     #[test]
     fn durations_are_short_and_round_up_to_the_second_past_a_minute() {
