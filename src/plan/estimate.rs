@@ -73,8 +73,8 @@ impl History {
     /// One VM that reached its target through the action itself.
     pub fn record(&mut self, action: Action, took: Duration) {
         let e = self.by_action.entry(action).or_insert((0, 0));
-        e.0 += took.as_millis();
-        e.1 += 1;
+        e.0 = e.0.saturating_add(took.as_millis());
+        e.1 = e.1.saturating_add(1);
     }
 
     /// The successful, acted-on VMs of earlier runs (skips, failures and fallbacks say
@@ -317,7 +317,8 @@ pub fn estimate(plan: &Plan, runbook: &Runbook, inputs: &EstimateInputs<'_>) -> 
     // The request rate limit is a floor under the whole run.
     let mut rate_limited = false;
     if let Some(rps) = runbook.limits.requests_per_second {
-        let floor = Duration::from_secs_f64(requests as f64 / rps.get() as f64);
+        let floor = Duration::try_from_secs_f64(requests as f64 / rps.get() as f64)
+            .unwrap_or(Duration::MAX);
         if floor > total {
             total = floor;
             rate_limited = true;
@@ -558,6 +559,88 @@ mod tests {
         // Each poll's round trip pushes the next one.
         let (at, _) = detection(Duration::from_millis(650), &poll, Duration::from_millis(10));
         assert_eq!(ms(at), 100 + 10 + 200 + 10 + 400 + 10);
+    }
+
+    use crate::abiquo::model::VmState;
+    use crate::plan::build;
+    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::runbook::model::Fallback;
+    use std::num::NonZeroUsize;
+
+    fn four_on() -> Vec<crate::abiquo::model::VirtualMachine> {
+        (1..=4)
+            .map(|i| vm(i, &format!("web-{i}"), "web", VmState::On, "KVM"))
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_takes_rounds_of_per_vm_time_and_counts_its_requests() {
+        let mut s = step("down", Action::Off, vec![sel_vm("web-*")]);
+        s.concurrency = NonZeroUsize::new(2);
+        let mut rb = runbook(vec![s]);
+        rb.estimates.insert(Action::Off, Duration::from_secs(10));
+        let plan = build(&rb, &four_on(), "http://x/api");
+        let inputs = EstimateInputs {
+            listed_vms: 250,
+            ..EstimateInputs::default()
+        };
+        let e = estimate(&plan, &rb, &inputs);
+        let step = &e.steps[0];
+        assert_eq!(step.task_source, DurationSource::Runbook);
+        assert!(step.vm_ms >= 10_000 + 3 * 50, "{step:?}");
+        assert_eq!(e.total_ms, 2 * step.vm_ms);
+        let (_, polls) = detection(Duration::from_secs(10), &inputs.poll, inputs.request);
+        // login + 3 listing pages + per VM: read, mutation, polls, confirming read
+        assert_eq!(e.api_requests, 1 + 3 + 4 * (3 + polls));
+        assert!(!e.rate_limited);
+    }
+
+    #[test]
+    fn the_request_rate_limit_is_a_floor_under_the_run() {
+        let mut rb = runbook(vec![step("down", Action::Off, vec![sel_vm("web-*")])]);
+        rb.estimates.insert(Action::Off, Duration::from_secs(1));
+        rb.limits.requests_per_second = NonZeroUsize::new(1);
+        let plan = build(&rb, &four_on(), "http://x/api");
+        let e = estimate(&plan, &rb, &EstimateInputs::default());
+        assert!(e.rate_limited);
+        assert_eq!(e.total_ms, e.api_requests * 1000);
+    }
+
+    #[test]
+    fn a_graceful_shutdown_slower_than_its_fallback_ends_with_the_hard_off() {
+        let mut s = step("down", Action::Shutdown, vec![sel_vm("web-1")]);
+        s.fallback = Some(Fallback {
+            action: Action::Off,
+            after: Duration::from_secs(60),
+        });
+        let mut rb = runbook(vec![s]);
+        rb.estimates
+            .insert(Action::Shutdown, Duration::from_secs(600));
+        rb.estimates.insert(Action::Off, Duration::from_secs(10));
+        let plan = build(&rb, &four_on(), "http://x/api");
+        let e = estimate(&plan, &rb, &EstimateInputs::default());
+        let vm = e.steps[0].vm_ms;
+        assert!((70_000..80_000).contains(&vm), "{vm}");
+    }
+
+    #[test]
+    fn history_is_used_when_the_runbook_says_nothing_and_defaults_otherwise() {
+        let rb = runbook(vec![
+            step("down", Action::Off, vec![sel_vm("web-*")]),
+            step("up", Action::On, vec![sel_vm("web-*")]),
+        ]);
+        let mut h = History::new();
+        h.record(Action::Off, Duration::from_secs(7));
+        let plan = build(&rb, &four_on(), "http://x/api");
+        let inputs = EstimateInputs {
+            history: Some(&h),
+            ..EstimateInputs::default()
+        };
+        let e = estimate(&plan, &rb, &inputs);
+        assert_eq!(e.steps[0].task_source, DurationSource::History);
+        assert_eq!(e.steps[0].history_samples, Some(1));
+        assert_eq!(e.steps[0].vm_ms, 7_000);
+        assert_eq!(e.steps[1].task_source, DurationSource::Default);
     }
 
     #[test]
