@@ -643,6 +643,61 @@ mod tests {
         assert_eq!(e.steps[1].task_source, DurationSource::Default);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Dependents start after what they wait for; a step lasts at least its slowest VM
+        /// per wave plus the pauses, and the run never takes longer than doing it all in
+        /// series.
+        #[test]
+        fn replay_respects_order_and_bounds(
+            specs in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::collection::vec(1u64..5_000, 0..6), 0..4),
+                    1usize..5,
+                    0u64..2_000,
+                    proptest::option::of(0usize..8),
+                ),
+                1..6,
+            ),
+            run_limit in 1usize..8,
+        ) {
+            let jobs: Vec<StepJob> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (waves, c, pause, dep))| StepJob {
+                    after: dep.filter(|&d| d < i).into_iter().collect(),
+                    concurrency: *c,
+                    pause: Duration::from_millis(*pause),
+                    waves: waves
+                        .iter()
+                        .map(|w| w.iter().map(|&m| Duration::from_millis(m)).collect())
+                        .collect(),
+                })
+                .collect();
+            let t = replay(&jobs, run_limit);
+            let mut serial = Duration::ZERO;
+            for (i, job) in jobs.iter().enumerate() {
+                let (start, end) = t[i];
+                for &d in &job.after {
+                    proptest::prop_assert!(start >= t[d].1);
+                }
+                let mut least = Duration::ZERO;
+                for (w, wave) in job.waves.iter().enumerate() {
+                    least += wave.iter().copied().max().unwrap_or_default();
+                    serial += wave.iter().copied().sum::<Duration>();
+                    if w > 0 {
+                        least += job.pause;
+                        serial += job.pause;
+                    }
+                }
+                proptest::prop_assert!(end >= start + least, "step {i}: {t:?}");
+            }
+            let total = t.iter().map(|(_, e)| *e).max().unwrap_or_default();
+            proptest::prop_assert!(total <= serial, "{total:?} > {serial:?}");
+        }
+    }
+
     #[test]
     fn history_means_per_action_from_successful_direct_results() {
         let mut h = History::new();
