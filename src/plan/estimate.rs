@@ -644,7 +644,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // No regression files: the top level of the repository is fixed.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
 
         /// Dependents start after what they wait for; a step lasts at least its slowest VM
         /// per wave plus the pauses, and the run never takes longer than doing it all in

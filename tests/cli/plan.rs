@@ -226,6 +226,15 @@ fn lock_busy(rt: &tokio::runtime::Runtime, sim: &SimHandle) {
     });
     let state = sim.vm_states().into_iter().find(|v| v.name == "busy");
     assert_eq!(state.map(|v| v.state), Some(VmState::Locked));
+    // Plans name the holder's state: wait until it is past PENDING so it stays the same.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sim.stats().mutations["busy"][0].started_ms.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
