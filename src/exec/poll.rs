@@ -4,7 +4,7 @@
 //! Polling is adaptive: [`TaskDurations`] learns how long each action's tasks take (from the
 //! tasks already finished in this run, and from earlier runs' journals as priors), and
 //! [`PollPolicy::next_delay`] uses the learned window of finishing times to stay quiet until
-//! the earliest expected finish, spread a small budget of polls across the window
+//! just past the earliest expected finish, spread a small budget of polls across the window
 //! (geometrically, so the detection delay stays a bounded share of the task time), and back
 //! off once the task is overdue. With nothing learned yet it falls back to exponential
 //! backoff from `initial`.
@@ -73,24 +73,24 @@ impl PollPolicy {
         let growth = self.factor.max(1.0) - 1.0;
         let Some(w) = window.filter(|_| self.adaptive) else {
             // Cold: initial, then about ×factor per poll.
-            return clamp(self.initial + elapsed.mul_f64(growth));
+            return clamp(self.initial.saturating_add(scaled(elapsed, growth)));
         };
         let ratio = self.window_ratio(w);
         // Quiet until one step into the window: a poll right at `lo` (the 5th percentile)
         // would find almost every task still running.
-        let first = w.lo.mul_f64(ratio).max(w.lo + self.min_gap);
-        if elapsed + self.min_gap <= first {
+        let first = scaled(w.lo, ratio).max(w.lo.saturating_add(self.min_gap));
+        if elapsed.saturating_add(self.min_gap) <= first {
             return first - elapsed;
         }
         // One step past `hi` still belongs to the window.
-        let end = w.hi.mul_f64(ratio) + self.min_gap;
+        let end = scaled(w.hi, ratio).saturating_add(self.min_gap);
         if elapsed <= end {
-            return clamp(elapsed.mul_f64(ratio - 1.0));
+            return clamp(scaled(elapsed, ratio - 1.0));
         }
         // Overdue: the window was wrong for this task. Start from a gap relative to the
         // elapsed time and grow with the time overdue.
         let relative = (ratio - 1.0).max(self.max_relative_gap / 2.0);
-        clamp(elapsed.mul_f64(relative) + (elapsed - end).mul_f64(growth))
+        clamp(scaled(elapsed, relative).saturating_add(scaled(elapsed - end, growth)))
     }
 
     /// Geometric step across the window: `window_polls` steps from `lo` reach `hi`, never
@@ -101,6 +101,15 @@ impl PollPolicy {
         let r = span.powf(1.0 / f64::from(self.window_polls.max(1)));
         r.clamp(1.0, 1.0 + self.max_relative_gap.max(0.0))
     }
+}
+
+/// `d × f`, saturating instead of panicking on overflow, NaN or a negative factor.
+fn scaled(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(if f > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
 }
 
 /// The delays of one exponential wait, in order.
@@ -403,7 +412,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Task, ClientError>>,
 {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    // A timeout too large to add is as good as none.
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
     let since = pacing.map_or_else(Instant::now, |p| p.since);
     let mut polls = 0u32;
     let mut last: Option<Task> = None;
@@ -444,8 +457,8 @@ where
                     // (the cloud got faster) and stays put while they are rare.
                     let took = match (pending_at, first_window) {
                         (Some(before), _) => (before + at) / 2,
-                        (None, Some(w)) => w.lo.mul_f64(0.9),
-                        (None, None) => at.mul_f64(0.9),
+                        (None, Some(w)) => scaled(w.lo, 0.9),
+                        (None, None) => scaled(at, 0.9),
                     };
                     p.durations.record(p.action, took);
                 }
@@ -643,6 +656,22 @@ mod tests {
         let p = PollPolicy::default();
         assert_eq!(p.next_delay(ms(2000), window(2000, 2000)), p.min_gap);
         assert_eq!(p.next_delay(ms(2010), window(2000, 2000)), p.min_gap);
+    }
+
+    #[test]
+    fn absurd_settings_saturate_instead_of_panicking() {
+        let p = PollPolicy {
+            factor: f64::INFINITY,
+            max_relative_gap: f64::INFINITY,
+            ..PollPolicy::default()
+        };
+        assert_eq!(p.next_delay(Duration::from_secs(10), None), p.max);
+        assert_eq!(p.next_delay(Duration::MAX, window(1, 2)), p.max);
+        let nan = PollPolicy {
+            factor: f64::NAN,
+            ..PollPolicy::default()
+        };
+        assert!(nan.next_delay(Duration::from_secs(10), None) <= nan.max);
     }
 
     #[test]
