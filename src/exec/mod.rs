@@ -443,7 +443,9 @@ impl Scheduler<'_> {
         if let Some(pos) = self.plan.steps.iter().position(|s| s.index == step.index)
             && let Some(tx) = self.done.get(pos)
         {
-            let _ = tx.send(true);
+            // `send` would drop the value when no later step has subscribed yet (a step
+            // that finishes at once, e.g. replayed on resume); `send_replace` keeps it.
+            tx.send_replace(true);
         }
     }
 

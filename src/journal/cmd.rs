@@ -26,10 +26,6 @@ pub fn open_for_run(
     runbook_path: &Path,
     plan: &Plan,
 ) -> Result<JournalWriter, String> {
-    let path = match &args.journal {
-        Some(p) => p.clone(),
-        None => default_path(&args.runs_dir, &plan.runbook_name),
-    };
     let absolute = std::path::absolute(runbook_path).unwrap_or_else(|_| runbook_path.to_owned());
     let header = Header {
         format: JOURNAL_FORMAT,
@@ -41,8 +37,23 @@ pub fn open_for_run(
         started_at: now_rfc3339(),
         started_ms: now_ms(),
     };
-    let writer = JournalWriter::create(&path, &Record::Header(header))?;
-    eprintln!("journal: {}", path.display());
+    let record = Record::Header(header);
+    let writer = match &args.journal {
+        Some(path) => JournalWriter::create(path, &record)?,
+        None => {
+            // Two runs of one runbook in the same second: the loser takes the next name.
+            let mut attempt = 0;
+            loop {
+                let path = default_path(&args.runs_dir, &plan.runbook_name);
+                match JournalWriter::create(&path, &record) {
+                    Ok(w) => break w,
+                    Err(_) if attempt < 20 && path.exists() => attempt += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+    eprintln!("journal: {}", writer.path().display());
     Ok(writer)
 }
 
