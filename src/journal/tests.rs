@@ -413,3 +413,41 @@ fn default_paths_are_named_after_the_runbook_and_never_reused() {
     let b = default_path(dir.path(), "Tier 2: storage/maintenance");
     assert_ne!(a, b);
 }
+
+/// Journal throughput, for the record (run with `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_journal_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = Event::RunAborted {
+        reason: "x".repeat(300),
+    };
+    let w = JournalWriter::create(&dir.path().join("a.jsonl"), &Record::Header(header())).unwrap();
+    let sink = w.sink();
+    let t = std::time::Instant::now();
+    for _ in 0..2000 {
+        sink.record_durable(&ev).await.unwrap();
+    }
+    let one_by_one = t.elapsed();
+    let t = std::time::Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let sink = sink.clone();
+            let ev = ev.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    sink.record_durable(&ev).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let concurrent = t.elapsed();
+    drop(sink);
+    w.close().await.unwrap();
+    eprintln!(
+        "2000 durable records one by one: {one_by_one:?}; 2000 from 50 tasks at once: {concurrent:?}"
+    );
+}

@@ -68,7 +68,14 @@ impl JournalWriter {
             .create_new(true)
             .open(path)
             .map_err(|e| format!("cannot create the journal {}: {e}", path.display()))?;
-        Self::start(path, file, first)
+        let writer = Self::start(path, file, first)?;
+        // The new file's directory entry must survive a crash too (best effort: not every
+        // platform can sync a directory).
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Ok(d) = File::open(dir.unwrap_or(Path::new("."))) {
+            let _ = d.sync_all();
+        }
+        Ok(writer)
     }
 
     /// Reopens a journal to append to it, first cutting a torn last record (at `valid_len`).
