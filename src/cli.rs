@@ -86,8 +86,13 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The runbook to run.
-    #[arg(value_name = "RUNBOOK")]
+    /// The runbook to run (with --plan it may be left out: the plan names its runbook).
+    #[arg(
+        value_name = "RUNBOOK",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_path
+    )]
     pub runbook: PathBuf,
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -107,8 +112,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FACTOR", requires = "simulate", value_parser = parse_speed)]
     pub simulate_speed: Option<f64>,
     /// Only plan (same as `powerbook plan`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub dry_run: bool,
+    /// Execute a plan saved by `powerbook plan --save FILE`: exactly its VMs and actions.
+    /// Refused (exit 3, listing the VMs) if a VM's state changed since the plan was made,
+    /// and (exit 2) if the runbook changed.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: when VMs changed since the plan was made, plan again from their current
+    /// states instead of refusing.
+    #[arg(long, requires = "plan")]
+    pub replan: bool,
     /// Results as tables (default) or one JSON document.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -241,11 +255,16 @@ pub struct PlanArgs {
     /// Simulator inventory for --simulate (default: the built-in lab).
     #[arg(long, value_name = "FILE", requires = "simulate")]
     pub simulate_inventory: Option<PathBuf>,
-    /// Exit non-zero when the plan has refusals or empty steps.
+    /// Exit 1 when the plan has warnings (refusals, empty steps, a threshold the refusals
+    /// alone cross, an estimate over the deadline), for CI against a staging cloud.
     #[arg(long)]
     pub strict: bool,
+    /// The plan as text and tables (default) or one versioned JSON document.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Also save the plan (the JSON document) to FILE, for `powerbook run --plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +335,11 @@ pub struct FaultArgs {
     /// Cut successful JSON answers in half.
     #[arg(long = "fault-malformed", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
     pub malformed_json: f64,
+}
+
+/// Any path; empty stands for "not given" (clap's own path parser refuses empty values).
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -177,6 +177,8 @@ impl Answer {
 
 /// Why one attempt produced no answer.
 enum NoAnswer {
+    /// The request could not even be built (e.g. a malformed link): retrying cannot help.
+    Invalid(ClientError),
     /// The request surely never reached the server (connection refused, DNS...).
     NotSent(ClientError),
     /// The request may have been processed: timeout, or the connection dropped mid-way.
@@ -186,8 +188,12 @@ enum NoAnswer {
 impl NoAnswer {
     fn into_error(self) -> ClientError {
         match self {
-            NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e) => e,
+            NoAnswer::Invalid(e) | NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e) => e,
         }
+    }
+
+    fn retryable(&self) -> bool {
+        !matches!(self, NoAnswer::Invalid(_))
     }
 }
 
@@ -544,8 +550,7 @@ impl Client {
                     self.backoff(retry, a.retry_after()).await;
                 }
                 Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
-                Err(e) if self.may_retry(retry) => {
-                    drop(e);
+                Err(e) if e.retryable() && self.may_retry(retry) => {
                     self.backoff(retry, None).await;
                 }
                 Err(e) => return Err(e.into_error()),
@@ -787,7 +792,7 @@ impl Client {
                 Judged::Retry(a.retry_after())
             }
             Ok(a) => Judged::Done(Err(ClientError::from_answer(a.status, &a.body))),
-            Err(_) if self.may_retry(retry) => Judged::Retry(None),
+            Err(e) if e.retryable() && self.may_retry(retry) => Judged::Retry(None),
             Err(e) => Judged::Done(Err(e.into_error())),
         }
     }
@@ -849,9 +854,7 @@ impl Client {
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| {
             // The server answered a status but the body never arrived whole.
-            match self.classify(&e, url) {
-                NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e) => NoAnswer::MaybeSent(e),
-            }
+            NoAnswer::MaybeSent(self.classify(&e, url).into_error())
         })?;
         tracing::debug!(
             "{method} {url} -> {status} in {}ms",
@@ -866,6 +869,12 @@ impl Client {
 
     fn classify(&self, e: &reqwest::Error, url: &str) -> NoAnswer {
         let url = strip_query(url);
+        if e.is_builder() {
+            return NoAnswer::Invalid(ClientError::Config(format!(
+                "cannot send a request to `{url}`: {}",
+                error_chain(e)
+            )));
+        }
         if e.is_connect() {
             return NoAnswer::NotSent(ClientError::Transport {
                 url,

@@ -27,8 +27,14 @@ pub fn test_mode() -> bool {
     std::env::var("POWERBOOK_TEST_MODE").is_ok_and(|v| v == "1")
 }
 
-pub async fn run(args: RunArgs) -> Outcome {
-    if !args.yes && !args.dry_run && !std::io::stdin().is_terminal() {
+pub async fn run(mut args: RunArgs) -> Outcome {
+    if args.dry_run {
+        return crate::plan::cmd::plan(crate::plan::cmd::dry_run_args(&args)).await;
+    }
+    if let Err(outcome) = crate::plan::cmd::fill_runbook_path(&mut args) {
+        return outcome;
+    }
+    if !args.yes && !std::io::stdin().is_terminal() {
         eprintln!(
             "error: `run` changes VM power states and asks for confirmation first, but stdin \
              is not a terminal; pass --yes to run without asking"
@@ -185,17 +191,11 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         Ok(c) => c,
         Err(outcome) => return outcome,
     };
-    let plan = match crate::plan::resolve(&client, runbook).await {
+    let plan = match crate::plan::cmd::plan_for_run(&client, runbook, args).await {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: cannot list the VMs: {e}");
-            return Outcome::Aborted;
-        }
+        Err(outcome) => return outcome,
     };
     eprint!("{}", plan_overview(&plan));
-    if args.dry_run {
-        return Outcome::Success;
-    }
     if !args.yes && !confirm().await {
         eprintln!("Nothing was changed.");
         return Outcome::Usage;

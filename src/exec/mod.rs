@@ -363,8 +363,10 @@ impl Scheduler<'_> {
                 && let Some(tx) = self.done.get(pos)
             {
                 let mut rx = tx.subscribe();
+                tracing::trace!(step = step.index, dep, "waiting for a step");
                 // The sender lives as long as the run, so this only ends when the step did.
                 let _ = rx.wait_for(|d| *d).await;
+                tracing::trace!(step = step.index, dep, "dependency done");
             }
         }
         let Some(rb_step) = self.runbook.steps.get(step.index) else {
@@ -415,10 +417,12 @@ impl Scheduler<'_> {
                     })
                     .await;
             }
+            tracing::trace!(step = step.index, wave = w, "wave starts");
             let mut results = futures::stream::iter(wave.iter().copied())
                 .map(|target| self.run_vm(step, rb_step, target))
                 .buffer_unordered(step.concurrency.max(1));
             while let Some(r) = results.next().await {
+                tracing::trace!(step = step.index, target = r.target, "vm finished");
                 // Failures replayed from an earlier run do not count against thresholds
                 // again: resuming must be able to continue after an abort.
                 let fresh = !self.ctx.is_replayed(step.index, r.target);
@@ -440,11 +444,12 @@ impl Scheduler<'_> {
     }
 
     fn mark_done(&self, step: &PlannedStep) {
+        tracing::trace!(step = step.index, "step done");
         if let Some(pos) = self.plan.steps.iter().position(|s| s.index == step.index)
             && let Some(tx) = self.done.get(pos)
         {
-            // `send` would drop the value when no later step has subscribed yet (a step
-            // that finishes at once, e.g. replayed on resume); `send_replace` keeps it.
+            // `send` would drop the value when no dependent has subscribed yet (a step can
+            // finish within its first poll); `send_replace` always stores it.
             tx.send_replace(true);
         }
     }

@@ -153,6 +153,10 @@ pub(crate) async fn run(ctx: &Ctx<'_>, job: VmJob<'_>) -> VmResult {
 }
 
 async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+    if r.vm.href.is_empty() {
+        r.path = PathTaken::Skipped;
+        return outcome_of(&job.step.targets[job.target].disposition);
+    }
     let vm = match read_settled(ctx, &r.vm.href).await {
         Ok(vm) => vm,
         Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },

@@ -3,6 +3,9 @@
 //! JSON (every type here is serde).
 
 pub mod cmd;
+pub mod document;
+pub mod estimate;
+pub mod render;
 pub mod rules;
 pub mod select;
 
@@ -10,6 +13,7 @@ use crate::abiquo::client::Client;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{VirtualMachine, VmState};
 use crate::runbook::model::{Action, Order, Runbook, Step};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -18,7 +22,7 @@ use std::num::NonZeroUsize;
 pub const PLAN_FORMAT: u32 = 1;
 
 /// A resolved runbook: which VMs each step acts on, and how.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub format: u32,
     pub runbook_name: String,
@@ -33,7 +37,7 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PlannedStep {
     /// Index in the runbook's steps.
     pub index: usize,
@@ -55,7 +59,7 @@ pub struct PlannedStep {
 }
 
 /// Identity of a VM, enough to find it again (`href` is its `edit` link).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmRef {
     pub id: u64,
     pub name: String,
@@ -84,20 +88,22 @@ impl VmRef {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PlannedVm {
     pub vm: VmRef,
     /// State when listed.
+    #[schemars(with = "String")]
     pub state_seen: VmState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deallocated: Option<bool>,
     /// State expected when the step starts, after the earlier steps did their work.
+    #[schemars(with = "String")]
     pub state_expected: VmState,
     pub disposition: Disposition,
 }
 
 /// What a step will do with one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Disposition {
     /// Send the power action (`transition` says e.g. `ON → OFF (graceful)`).
@@ -144,7 +150,7 @@ impl Disposition {
 }
 
 /// How many VMs of a step fall in each disposition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StepCounts {
     pub act: usize,
     pub skip: usize,

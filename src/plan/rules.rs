@@ -14,6 +14,9 @@ pub const VM11: &str =
 /// Abiquo's message for VM-26 (reset needs ON).
 pub const VM26: &str = "The allowed power state for resetting a virtual machine is ON";
 
+/// Start of the reason given for a LOCKED VM (`plan` adds which task holds it).
+pub const LOCKED_REASON: &str = "LOCKED by a running task";
+
 pub fn is_azure(hypervisor: Option<&str>) -> bool {
     hypervisor.is_some_and(|h| h.eq_ignore_ascii_case("AZURE"))
 }
@@ -45,10 +48,12 @@ pub fn evaluate(
     }
     match state {
         VmState::Locked => {
-            return act(format!(
-                "LOCKED → wait for the running task, then {}",
-                describe_target(action, fallback)
-            ));
+            // The API refuses any power action while a task holds the VM; `run` waits for
+            // the lock (bounded) and decides on the state it finds then.
+            return Disposition::Refuse {
+                code: None,
+                reason: format!("{LOCKED_REASON}; `run` waits for it (--lock-wait), then decides"),
+            };
         }
         VmState::NotAllocated | VmState::Allocated => {
             // Not deployed: nothing runs, so "off"-like goals already hold.
@@ -198,9 +203,10 @@ mod tests {
     }
 
     #[test]
-    fn locked_vms_are_waited_for() {
+    fn locked_vms_are_refused_for_now_and_left_to_the_run() {
         let d = evaluate(Action::Off, &VmState::Locked, None, None, None);
-        assert!(matches!(d, Disposition::Act { ref transition } if transition.contains("wait")));
+        assert!(matches!(d, Disposition::Refuse { code: None, ref reason }
+                if reason.starts_with(LOCKED_REASON) && reason.contains("--lock-wait")));
     }
 
     #[test]

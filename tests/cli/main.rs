@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod journal;
+mod plan;
 mod run;
 mod sim;
 mod support;

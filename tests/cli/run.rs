@@ -100,6 +100,10 @@ async fn run_lib_with(
     runbook_toml: &str,
     control: RunControl,
 ) -> (RunReport, Summary) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let runbook = powerbook::runbook::parse("test.toml", runbook_toml)
         .unwrap_or_else(|f| panic!("invalid test runbook: {f}"))
         .runbook;
@@ -1061,4 +1065,31 @@ targets = [{ vapp = "other" }]
         ));
     }
     assert!(!mutations(&sim).contains_key("other-1"));
+}
+
+#[test]
+fn a_step_that_finishes_at_once_still_releases_the_steps_after_it() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
+    // The first step has nothing to read: it is over within its first poll.
+    let run = run_lib(
+        &sim,
+        r#"
+name = "instant first step"
+[[step]]
+name = "nothing"
+action = "off"
+targets = [{ vapp = "front" }]
+exclude = [{ vm = "*" }]
+[[step]]
+name = "then"
+action = "off"
+targets = [{ vm = "other-1" }]
+"#,
+    );
+    let (report, summary) = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), run).await })
+        .expect("the second step never started");
+    assert_eq!(summary.counts.skipped, 4);
+    assert_eq!(result(&report, "then", "other-1").outcome, VmOutcome::Ok);
 }

@@ -724,3 +724,12 @@ fn task_types_match_the_mutation() {
     assert!(on.task_types(&VmState::Paused).contains(&TaskType::Resume));
     assert_eq!(on.task_types(&VmState::Off), vec![TaskType::PowerOn]);
 }
+
+#[tokio::test]
+async fn a_malformed_link_fails_at_once_without_retries() {
+    let mock = Mock::start(|s, _| ok(vm_json(&s.base, "ON"))).await;
+    let client = mock.client();
+    let err = client.get_vm_at("not a url").await.unwrap_err();
+    assert!(matches!(err, ClientError::Config(_)), "{err}");
+    assert_eq!(client.stats().retries, 0);
+}

@@ -1,0 +1,428 @@
+//! Human output of `powerbook plan`: overview, step graph, one table per step, estimate,
+//! warnings. Nothing here does I/O.
+
+use crate::plan::document::PlanDocument;
+use crate::plan::estimate::DurationSource;
+use crate::plan::{Disposition, PlannedStep};
+use crate::report::table::{RenderOptions, TEST_WIDTH};
+use crate::runbook::model::Order;
+use comfy_table::{ContentArrangement, Table, presets};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// `850ms`, `12.5s`, `6m 20s`, `1h 30m`.
+pub fn duration(ms: u64) -> String {
+    if ms == 0 {
+        "0s".into()
+    } else if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        let secs = ms.div_ceil(1000);
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        match (h, s) {
+            (0, 0) => format!("{m}m"),
+            (0, _) => format!("{m}m {s}s"),
+            (_, _) if m == 0 => format!("{h}h"),
+            _ => format!("{h}h {m}m"),
+        }
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The whole human plan.
+pub fn render(doc: &PlanDocument, opts: RenderOptions) -> String {
+    let plan = &doc.plan;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan for runbook '{}' against {}",
+        plan.runbook_name, plan.endpoint
+    );
+    let t = &doc.totals;
+    let mut parts = vec![format!("{} to act on", t.act)];
+    for (n, what) in [
+        (t.skip, "skipped"),
+        (t.refuse, "REFUSED"),
+        (t.excluded, "excluded"),
+        (t.protected, "protected"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} listed; {} in {}",
+        plural(doc.vms_listed, "VM", "VMs"),
+        parts.join(", "),
+        plural(plan.steps.len(), "step", "steps"),
+    );
+    let mut limits = vec![format!(
+        "at most {} in flight across the run",
+        plural(plan.concurrency, "VM", "VMs")
+    )];
+    if let Some(rps) = doc.requests_per_second {
+        limits.push(format!("at most {rps} API requests per second"));
+    }
+    if let Some(d) = doc.deadline_ms {
+        limits.push(format!("nothing new starts after {}", duration(d)));
+    }
+    let _ = writeln!(out, "Concurrency: {}", limits.join("; "));
+    if let Some(t) = doc.run_threshold() {
+        let _ = writeln!(out, "Run-wide failures: {}", t.text);
+    }
+    out.push('\n');
+    let order = execution_order(doc);
+    out.push_str(&graph(doc, &order));
+    for (i, &pos) in order.iter().enumerate() {
+        if let Some(s) = plan.steps.get(pos) {
+            out.push('\n');
+            out.push_str(&step_section(doc, i, s, opts));
+        }
+    }
+    out.push('\n');
+    out.push_str(&estimate_lines(doc));
+    if !doc.warnings.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "WARNINGS ({}):", doc.warnings.len());
+        for w in &doc.warnings {
+            let _ = writeln!(out, "  ! {}", w.message);
+        }
+    }
+    out
+}
+
+/// Positions in `plan.steps` by estimated start, then plan order.
+fn execution_order(doc: &PlanDocument) -> Vec<usize> {
+    let start = |pos: usize| {
+        let index = doc.plan.steps.get(pos).map(|s| s.index);
+        doc.estimate
+            .steps
+            .iter()
+            .find(|e| Some(e.step) == index)
+            .map_or(0, |e| e.start_ms)
+    };
+    let mut order: Vec<usize> = (0..doc.plan.steps.len()).collect();
+    order.sort_by_key(|&pos| (start(pos), pos));
+    order
+}
+
+/// Steps in execution order with what each waits for and what runs beside it.
+fn graph(doc: &PlanDocument, order: &[usize]) -> String {
+    let plan = &doc.plan;
+    let name_of = |index: usize| {
+        plan.steps
+            .iter()
+            .find(|s| s.index == index)
+            .map_or_else(|| format!("#{index}"), |s| format!("'{}'", s.name))
+    };
+    let width = plan
+        .steps
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let action_width = plan
+        .steps
+        .iter()
+        .map(|s| s.action.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("Step graph, in execution order:\n");
+    for (n, s) in order.iter().filter_map(|&p| plan.steps.get(p)).enumerate() {
+        let est = doc.estimate.steps.iter().find(|e| e.step == s.index);
+        let start = est.map_or(0, |e| e.start_ms);
+        let mut when = if s.after.is_empty() {
+            "starts at once".to_owned()
+        } else {
+            let deps: Vec<String> = s.after.iter().map(|&d| name_of(d)).collect();
+            format!("after {}", deps.join(" and "))
+        };
+        // Steps whose estimated spans overlap run side by side.
+        if let Some(e) = est {
+            let beside: Vec<String> = doc
+                .estimate
+                .steps
+                .iter()
+                .filter(|o| {
+                    o.step != s.index
+                        && !depends(plan, s.index, o.step)
+                        && !depends(plan, o.step, s.index)
+                        && o.start_ms < e.start_ms + e.duration_ms.max(1)
+                        && e.start_ms < o.start_ms + o.duration_ms.max(1)
+                })
+                .map(|o| format!("'{}'", o.name))
+                .collect();
+            if !beside.is_empty() {
+                when.push_str(&format!(", alongside {}", beside.join(", ")));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  {}. {:<width$}  {:<action_width$}  +{:<8} {when}",
+            n + 1,
+            s.name,
+            s.action.as_str(),
+            duration(start),
+        );
+    }
+    out
+}
+
+/// Whether step `a` waits (directly or not) for step `b` (runbook indices).
+fn depends(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
+    let mut stack = vec![a];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(i) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        let Some(step) = plan.steps.iter().find(|s| s.index == i) else {
+            continue;
+        };
+        if step.after.contains(&b) {
+            return true;
+        }
+        stack.extend(step.after.iter().copied());
+    }
+    false
+}
+
+fn step_section(doc: &PlanDocument, pos: usize, s: &PlannedStep, opts: RenderOptions) -> String {
+    let mut out = String::new();
+    let how = match s.order {
+        Order::Sequential => "sequential, one VM at a time".to_owned(),
+        Order::Parallel => format!("parallel, {} at a time", plural(s.concurrency, "VM", "VMs")),
+    };
+    let _ = writeln!(
+        out,
+        "Step {}/{} '{}': {}, {how}",
+        pos + 1,
+        doc.plan.steps.len(),
+        s.name,
+        s.action
+    );
+    let c = s.counts();
+    let mut parts = vec![format!("{} to act on", c.act)];
+    for (n, what) in [
+        (c.skip, "skipped"),
+        (c.refuse, "REFUSED"),
+        (c.excluded, "excluded"),
+        (c.protected, "protected"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  {}: {}",
+        plural(s.targets.len(), "VM", "VMs"),
+        parts.join(", ")
+    );
+    if s.waves.len() > 1 {
+        let sizes: Vec<String> = s.waves.iter().map(|w| w.len().to_string()).collect();
+        let pause = if s.wave_pause_ms > 0 {
+            format!(", {} pause between waves", duration(s.wave_pause_ms))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  Waves: {} waves of {} VMs{pause}",
+            s.waves.len(),
+            sizes.join(", ")
+        );
+    } else if let Some(w) = s.waves.first() {
+        let _ = writeln!(out, "  Waves: 1 wave of {}", plural(w.len(), "VM", "VMs"));
+    }
+    if let Some(t) = doc.step_threshold(&s.name) {
+        let _ = writeln!(out, "  Failures: {}", t.text);
+    }
+    if let Some(e) = doc.estimate.steps.iter().find(|e| e.step == s.index) {
+        let source = match (e.task_source, e.history_samples) {
+            (DurationSource::History, Some(n)) => format!("earlier runs, {n} VMs"),
+            (src, _) => src.as_str().to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  Estimate: starts at +{}, takes {} ({} per {} task: {source}; {})",
+            duration(e.start_ms),
+            duration(e.duration_ms),
+            duration(e.task_ms),
+            s.action,
+            plural(
+                usize::try_from(e.api_requests).unwrap_or(usize::MAX),
+                "request",
+                "requests"
+            )
+        );
+    }
+    if s.targets.is_empty() {
+        out.push_str("  (no VM matches this step's targets)\n");
+        return out;
+    }
+    out.push_str(&targets_table(s, opts));
+    out.push('\n');
+    out
+}
+
+fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
+    let mut wave_of = BTreeMap::new();
+    for (w, wave) in s.waves.iter().enumerate() {
+        for &t in wave {
+            wave_of.insert(t, w + 1);
+        }
+    }
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if opts.test_mode {
+        t.force_no_tty().set_width(TEST_WIDTH);
+    }
+    t.set_header(vec!["VM", "VDC / vApp", "State", "Wave", "Plan"]);
+    for (i, target) in s.targets.iter().enumerate() {
+        let place = match (&target.vm.vdc, &target.vm.vapp) {
+            (Some(d), Some(a)) => format!("{d} / {a}"),
+            (Some(d), None) => d.clone(),
+            (None, Some(a)) => a.clone(),
+            (None, None) => "-".into(),
+        };
+        let mut state = target.state_seen.to_string();
+        if target.deallocated == Some(true) {
+            state.push_str(" (deallocated)");
+        }
+        if target.state_expected != target.state_seen {
+            state = format!("{state} → {} (earlier step)", target.state_expected);
+        }
+        let plan = match &target.disposition {
+            Disposition::Act { transition } => transition.clone(),
+            Disposition::Skip { reason } => format!("skip: {reason}"),
+            Disposition::Refuse {
+                code: Some(code),
+                reason,
+            } => format!("REFUSED {code}: {reason}"),
+            Disposition::Refuse { code: None, reason } => format!("REFUSED: {reason}"),
+            Disposition::Excluded => "skip: excluded".into(),
+            Disposition::Protected { cause } => match cause {
+                Some(c) => format!("skip: protected ({c})"),
+                None => "skip: protected".into(),
+            },
+        };
+        t.add_row(vec![
+            target.vm.name.clone(),
+            place,
+            state,
+            wave_of
+                .get(&i)
+                .map_or_else(|| "-".into(), ToString::to_string),
+            plan,
+        ]);
+    }
+    t.to_string()
+}
+
+fn estimate_lines(doc: &PlanDocument) -> String {
+    let e = &doc.estimate;
+    let mut out = String::new();
+    let path = if e.critical_path.len() > 1 {
+        format!(
+            " (longest chain: {})",
+            e.critical_path
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "Estimate: about {} for the run{path}, about {} API requests{}",
+        duration(e.total_ms),
+        e.api_requests,
+        if e.rate_limited {
+            " (paced by the request rate limit)"
+        } else {
+            ""
+        }
+    );
+    let guessed: Vec<String> = doc
+        .plan
+        .steps
+        .iter()
+        .zip(&e.steps)
+        .filter(|(_, est)| est.task_source == DurationSource::Default)
+        .map(|(s, est)| format!("{} {}", s.action, duration(est.task_ms)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !guessed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  Task durations marked \"default\" are guesses ({}): set them in the runbook's \
+             [estimates] or a step's expected_duration.",
+            guessed.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abiquo::model::VmState;
+    use crate::plan::estimate::{EstimateInputs, estimate};
+    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::runbook::model::Action;
+
+    #[test]
+    fn the_graph_never_calls_a_dependency_alongside_even_when_it_takes_no_time() {
+        let vms = vec![vm(1, "web-01", "web", VmState::On, "KVM")];
+        let mut empty = step("empty", Action::Off, vec![sel_vm("db-*")]);
+        empty.after = vec![0];
+        let mut last = step("last", Action::On, vec![sel_vm("web-*")]);
+        last.after = vec![1];
+        let mut side = step("side", Action::Off, vec![sel_vm("web-*")]);
+        side.after = vec![0];
+        let rb = runbook(vec![
+            step("first", Action::Off, vec![sel_vm("web-*")]),
+            empty,
+            last,
+            side,
+        ]);
+        let plan = crate::plan::build(&rb, &vms, "http://x/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
+        let text = graph(&doc, &execution_order(&doc));
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!(". {name} ")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(line("first").ends_with("starts at once"), "{text}");
+        assert!(line("last").contains("after 'empty'"), "{text}");
+        assert!(!line("last").contains("alongside 'empty'"), "{text}");
+        assert!(line("last").contains("alongside 'side'"), "{text}");
+        let side = line("side");
+        let beside = side.split("alongside").nth(1).unwrap_or_default();
+        assert!(!beside.contains("'first'"), "{text}");
+    }
+
+    #[test]
+    fn durations_are_short_and_round_up_to_the_second_past_a_minute() {
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(12_340), "12.3s");
+        assert_eq!(duration(60_000), "1m");
+        assert_eq!(duration(379_200), "6m 20s");
+        assert_eq!(duration(5_400_000), "1h 30m");
+        assert_eq!(duration(7_200_000), "2h");
+    }
+}
