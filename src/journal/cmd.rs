@@ -181,6 +181,48 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
              (--force)"
         );
     }
+    let (state, counts) = plan_resume(&view, args.retry_failed);
+    let left = plan
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.disposition.is_live())
+                .map(move |(i, _)| (s.index, i))
+        })
+        .filter(|&(step, target)| !state.is_done(step, target))
+        .count();
+    if left == 0 {
+        eprintln!(
+            "Nothing to resume: every VM of run '{}' has its final result{}.",
+            header.runbook_name,
+            if args.retry_failed {
+                ""
+            } else {
+                " (--retry-failed retries the failed ones)"
+            }
+        );
+        let report = report_of(&view);
+        let failed = report.results.iter().any(|r| r.outcome.is_failure());
+        let outcome = if failed {
+            Outcome::SomeFailed
+        } else {
+            Outcome::Success
+        };
+        let text = match args.output {
+            OutputFormat::Json => format!("{}\n", report.to_json()),
+            OutputFormat::Human => table::render(
+                &report,
+                RenderOptions {
+                    test_mode: test_mode(),
+                },
+            ),
+        };
+        print_stdout(&text);
+        return outcome;
+    }
     let mut connection = args.connection.clone();
     if connection.endpoint.is_none() && runbook.api.endpoint.is_none() {
         connection.endpoint = Some(header.endpoint.clone());
@@ -205,7 +247,6 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         Ok(c) => c,
         Err(outcome) => return outcome,
     };
-    let (state, counts) = plan_resume(&view, args.retry_failed);
     eprintln!(
         "Resuming run '{}' of {} from {}: {} VMs done (not touched), {} tasks in flight to \
          follow, {} to check before acting, {} failed to retry; the rest as planned",

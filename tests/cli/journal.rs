@@ -362,7 +362,7 @@ fn a_changed_runbook_is_refused_unless_forced() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(stderr(&out).contains("4 VMs done (not touched)"));
+    assert!(stderr(&out).contains("Nothing to resume"), "{}", text(&out));
     assert!(
         actions(&sim).values().all(|a| a == &["OFF"]),
         "nothing sent twice"
@@ -584,7 +584,11 @@ fn a_torn_last_record_is_reported_and_resume_still_works() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let path = dir.path().join("j.jsonl");
-    let mut bytes = std::fs::read(&path).unwrap();
+    // As if the crash came right after the first task was accepted, mid-way through a write.
+    let full = std::fs::read_to_string(&path).unwrap();
+    let end = full.find("\"task_accepted\"").unwrap();
+    let end = end + full[end..].find('\n').unwrap() + 1;
+    let mut bytes = full.as_bytes()[..end].to_vec();
     let whole = bytes.len();
     bytes.extend_from_slice(br#"{"record":"event","at_ms":1,"event":{"event":"vm_sta"#);
     std::fs::write(&path, &bytes).unwrap();
@@ -642,4 +646,31 @@ targets = [{ vm = "vm-*" }]
     let out = wait(child, Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(actions(&sim).len(), 3);
+}
+
+#[test]
+fn resuming_a_finished_run_sends_nothing_and_shows_its_results() {
+    let rt = runtime();
+    let sim = rt.block_on(SimHandle::start(generated(3, 50))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "f.toml",
+        "name = \"done\"\n[[step]]\nname = \"off\"\naction = \"off\"\ntargets = [{ vm = \"vm-*\" }]\n",
+    );
+    let run = powerbook(&sim, dir.path())
+        .args(["run", "f.toml", "--yes", "--journal", "j.jsonl"])
+        .args(TIMING)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let requests = sim.stats().total_requests;
+    let out = powerbook(&sim, dir.path())
+        .args(["resume", "j.jsonl", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stderr(&out).contains("Nothing to resume"), "{}", text(&out));
+    assert_eq!(stdout(&out), stdout(&run));
+    assert_eq!(sim.stats().total_requests, requests, "not even a login");
 }
