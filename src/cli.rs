@@ -160,7 +160,8 @@ pub struct ResumeArgs {
     /// Also retry the VMs that failed (the rest of the step graph continues in order).
     #[arg(long)]
     pub retry_failed: bool,
-    /// Resume even though the runbook file changed since the journal was written.
+    /// Resume even though the runbook file (or the endpoint) changed since the journal was
+    /// written.
     #[arg(long)]
     pub force: bool,
     /// Do not ask for confirmation (required when stdin is not a terminal).
@@ -197,6 +198,7 @@ pub struct RunsArgs {
     /// Directory of run journals.
     #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
     pub runs_dir: PathBuf,
+    /// A table (default) or a JSON list.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -207,6 +209,7 @@ pub enum RunsCommand {
     Show {
         #[arg(value_name = "JOURNAL")]
         journal: PathBuf,
+        /// Tables (default) or the JSON report.
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },

@@ -333,8 +333,10 @@ async fn inspect(
     drive(ctx, job, r).await
 }
 
-/// Tasks created this long before the recorded intent still count (clock skew).
-const INSPECT_SKEW_SECS: i64 = 5;
+/// Tasks created this long before the recorded intent still count. Generous on purpose: the
+/// API's clock may be behind ours, and missing our own task would mean acting twice, while
+/// adopting an older task of the same type only means following a finished task.
+const INSPECT_SKEW_SECS: i64 = 120;
 
 /// Task id of a task URL (its last path segment).
 fn task_id_of(href: &str) -> &str {
