@@ -384,6 +384,9 @@ async fn the_writer_syncs_records_never_overwrites_and_appends_after_a_torn_line
         .unwrap();
     // Durable means readable now, before the writer is closed.
     assert_eq!(load(&path).unwrap().records.len(), 2);
+    // While it is open, nobody else may append (a resume during the run).
+    let e = JournalWriter::append(&path, 0, &started(&p)).unwrap_err();
+    assert!(e.contains("another powerbook process"), "{e}");
     drop(sink);
     w.close().await.unwrap();
     assert!(JournalWriter::create(&path, &Record::Header(header())).is_err());

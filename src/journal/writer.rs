@@ -68,6 +68,7 @@ impl JournalWriter {
             .create_new(true)
             .open(path)
             .map_err(|e| format!("cannot create the journal {}: {e}", path.display()))?;
+        lock(path, &file)?;
         let writer = Self::start(path, file, first)?;
         // The new file's directory entry must survive a crash too (best effort: not every
         // platform can sync a directory).
@@ -84,6 +85,7 @@ impl JournalWriter {
             .write(true)
             .open(path)
             .map_err(|e| format!("cannot open the journal {}: {e}", path.display()))?;
+        lock(path, &file)?;
         file.set_len(valid_len)
             .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
             .map_err(|e| format!("cannot prepare the journal {}: {e}", path.display()))?;
@@ -121,6 +123,24 @@ impl JournalWriter {
         match self.thread.await {
             Ok(r) => r,
             Err(e) => Err(format!("the journal writer stopped: {e}")),
+        }
+    }
+}
+
+/// One writer per journal: a resume while the run is still going must not interleave or cut
+/// its records. The lock goes with the process, even on SIGKILL.
+fn lock(path: &Path, file: &File) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "the journal {} is being written by another powerbook process (is the run still \
+             going?)",
+            path.display()
+        )),
+        // A file system without locks: go on unprotected.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("cannot lock the journal {}: {e}", path.display());
+            Ok(())
         }
     }
 }

@@ -227,6 +227,23 @@ targets = [{ vm = "vm-*" }]
         assert!(started.elapsed() < Duration::from_secs(20), "never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A resume while the run is still going is refused before it sends anything.
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir.path().join(".powerbook/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let early = powerbook(&sim, dir.path())
+        .args(["resume", "--yes"])
+        .arg(&runs[0])
+        .output()
+        .unwrap();
+    assert_eq!(early.status.code(), Some(2), "{}", text(&early));
+    assert!(
+        stderr(&early).contains("is the run still going?"),
+        "{}",
+        text(&early)
+    );
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
