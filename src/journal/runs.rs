@@ -18,6 +18,9 @@ pub struct RunEntry {
     pub started_ms: u64,
     pub duration_ms: u64,
     pub counts: ResultCounts,
+    /// VMs of the plan without a final result (not started, interrupted, or never reached
+    /// before a crash): what a resume would still do.
+    pub not_done: usize,
     /// `finished`, `failed`, `aborted`, `interrupted` or `incomplete` (no end record).
     pub status: String,
     pub resumes: usize,
@@ -58,6 +61,11 @@ pub fn list_runs(dir: &Path) -> (Vec<RunEntry>, Vec<String>) {
                 for r in view.results() {
                     counts.add(&r.outcome);
                 }
+                let total = view
+                    .plan
+                    .as_ref()
+                    .map_or(0, crate::plan::Plan::total_targets);
+                let not_done = total.saturating_sub(counts.ok + counts.skipped + counts.failed);
                 runs.push(RunEntry {
                     journal: path.display().to_string(),
                     runbook: view.header.runbook_name.clone(),
@@ -66,6 +74,7 @@ pub fn list_runs(dir: &Path) -> (Vec<RunEntry>, Vec<String>) {
                     duration_ms: view.last_ms.saturating_sub(view.header.started_ms),
                     status: status(&view, &counts),
                     counts,
+                    not_done,
                     resumes: view.resumes,
                 });
             }
@@ -108,7 +117,7 @@ pub fn runs_table(runs: &[RunEntry], opts: RenderOptions) -> String {
             r.counts.ok.to_string(),
             r.counts.failed.to_string(),
             r.counts.skipped.to_string(),
-            (r.counts.not_started + r.counts.interrupted).to_string(),
+            r.not_done.to_string(),
             status,
             r.journal.clone(),
         ]);

@@ -581,6 +581,7 @@ fn runs_lists_journals_and_show_prints_the_table_the_run_printed() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v[0]["counts"]["ok"], 4);
+    assert_eq!(v[0]["not_done"], 0);
     assert_eq!(v[0]["status"], "failed");
 }
 
@@ -615,6 +616,13 @@ fn a_torn_last_record_is_reported_and_resume_still_works() {
         .unwrap();
     assert_eq!(show.status.code(), Some(0), "{}", text(&show));
     assert!(stderr(&show).contains(TORN_NOTE), "{}", text(&show));
+    let list = powerbook(&sim, dir.path())
+        .args(["runs", "--runs-dir", ".", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["status"], "incomplete", "{v}");
+    assert_eq!(v[0]["not_done"], 3, "{v}");
     let out = powerbook(&sim, dir.path())
         .args(["resume", "j.jsonl", "--yes"])
         .args(TIMING)
