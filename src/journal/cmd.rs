@@ -83,13 +83,18 @@ pub async fn after_run(
         match load(&path).and_then(|j| {
             super::restore::restore_runbook(&RunView::of(&j), &path.display().to_string())
         }) {
-            Ok(text) => match std::fs::write(out, text) {
+            Ok(Some(text)) => match std::fs::write(out, text) {
                 Ok(()) => eprintln!("restore runbook: {}", out.display()),
                 Err(e) => {
                     eprintln!("error: cannot write {}: {e}", out.display());
                     after.failed = true;
                 }
             },
+            Ok(None) => eprintln!(
+                "note: no restore runbook written to {}: {}",
+                out.display(),
+                super::restore::NOTHING_TOUCHED
+            ),
             Err(e) => {
                 eprintln!("error: no restore runbook: {e}");
                 after.failed = true;
@@ -341,7 +346,11 @@ pub fn restore(args: &RestoreArgs) -> Outcome {
     };
     let view = RunView::of(&journal);
     let text = match super::restore::restore_runbook(&view, &args.journal.display().to_string()) {
-        Ok(t) => t,
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            eprintln!("error: {}", super::restore::NOTHING_TOUCHED);
+            return Outcome::SomeFailed;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Outcome::SomeFailed;

@@ -37,9 +37,12 @@ fn touched(t: &VmTrack) -> bool {
             }))
 }
 
-/// The restore runbook's TOML text. `Err` when the run touched no VM, or (a bug) when the
-/// generated text would not validate.
-pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<String, String> {
+/// Why the run touched nothing, for [`restore_runbook`].
+pub const NOTHING_TOUCHED: &str = "the run touched no VM: there is nothing to restore";
+
+/// The restore runbook's TOML text; `Ok(None)` when the run touched no VM. `Err` only (a bug)
+/// when the generated text would not validate.
+pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<Option<String>, String> {
     // The earliest touch of each VM decides its state before the run and its restore step.
     let mut first: BTreeMap<String, (usize, Back)> = BTreeMap::new();
     // The latest state seen after the run, per VM.
@@ -81,7 +84,7 @@ pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<String, Str
         }
     }
     if first.is_empty() {
-        return Err("the run touched no VM: there is nothing to restore".into());
+        return Ok(None);
     }
     // Group by step, steps in the order the run first acted in them, then reversed.
     let mut by_step: BTreeMap<usize, Vec<Back>> = BTreeMap::new();
@@ -187,7 +190,7 @@ pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<String, Str
     }
     crate::runbook::parse("restore.toml", &out)
         .map_err(|f| format!("the generated restore runbook is invalid (a bug): {f}"))?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The action that brings a VM back to `before`; `after` is where the run left it.

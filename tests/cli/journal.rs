@@ -690,6 +690,19 @@ fn resuming_a_finished_run_sends_nothing_and_shows_its_results() {
         .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let requests = sim.stats().total_requests;
+    // Run again: everything is skipped, so the restore runbook is left out with a note.
+    let again = powerbook(&sim, dir.path())
+        .args(["run", "f.toml", "--yes", "--journal", "again.jsonl"])
+        .args(["--emit-restore", "undo.toml"])
+        .args(TIMING)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(stderr(&again).contains("touched no VM"), "{}", text(&again));
+    assert!(!dir.path().join("undo.toml").exists());
+    let requests_after_rerun = sim.stats().total_requests;
+    assert!(requests_after_rerun > requests);
+    let requests = requests_after_rerun;
     let out = powerbook(&sim, dir.path())
         .args(["resume", "j.jsonl", "--yes"])
         .output()
