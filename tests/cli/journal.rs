@@ -138,23 +138,37 @@ fn sigkill_at_random_moments_then_resume_acts_exactly_once_per_vm_and_action() {
     let mut killed_mid_run = 0;
     for seed in [1u64, 2, 3, 4, 5] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let sim = rt.block_on(SimHandle::start(generated(18, 120))).unwrap();
+        // Slow answers widen the window between a request and its answer, so that kills
+        // also land after an intent was recorded but before its task link was.
+        let mut config = generated(18, 120);
+        config.faults.slow = 0.15;
+        config.faults.slow_delay = Duration::from_millis(200);
+        let sim = rt.block_on(SimHandle::start(config)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let rb = write(dir.path(), "rb.toml", OFF_ON_RESET);
         let journal = dir.path().join("run.jsonl");
-        let child = powerbook(&sim, dir.path())
-            .args(["run", rb.to_str().unwrap(), "--yes", "--journal"])
-            .arg(&journal)
-            .args(TIMING)
-            .spawn()
-            .unwrap();
-        let mut child = child;
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..2500)));
-        if child.try_wait().unwrap().is_none() {
-            killed_mid_run += 1;
+        for attempt in 0.. {
+            assert!(attempt < 5, "seed {seed}: never got past planning");
+            let mut child = powerbook(&sim, dir.path())
+                .args(["run", rb.to_str().unwrap(), "--yes", "--journal"])
+                .arg(&journal)
+                .args(TIMING)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..2500)));
+            let running = child.try_wait().unwrap().is_none();
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let planned =
+                powerbook::journal::load(&journal).is_ok_and(|j| RunView::of(&j).plan.is_some());
+            if planned {
+                killed_mid_run += usize::from(running);
+                break;
+            }
+            // Killed before the plan was recorded: nothing can have been sent.
+            assert!(sim.stats().mutations.is_empty(), "seed {seed}");
+            let _ = std::fs::remove_file(&journal);
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
         // Resume until done; the first resume of odd seeds is itself killed.
         let mut rounds = 0;
         loop {
