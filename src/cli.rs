@@ -268,6 +268,9 @@ pub struct PlanArgs {
     /// Also save the plan (the JSON document) to FILE, for `powerbook run --plan FILE`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Directory of run journals: earlier runs of this runbook tell how long tasks take.
+    #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
+    pub runs_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

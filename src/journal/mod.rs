@@ -5,6 +5,7 @@
 //! [`RunView`]; [`resume`], [`restore`] and [`runs`] build on that.
 
 pub mod cmd;
+pub mod history;
 pub mod restore;
 pub mod resume;
 pub mod runs;
