@@ -23,7 +23,7 @@ pub fn past_journals(dir: &Path, endpoint: &str, runbook_name: Option<&str>) -> 
             Some((modified, p))
         })
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     files
         .into_iter()
         .filter_map(|(_, p)| load(&p).ok())
