@@ -13,6 +13,9 @@ pub fn main(cli: Cli) -> Outcome {
         Command::Run(args) => block_on(crate::exec::cmd::run(args)),
         Command::Plan(args) => block_on(crate::plan::cmd::plan(args)),
         Command::Sim(args) => block_on(crate::sim::cmd::serve(args)),
+        Command::Resume(args) => block_on(crate::journal::cmd::resume(args)),
+        Command::Restore(args) => crate::journal::cmd::restore(&args),
+        Command::Runs(args) => crate::journal::cmd::runs(&args),
     }
 }
 

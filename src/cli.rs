@@ -35,6 +35,13 @@ pub enum Command {
     Plan(PlanArgs),
     /// Serve a local simulator of the Abiquo API (loopback only unless told otherwise).
     Sim(SimArgs),
+    /// Continue an interrupted run from its journal, without sending any action twice.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Resume(ResumeArgs),
+    /// Write a runbook that returns every VM a run touched to its power state before it.
+    Restore(RestoreArgs),
+    /// List run journals, or show one run's results (`runs show JOURNAL`).
+    Runs(RunsArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -123,7 +130,89 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
+    pub journal: JournalArgs,
+    #[command(flatten)]
     pub tuning: RunTuning,
+}
+
+/// Where the run's journal goes, and what is derived from it.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Journal")]
+pub struct JournalArgs {
+    /// Journal file (default: <runs-dir>/<runbook-name>-<UTC time>.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Directory of run journals.
+    #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
+    pub runs_dir: PathBuf,
+    /// After the run, write a runbook that returns every touched VM to its state before.
+    #[arg(long, value_name = "FILE")]
+    pub emit_restore: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The journal of the run to continue.
+    #[arg(value_name = "JOURNAL")]
+    pub journal: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Also retry the VMs that failed (the rest of the step graph continues in order).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Resume even though the runbook file (or the endpoint) changed since the journal was
+    /// written.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Results as tables (default) or one JSON document.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// After the run, write a runbook that returns every touched VM to its state before.
+    #[arg(long, value_name = "FILE")]
+    pub emit_restore: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: RunTuning,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The journal of the run to undo.
+    #[arg(value_name = "JOURNAL")]
+    pub journal: PathBuf,
+    /// Write the runbook to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: Option<RunsCommand>,
+    /// Directory of run journals.
+    #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
+    pub runs_dir: PathBuf,
+    /// A table (default) or a JSON list.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Print a run's results table from its journal.
+    Show {
+        #[arg(value_name = "JOURNAL")]
+        journal: PathBuf,
+        /// Tables (default) or the JSON report.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
 }
 
 /// Timing knobs of `run` (the defaults suit real clouds).
@@ -182,6 +271,9 @@ pub struct PlanArgs {
     /// Also save the plan (the JSON document) to FILE, for `powerbook run --plan FILE`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Directory of run journals: earlier runs of this runbook tell how long tasks take.
+    #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
+    pub runs_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

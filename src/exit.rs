@@ -38,6 +38,11 @@ impl From<Outcome> for ExitCode {
 
 /// Text appended to `--help`.
 pub const EXIT_CODES_HELP: &str = "\
+Credentials come from the environment only, never from flags or runbooks:
+  ABIQUO_API_USERNAME + ABIQUO_API_PASSWORD   HTTP Basic, traded once for a session token
+  ABIQUO_API_TOKEN                            Abiquo token (Authorization: Token)
+  ABIQUO_API_BEARER                           OpenID Connect access token (Authorization: Bearer)
+
 Exit codes:
   0    success: every VM reached its target state (or already was there)
   1    the run finished but some VMs failed

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod exec;
 pub mod exit;
+pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runbook;

@@ -8,7 +8,7 @@ use crate::abiquo::media;
 use crate::cli::{ConnectionArgs, OutputFormat, RunArgs};
 use crate::exec::event::Summary;
 use crate::exec::poll::{PollPolicy, TaskDurations};
-use crate::exec::{RunControl, RunOptions, execute};
+use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::exit::Outcome;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
@@ -200,27 +200,47 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         eprintln!("Nothing was changed.");
         return Outcome::Usage;
     }
-    let options = RunOptions {
-        poll: PollPolicy {
-            initial: args.tuning.poll_initial,
-            max: args.tuning.poll_max.max(args.tuning.poll_initial),
-            ..PollPolicy::default()
-        },
-        lock_wait: args.tuning.lock_wait,
-        drain_timeout: args.tuning.drain_timeout,
-        // Earlier runs' journals tell how long tasks take on this cloud: start warm.
-        durations: TaskDurations::from_journals(Path::new(".powerbook/runs"), client.endpoint())
-            .await,
+    let journal = match crate::journal::cmd::open_for_run(&args.journal, &args.runbook, &plan) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was changed");
+            return Outcome::Usage;
+        }
     };
+    let mut options = run_options(&args.tuning);
+    // Earlier runs' journals tell how long tasks take on this cloud: start warm.
+    options.durations = TaskDurations::from_journals(
+        Path::new(crate::journal::DEFAULT_RUNS_DIR),
+        client.endpoint(),
+    )
+    .await;
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !test_mode && std::io::stderr().is_terminal();
-    let (report, summary) =
-        execute_with_reporters(&client, &plan, runbook, &options, &control, show_progress).await;
+    let hooks = Hooks {
+        journal: Some(journal.sink()),
+        resume: None,
+    };
+    let (report, summary) = execute_with_hooks(
+        &client,
+        &plan,
+        runbook,
+        &options,
+        &control,
+        show_progress,
+        hooks,
+    )
+    .await;
     signals.abort();
 
     let opts = RenderOptions { test_mode };
     let mut outcome = exit_outcome(&summary);
+    let after =
+        crate::journal::cmd::after_run(journal, &summary, args.journal.emit_restore.as_deref())
+            .await;
+    if after.failed && outcome == Outcome::Success {
+        outcome = Outcome::SomeFailed;
+    }
     if let Some(path) = &args.report
         && let Err(e) = write_report(path, &report)
     {
@@ -230,11 +250,30 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         }
     }
     let text = match args.output {
-        OutputFormat::Json => format!("{}\n", report.to_json()),
-        OutputFormat::Human => table::render(&report, opts),
+        OutputFormat::Json => {
+            if let Some(hint) = &after.hint {
+                eprint!("{hint}");
+            }
+            format!("{}\n", report.to_json())
+        }
+        OutputFormat::Human => table::render(&report, opts) + after.hint.as_deref().unwrap_or(""),
     };
     print_stdout(&text);
     outcome
+}
+
+/// The executor's options from the timing flags.
+pub fn run_options(tuning: &crate::cli::RunTuning) -> RunOptions {
+    RunOptions {
+        poll: PollPolicy {
+            initial: tuning.poll_initial,
+            max: tuning.poll_max.max(tuning.poll_initial),
+            ..PollPolicy::default()
+        },
+        lock_wait: tuning.lock_wait,
+        drain_timeout: tuning.drain_timeout,
+        durations: TaskDurations::new(),
+    }
 }
 
 /// Runs the plan with the collector (and progress bars) attached; the library entry point
@@ -246,6 +285,28 @@ pub async fn execute_with_reporters(
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
+) -> (RunReport, Summary) {
+    execute_with_hooks(
+        client,
+        plan,
+        runbook,
+        options,
+        control,
+        show_progress,
+        Hooks::default(),
+    )
+    .await
+}
+
+/// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`).
+pub async fn execute_with_hooks(
+    client: &Client,
+    plan: &Plan,
+    runbook: &Runbook,
+    options: &RunOptions,
+    control: &RunControl,
+    show_progress: bool,
+    hooks: Hooks,
 ) -> (RunReport, Summary) {
     let (tx, mut rx) = mpsc::channel(1024);
     let consumer = tokio::spawn(async move {
@@ -259,7 +320,9 @@ pub async fn execute_with_reporters(
         collector.finish();
         collector.into_report()
     });
-    let summary = execute(client, plan, runbook, options, &tx, control).await;
+    let summary = execute_with(client, plan, runbook, options, &tx, control, &hooks).await;
+    // The journal's writer finishes once every sink is gone.
+    drop(hooks);
     drop(tx);
     let report = match consumer.await {
         Ok(report) => report,
@@ -314,7 +377,7 @@ pub fn plan_overview(plan: &Plan) -> String {
 }
 
 /// `Proceed? [y/N]` on the terminal.
-async fn confirm() -> bool {
+pub async fn confirm() -> bool {
     eprint!("Proceed? [y/N] ");
     let _ = std::io::stderr().flush();
     let answer = tokio::task::spawn_blocking(|| {
@@ -326,7 +389,7 @@ async fn confirm() -> bool {
 }
 
 /// First Ctrl-C: stop launching and drain. Second: exit at once.
-async fn handle_ctrl_c(control: RunControl) {
+pub async fn handle_ctrl_c(control: RunControl) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
@@ -341,12 +404,12 @@ async fn handle_ctrl_c(control: RunControl) {
     }
 }
 
-fn write_report(path: &Path, report: &RunReport) -> std::io::Result<()> {
+pub fn write_report(path: &Path, report: &RunReport) -> std::io::Result<()> {
     std::fs::write(path, format!("{}\n", report.to_json()))
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn print_stdout(text: &str) {
+pub fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();

@@ -10,11 +10,14 @@
 pub mod cmd;
 pub mod event;
 pub mod poll;
+pub mod resume;
 mod vm;
 
 use crate::abiquo::client::Client;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
 use crate::exec::poll::{PollPolicy, TaskDurations};
+use crate::exec::resume::ResumeState;
+use crate::journal::writer::JournalSink;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure, Runbook, Step};
 use futures::StreamExt;
@@ -143,18 +146,58 @@ impl RunControl {
     }
 }
 
+/// Inputs of a run beyond the plan: the journal that must see every event (durably before
+/// each mutation), and what an earlier, interrupted run already did.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub journal: Option<JournalSink>,
+    pub resume: Option<ResumeState>,
+}
+
 /// What every VM future borrows.
 pub(crate) struct Ctx<'a> {
     client: &'a Client,
     options: &'a RunOptions,
     events: &'a mpsc::Sender<Event>,
     control: &'a RunControl,
+    hooks: &'a Hooks,
 }
 
 impl Ctx<'_> {
     async fn emit(&self, event: Event) {
+        if let Some(journal) = &self.hooks.journal {
+            journal.record(&event).await;
+        }
         // A consumer that went away must not stop the run.
         let _ = self.events.send(event).await;
+    }
+
+    /// Emits an event that must be on disk before the run goes on (the intent before a
+    /// mutation, the task link after it). A journal that cannot be written stops the run:
+    /// acting without a record would break resume.
+    async fn emit_durable(&self, event: Event) -> Result<(), String> {
+        if let Some(journal) = &self.hooks.journal
+            && let Err(e) = journal.record_durable(&event).await
+        {
+            self.control.abort(format!(
+                "{e}; stopping, since a resume could not rely on it"
+            ));
+            let _ = self.events.send(event).await;
+            return Err(e);
+        }
+        let _ = self.events.send(event).await;
+        Ok(())
+    }
+
+    fn resume(&self, step: usize, target: usize) -> Option<&resume::ResumeVm> {
+        self.hooks.resume.as_ref().and_then(|r| r.get(step, target))
+    }
+
+    fn is_replayed(&self, step: usize, target: usize) -> bool {
+        self.hooks
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.is_done(step, target))
     }
 }
 
@@ -175,12 +218,35 @@ pub async fn execute(
     events: &mpsc::Sender<Event>,
     control: &RunControl,
 ) -> Summary {
+    execute_with(
+        client,
+        plan,
+        runbook,
+        options,
+        events,
+        control,
+        &Hooks::default(),
+    )
+    .await
+}
+
+/// [`execute`] with a journal and/or the state of an earlier run to resume.
+pub async fn execute_with(
+    client: &Client,
+    plan: &Plan,
+    runbook: &Runbook,
+    options: &RunOptions,
+    events: &mpsc::Sender<Event>,
+    control: &RunControl,
+    hooks: &Hooks,
+) -> Summary {
     let started = Instant::now();
     let ctx = Ctx {
         client,
         options,
         events,
         control,
+        hooks,
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -330,14 +396,16 @@ impl Scheduler<'_> {
                         reason: t.disposition.reason(),
                     },
                 );
-                self.record(&mut counts, r).await;
+                self.record(&mut counts, r, false).await;
             }
         }
         let threshold = rb_step.max_failures.map(|a| (a, a.of(step.live_count())));
         let mut step_failures = 0usize;
         for (w, wave) in step.waves.iter().enumerate() {
             let stop = self.ctx.control.stop_token();
-            if w > 0 && step.wave_pause_ms > 0 && !stop.is_cancelled() {
+            // A wave an earlier run finished needs no pause before it.
+            let replayed = wave.iter().all(|&t| self.ctx.is_replayed(step.index, t));
+            if w > 0 && step.wave_pause_ms > 0 && !stop.is_cancelled() && !replayed {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(step.wave_pause_ms)) => {}
                     () = stop.cancelled() => {}
@@ -358,11 +426,14 @@ impl Scheduler<'_> {
                 .buffer_unordered(step.concurrency.max(1));
             while let Some(r) = results.next().await {
                 tracing::trace!(step = step.index, target = r.target, "vm finished");
-                if r.outcome.is_failure() {
+                // Failures replayed from an earlier run do not count against thresholds
+                // again: resuming must be able to continue after an abort.
+                let fresh = !self.ctx.is_replayed(step.index, r.target);
+                if r.outcome.is_failure() && fresh {
                     step_failures += 1;
                     self.check_step_threshold(step, rb_step, threshold, step_failures);
                 }
-                self.record(&mut counts, r).await;
+                self.record(&mut counts, r, fresh).await;
             }
         }
         self.ctx
@@ -388,6 +459,9 @@ impl Scheduler<'_> {
 
     /// One VM: wait for a run-wide slot, then run it unless the run is stopping.
     async fn run_vm(&self, step: &PlannedStep, rb_step: &Step, target: usize) -> VmResult {
+        if let Some(resume::ResumeVm::Done(prev)) = self.ctx.resume(step.index, target) {
+            return (**prev).clone();
+        }
         let stop = self.ctx.control.stop_token();
         if stop.is_cancelled() {
             return self.settled(step, target, vm::not_started(self.ctx));
@@ -456,18 +530,20 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Counts a result, checks the run-wide threshold and reports it.
-    async fn record(&self, counts: &mut ResultCounts, r: VmResult) {
+    /// Counts a result, checks the run-wide threshold (for `fresh` results, not replayed
+    /// ones) and reports it.
+    async fn record(&self, counts: &mut ResultCounts, r: VmResult, fresh: bool) {
         counts.add(&r.outcome);
+        let failure = r.outcome.is_failure() && fresh;
         let run_failures = {
             let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
             t.counts.add(&r.outcome);
-            if r.outcome.is_failure() {
+            if failure {
                 t.failures += 1;
             }
             t.failures
         };
-        if r.outcome.is_failure()
+        if failure
             && let Some((amount, max)) = self.run_threshold
             && run_failures > max
         {

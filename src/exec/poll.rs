@@ -13,6 +13,7 @@ use crate::abiquo::client::Client;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::Task;
 use crate::exec::event::Event;
+use crate::journal::Record;
 use crate::runbook::model::Action;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -269,13 +270,17 @@ impl TaskDurations {
         learned
     }
 
-    /// Learns priors from JSON-lines journal text: lines that are executor events count,
+    /// Learns priors from JSON-lines journal text: event records (or bare events) count,
     /// anything else (headers, torn lines) is ignored.
     pub fn learn_from_journal(&self, text: &str, endpoint: &str) -> usize {
         let events: Vec<Event> = text
             .lines()
             .filter(|l| l.contains("\"task_finished\"") || l.contains("\"run_started\""))
-            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .filter_map(|l| match serde_json::from_str::<Record>(l) {
+                Ok(Record::Event { event, .. }) => Some(event),
+                Ok(_) => None,
+                Err(_) => serde_json::from_str::<Event>(l).ok(),
+            })
             .collect();
         self.learn_from_events(&events, endpoint)
     }
@@ -927,11 +932,13 @@ mod tests {
                  \"state\":\"FINISHED_SUCCESSFULLY\",\"polls\":2,\"elapsed_ms\":{ms}}}\n"
             )
         };
-        std::fs::write(
-            dir.path().join("a-1.jsonl"),
-            line("http://x/api", "off", 7000),
-        )
-        .unwrap();
+        // As the journal writes them: each event wrapped in a record, after a header.
+        let records: String = line("http://x/api", "off", 7000)
+            .lines()
+            .map(|l| format!("{{\"record\":\"event\",\"at_ms\":1,\"event\":{l}}}\n"))
+            .collect();
+        let journal = format!("{{\"record\":\"header\",\"format\":1}}\n{records}");
+        std::fs::write(dir.path().join("a-1.jsonl"), journal).unwrap();
         std::fs::write(
             dir.path().join("a-2.jsonl"),
             line("http://y/api", "on", 9000),

@@ -5,9 +5,10 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{Task, VirtualMachine, VmState};
 use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
-use crate::exec::poll::{Pacing, TaskWait, wait_for_task_paced};
+use crate::exec::poll::{Pacing, TaskWait, wait_for_task, wait_for_task_paced};
+use crate::exec::resume::ResumeVm;
 use crate::plan::{Disposition, PlannedStep, rules};
-use crate::runbook::model::{Action, Step};
+use crate::runbook::model::{Action, Fallback, Step};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -98,8 +99,8 @@ enum ActEnd {
     TaskFailed(Task),
     TimedOut {
         href: String,
-        /// When the task was accepted.
-        since: Instant,
+        /// When the task was accepted, if known.
+        since: Option<Instant>,
         last: Option<Task>,
     },
     Busy,
@@ -140,7 +141,15 @@ pub(crate) async fn run(ctx: &Ctx<'_>, job: VmJob<'_>) -> VmResult {
         vm: planned.vm.clone(),
     })
     .await;
-    r.outcome = drive(ctx, job, &mut r).await;
+    r.outcome = match ctx.resume(job.step.index, job.target) {
+        Some(ResumeVm::Reattach { href, intent }) => reattach(ctx, job, &mut r, href, intent).await,
+        Some(ResumeVm::Inspect {
+            intent,
+            at_ms,
+            known_tasks,
+        }) => inspect(ctx, job, &mut r, intent, *at_ms, known_tasks).await,
+        _ => drive(ctx, job, &mut r).await,
+    };
     r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     r
 }
@@ -185,36 +194,7 @@ async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
                 OnBusy::Wait,
             )
             .await;
-            match end {
-                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
-                ActEnd::TaskFailed(task) => {
-                    r.failed_jobs
-                        .extend(FailedJob::from_task(&r.vm.name, &task));
-                    force_off(ctx, job, r).await
-                }
-                ActEnd::TimedOut { href, since, .. } => {
-                    // Too slow: try the hard off now. While the graceful task holds the lock
-                    // the API refuses it; then keep following the graceful task.
-                    match force_off_once(ctx, job, r).await {
-                        Some(outcome) => outcome,
-                        None => {
-                            let remaining = timeout.saturating_sub(sent.elapsed());
-                            r.path = PathTaken::Graceful;
-                            r.task_href = Some(href.clone());
-                            match follow(ctx, job, r, &href, since, remaining).await {
-                                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
-                                ActEnd::TaskFailed(task) => {
-                                    r.failed_jobs
-                                        .extend(FailedJob::from_task(&r.vm.name, &task));
-                                    force_off(ctx, job, r).await
-                                }
-                                other => finish_other(ctx, r, other, timeout).await,
-                            }
-                        }
-                    }
-                }
-                other => finish_other(ctx, r, other, fallback.after.min(timeout)).await,
-            }
+            after_graceful(ctx, job, r, end, sent, fallback).await
         }
         _ => {
             r.path = if action == Action::Shutdown {
@@ -229,6 +209,144 @@ async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
             }
         }
     }
+}
+
+/// How a graceful shutdown with a fallback goes on once its task ended (or timed out):
+/// success, hard off after a failure, or a hard-off attempt after the fallback delay.
+async fn after_graceful(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    end: ActEnd,
+    sent: Instant,
+    fallback: Fallback,
+) -> VmOutcome {
+    let timeout = job.rb_step.task_timeout;
+    match end {
+        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+        ActEnd::TaskFailed(task) => {
+            r.failed_jobs
+                .extend(FailedJob::from_task(&r.vm.name, &task));
+            force_off(ctx, job, r).await
+        }
+        ActEnd::TimedOut { href, since, .. } => {
+            // Too slow: try the hard off now. While the graceful task holds the lock
+            // the API refuses it; then keep following the graceful task.
+            match force_off_once(ctx, job, r).await {
+                Some(outcome) => outcome,
+                None => {
+                    let remaining = timeout.saturating_sub(sent.elapsed());
+                    r.path = PathTaken::Graceful;
+                    r.task_href = Some(href.clone());
+                    match follow(ctx, job, r, &href, since, remaining).await {
+                        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                        ActEnd::TaskFailed(task) => {
+                            r.failed_jobs
+                                .extend(FailedJob::from_task(&r.vm.name, &task));
+                            force_off(ctx, job, r).await
+                        }
+                        other => finish_other(ctx, r, other, timeout).await,
+                    }
+                }
+            }
+        }
+        other => finish_other(ctx, r, other, fallback.after.min(timeout)).await,
+    }
+}
+
+/// Resume: a task was accepted before the earlier run stopped. Follow it; send nothing.
+async fn reattach(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    href: &str,
+    intent: &Intent,
+) -> VmOutcome {
+    r.state_before = Some(intent.from.clone());
+    r.path = intent.path;
+    if emit_accepted(ctx, job, r, href, true).await.is_err() {
+        return not_started(ctx);
+    }
+    let timeout = job.rb_step.task_timeout;
+    match (job.step.action, job.rb_step.fallback, intent.path) {
+        (Action::Shutdown, Some(fallback), PathTaken::Graceful) => {
+            let sent = Instant::now();
+            // Its age is unknown: no learned pacing for it.
+            let end = follow(ctx, job, r, href, None, fallback.after.min(timeout)).await;
+            after_graceful(ctx, job, r, end, sent, fallback).await
+        }
+        _ => match follow(ctx, job, r, href, None, timeout).await {
+            ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+            other => finish_other(ctx, r, other, timeout).await,
+        },
+    }
+}
+
+/// Resume: the intent was recorded but not the answer, so the request may have been
+/// processed. Re-attach to its task if the VM's tasks show one; otherwise skip the VM if it
+/// already is where the request leads; act only if neither. A reset cannot be judged by the
+/// state (the VM is ON before and after), so only its task counts: never a second reset.
+async fn inspect(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    intent: &Intent,
+    at_ms: u64,
+    known: &[String],
+) -> VmOutcome {
+    let types = intent.task_types();
+    let since = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX) - INSPECT_SKEW_SECS;
+    let known_ids: Vec<&str> = known.iter().map(|h| task_id_of(h)).collect();
+    let mut vm = match ctx.client.get_vm_at(&r.vm.href).await {
+        Ok(vm) => vm,
+        Err(e) => return client_failure(ctx, &e),
+    };
+    for round in 0..2 {
+        let tasks = match ctx.client.vm_tasks(&vm).await {
+            Ok(t) => t,
+            Err(e) => return client_failure(ctx, &e),
+        };
+        let ours = tasks.iter().find(|t| {
+            types.contains(&t.task_type)
+                && t.creation_timestamp.is_some_and(|c| c >= since)
+                && !known_ids.contains(&t.task_id.as_str())
+        });
+        if let Some(href) = ours.and_then(|t| t.link("self")).map(|l| l.href.clone()) {
+            return reattach(ctx, job, r, &href, intent).await;
+        }
+        if round == 0 && vm.state == VmState::Locked {
+            // Busy: perhaps with our task, not listed yet. Wait for the lock, look again.
+            vm = match read_settled(ctx, &r.vm.href).await {
+                Ok(vm) => vm,
+                Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
+                Err(ReadStop::Killed) => return not_started(ctx),
+            };
+        } else {
+            break;
+        }
+    }
+    let action = intent.effective_action();
+    if action != Action::Reset && rules::reached(action, &vm.state, vm.deallocated) {
+        r.state_before = Some(intent.from.clone());
+        r.state_after = Some(vm.state.clone());
+        r.deallocated_after = vm.deallocated;
+        r.path = intent.path;
+        return finish_ok(ctx, job, r, None).await;
+    }
+    drive(ctx, job, r).await
+}
+
+/// Tasks created this long before the recorded intent still count. Generous on purpose: the
+/// API's clock may be behind ours, and missing our own task would mean acting twice, while
+/// adopting an older task of the same type only means following a finished task.
+const INSPECT_SKEW_SECS: i64 = 120;
+
+/// Task id of a task URL (its last path segment).
+fn task_id_of(href: &str) -> &str {
+    href.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(href)
 }
 
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
@@ -306,19 +424,26 @@ async fn act(
     let mut attempts = 0;
     let answer = loop {
         attempts += 1;
-        ctx.emit(Event::VmActing {
-            step: job.step.index,
-            target: job.target,
-            vm: r.vm.clone(),
-            intent: Intent {
-                action: job.step.action,
-                request: request.text(),
-                from: vm.state.clone(),
-                to: request.to(),
-                path: r.path,
-            },
-        })
-        .await;
+        let recorded = ctx
+            .emit_durable(Event::VmActing {
+                step: job.step.index,
+                target: job.target,
+                vm: r.vm.clone(),
+                intent: Intent {
+                    action: job.step.action,
+                    request: request.text(),
+                    from: vm.state.clone(),
+                    to: request.to(),
+                    path: r.path,
+                },
+            })
+            .await;
+        if let Err(e) = recorded {
+            // Nothing was sent: without the intent on disk a resume could send it twice.
+            return ActEnd::Outcome(VmOutcome::NotStarted {
+                reason: format!("journal: {e}"),
+            });
+        }
         let sent = async {
             match request {
                 Request::State { target, graceful } => {
@@ -366,58 +491,65 @@ async fn act(
     let href = match answer {
         MutationAnswer::AlreadyDone { .. } => return ActEnd::Done(None),
         MutationAnswer::Accepted { task_href } => {
-            emit_accepted(ctx, job, r, &task_href, false).await;
+            // Even if the journal fails now, the task is ours to follow.
+            let _ = emit_accepted(ctx, job, r, &task_href, false).await;
             task_href
         }
         MutationAnswer::Adopted { task_href } => {
-            emit_accepted(ctx, job, r, &task_href, true).await;
+            let _ = emit_accepted(ctx, job, r, &task_href, true).await;
             task_href
         }
     };
-    follow(ctx, job, r, &href, accepted, timeout).await
+    follow(ctx, job, r, &href, Some(accepted), timeout).await
 }
 
-async fn emit_accepted(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult, href: &str, adopted: bool) {
+/// Records the task link (on disk before the task is followed).
+async fn emit_accepted(
+    ctx: &Ctx<'_>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+    href: &str,
+    adopted: bool,
+) -> Result<(), String> {
     r.task_href = Some(href.to_owned());
-    ctx.emit(Event::TaskAccepted {
+    ctx.emit_durable(Event::TaskAccepted {
         step: job.step.index,
         target: job.target,
         vm: r.vm.name.clone(),
         task_href: href.to_owned(),
         adopted,
     })
-    .await;
+    .await
 }
 
-/// Polls a task (accepted at `since`) to its end, near its expected finish.
+/// Polls a task to its end: near its expected finish when we know when it was accepted
+/// (`since`), with the cold backoff otherwise (a task re-attached on resume).
 async fn follow(
     ctx: &Ctx<'_>,
     job: VmJob<'_>,
     r: &mut VmResult,
     href: &str,
-    since: Instant,
+    since: Option<Instant>,
     timeout: Duration,
 ) -> ActEnd {
     let started = Instant::now();
-    let action = if r.path == PathTaken::Forced {
-        Action::Off
-    } else {
-        job.step.action
+    let (client, policy, kill) = (ctx.client, &ctx.options.poll, ctx.control.kill_token());
+    let wait = match since {
+        Some(since) => {
+            let action = if r.path == PathTaken::Forced {
+                Action::Off
+            } else {
+                job.step.action
+            };
+            let pacing = Pacing {
+                durations: &ctx.options.durations,
+                action,
+                since,
+            };
+            wait_for_task_paced(client, href, policy, pacing, timeout, kill).await
+        }
+        None => wait_for_task(client, href, policy, timeout, kill).await,
     };
-    let pacing = Pacing {
-        durations: &ctx.options.durations,
-        action,
-        since,
-    };
-    let wait = wait_for_task_paced(
-        ctx.client,
-        href,
-        &ctx.options.poll,
-        pacing,
-        timeout,
-        ctx.control.kill_token(),
-    )
-    .await;
     r.task_state = wait.last().map(|t| t.state.clone());
     ctx.emit(Event::TaskFinished {
         step: job.step.index,

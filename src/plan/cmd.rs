@@ -53,6 +53,7 @@ pub fn dry_run_args(args: &RunArgs) -> PlanArgs {
         strict: false,
         output: args.output,
         save: None,
+        runs_dir: args.journal.runs_dir.clone(),
     }
 }
 
@@ -88,7 +89,7 @@ async fn plan_connected(args: &PlanArgs, runbook: &Runbook, simulator: Option<&s
     } else {
         login.min(per_page).max(Duration::from_millis(1))
     };
-    let history = history_for(runbook);
+    let history = history_for(&args.runs_dir, client.endpoint(), runbook);
     let inputs = EstimateInputs {
         request,
         listed_vms: vms.len(),
@@ -101,10 +102,15 @@ async fn plan_connected(args: &PlanArgs, runbook: &Runbook, simulator: Option<&s
     show(&doc, args)
 }
 
-/// Durations recorded by earlier runs of this runbook. The run journal is the source; until
-/// it lands, estimates come from the runbook or the built-in defaults.
-fn history_for(_runbook: &Runbook) -> Option<History> {
-    None
+/// Durations recorded by earlier runs of this runbook against this cloud (their journals).
+fn history_for(runs_dir: &Path, endpoint: &str, runbook: &Runbook) -> Option<History> {
+    let journals = crate::journal::history::past_journals(runs_dir, endpoint, Some(&runbook.name));
+    let results: Vec<_> = journals
+        .iter()
+        .flat_map(|j| crate::journal::RunView::of(j).results())
+        .collect();
+    let history = History::from_results(&results);
+    (!history.is_empty()).then_some(history)
 }
 
 fn absolute(path: &Path) -> String {

@@ -625,3 +625,42 @@ fn every_example_runbook_plans_against_the_lab_with_a_valid_document() {
     }
     assert!(planned >= 4, "only {planned} example runbooks found");
 }
+
+#[test]
+fn plan_learns_task_durations_from_earlier_runs_of_the_same_runbook() {
+    let rt = runtime();
+    let sim = start(&rt, SMALL_INVENTORY);
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write(dir.path(), "web.toml", SMALL_RUNBOOK);
+    let runs = dir.path().join("runs");
+    let runs_arg = runs.to_str().unwrap();
+    let rb_arg = rb.to_str().unwrap();
+
+    // Without history the step's duration is the built-in guess.
+    let (code, out, err) = run(
+        &sim,
+        ["plan", rb_arg, "--output", "json", "--runs-dir", runs_arg],
+    );
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["estimate"]["steps"][0]["task_source"], "default");
+
+    // A real run writes its journal there; the next plan learns from it.
+    let mut args = vec!["run", rb_arg, "--runs-dir", runs_arg];
+    args.extend(FAST);
+    let (code, _, err) = run(&sim, args);
+    assert_eq!(code, 0, "{err}");
+    assert!(rt.block_on(async { sim.set_vm_state("web-01", VmState::On) }));
+
+    let (code, out, err) = run(
+        &sim,
+        ["plan", rb_arg, "--output", "json", "--runs-dir", runs_arg],
+    );
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let step = &doc["estimate"]["steps"][0];
+    assert_eq!(step["task_source"], "history", "{step}");
+    assert_eq!(step["history_samples"], 2, "{step}");
+    let task_ms = step["task_ms"].as_u64().unwrap();
+    assert!(task_ms < 5_000, "learned {task_ms} ms for 100 ms tasks");
+}

@@ -177,6 +177,8 @@ fn uuid_filters() -> Vec<(&'static str, &'static str)> {
         ),
         // Shortened job ids in the failed-jobs table.
         (r"[0-9a-f]{8}…", "[job]…"),
+        // Journals are named after the runbook and the start time.
+        (r"(powerbook resume ).*", "${1}[journal]"),
     ]
 }
 

@@ -1,0 +1,117 @@
+//! What an earlier, interrupted run already did, as the executor needs it to continue
+//! without sending any power action twice. Built from a journal by `journal::resume`.
+
+use crate::abiquo::model::{TaskType, VmState};
+use crate::exec::event::{Intent, PathTaken, VmResult};
+use crate::runbook::model::Action;
+use std::collections::HashMap;
+
+/// The state of one VM of one step when the earlier run stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeVm {
+    /// Finished earlier: the recorded result stands and the VM is not touched.
+    Done(Box<VmResult>),
+    /// A task was accepted for it: follow that task instead of sending anything.
+    Reattach { href: String, intent: Intent },
+    /// The intent was recorded but no answer: the request may or may not have been
+    /// processed. Look at the VM's tasks and state before acting.
+    Inspect {
+        intent: Intent,
+        /// When the intent was recorded (ms since the epoch).
+        at_ms: u64,
+        /// Task hrefs the earlier run already followed on this VM (not ours to adopt).
+        known_tasks: Vec<String>,
+    },
+}
+
+/// Per (step index, target index); VMs not in the map run as usual.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResumeState {
+    pub vms: HashMap<(usize, usize), ResumeVm>,
+}
+
+impl ResumeState {
+    pub fn get(&self, step: usize, target: usize) -> Option<&ResumeVm> {
+        self.vms.get(&(step, target))
+    }
+
+    /// Whether the VM's earlier result is replayed as is.
+    pub fn is_done(&self, step: usize, target: usize) -> bool {
+        matches!(self.get(step, target), Some(ResumeVm::Done(_)))
+    }
+}
+
+impl Intent {
+    /// Task types the API records for this request (as in the client's reconciliation).
+    pub fn task_types(&self) -> Vec<TaskType> {
+        if self.request.starts_with("POST reset") {
+            return vec![TaskType::Reset];
+        }
+        match self.to {
+            VmState::On if self.from == VmState::Paused => {
+                vec![TaskType::Resume, TaskType::Reset, TaskType::PowerOn]
+            }
+            VmState::On => vec![TaskType::PowerOn],
+            VmState::Off if self.request.contains("graceful") => vec![TaskType::Shutdown],
+            VmState::Off => vec![TaskType::PowerOff],
+            VmState::Paused => vec![TaskType::Pause],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The action whose target state tells whether the request took effect.
+    pub fn effective_action(&self) -> Action {
+        if self.path == PathTaken::Forced {
+            Action::Off
+        } else {
+            self.action
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(action: Action, request: &str, from: VmState, to: VmState) -> Intent {
+        Intent {
+            action,
+            request: request.into(),
+            from,
+            to,
+            path: PathTaken::Direct,
+        }
+    }
+
+    #[test]
+    fn intents_map_to_the_task_types_the_api_records() {
+        let i = intent(Action::Reset, "POST reset", VmState::On, VmState::On);
+        assert_eq!(i.task_types(), [TaskType::Reset]);
+        let i = intent(
+            Action::Shutdown,
+            "PUT state OFF (graceful)",
+            VmState::On,
+            VmState::Off,
+        );
+        assert_eq!(i.task_types(), [TaskType::Shutdown]);
+        let i = intent(Action::Off, "PUT state OFF", VmState::On, VmState::Off);
+        assert_eq!(i.task_types(), [TaskType::PowerOff]);
+        let i = intent(Action::Resume, "PUT state ON", VmState::Paused, VmState::On);
+        assert!(i.task_types().contains(&TaskType::Resume));
+        let i = intent(
+            Action::Pause,
+            "PUT state PAUSED",
+            VmState::On,
+            VmState::Paused,
+        );
+        assert_eq!(i.task_types(), [TaskType::Pause]);
+    }
+
+    #[test]
+    fn a_forced_intent_is_judged_as_a_hard_off() {
+        let mut i = intent(Action::Shutdown, "PUT state OFF", VmState::On, VmState::Off);
+        i.path = PathTaken::Forced;
+        assert_eq!(i.effective_action(), Action::Off);
+        assert_eq!(i.task_types(), [TaskType::PowerOff]);
+    }
+}
