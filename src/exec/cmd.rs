@@ -209,11 +209,8 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
     };
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
-    options.durations = TaskDurations::from_journals(
-        Path::new(crate::journal::DEFAULT_RUNS_DIR),
-        client.endpoint(),
-    )
-    .await;
+    options.durations =
+        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint()).await;
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !test_mode && std::io::stderr().is_terminal();

@@ -16,7 +16,7 @@ use crate::exec::event::Event;
 use crate::journal::Record;
 use crate::runbook::model::Action;
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -270,43 +270,23 @@ impl TaskDurations {
         learned
     }
 
-    /// Learns priors from JSON-lines journal text: event records (or bare events) count,
-    /// anything else (headers, torn lines) is ignored.
-    pub fn learn_from_journal(&self, text: &str, endpoint: &str) -> usize {
-        let events: Vec<Event> = text
-            .lines()
-            .filter(|l| l.contains("\"task_finished\"") || l.contains("\"run_started\""))
-            .filter_map(|l| match serde_json::from_str::<Record>(l) {
-                Ok(Record::Event { event, .. }) => Some(event),
-                Ok(_) => None,
-                Err(_) => serde_json::from_str::<Event>(l).ok(),
-            })
-            .collect();
-        self.learn_from_events(&events, endpoint)
-    }
-
-    /// Priors from the newest journals (`*.jsonl`) in `dir` of runs against `endpoint`.
-    /// A missing or unreadable directory just means starting cold. Reads off the runtime.
+    /// Priors from the newest journals in `dir` of runs against `endpoint` (read with the
+    /// journal's own reader, so torn or foreign files are passed over). A missing or
+    /// unreadable directory just means starting cold. Reads off the runtime.
     pub async fn from_journals(dir: &Path, endpoint: &str) -> TaskDurations {
         let durations = TaskDurations::new();
         let (dir, endpoint, learner) = (dir.to_owned(), endpoint.to_owned(), durations.clone());
         let read = tokio::task::spawn_blocking(move || {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                return 0;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                .collect();
-            // Names end in a UTC timestamp: newest last.
-            files.sort();
-            files
+            crate::journal::history::past_journals(&dir, &endpoint, None)
                 .iter()
-                .rev()
                 .take(JOURNALS)
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .map(|text| learner.learn_from_journal(&text, &endpoint))
+                .map(|journal| {
+                    let events = journal.records.iter().filter_map(|r| match r {
+                        Record::Event { event, .. } => Some(event),
+                        _ => None,
+                    });
+                    learner.learn_from_events(events, &endpoint)
+                })
                 .sum::<usize>()
         });
         match read.await {
@@ -904,17 +884,12 @@ mod tests {
             finished(1, Some(TaskState::FinishedSuccessfully), 5_000),
             finished(1, None, 99_000),
         ];
-        let text: String = events
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap() + "\n")
-            .chain(["{\"torn\": \n".to_owned()])
-            .collect();
         let d = TaskDurations::new();
-        assert_eq!(d.learn_from_journal(&text, "https://cloud/api"), 2);
+        assert_eq!(d.learn_from_events(&events, "https://cloud/api"), 2);
         assert_eq!(d.window(Action::Shutdown), window(36_000, 44_000));
         assert_eq!(d.window(Action::On), window(4_500, 5_500));
         let other = TaskDurations::new();
-        assert_eq!(other.learn_from_journal(&text, "https://other/api"), 0);
+        assert_eq!(other.learn_from_events(&events, "https://other/api"), 0);
         assert_eq!(other.window(Action::On), None);
     }
 
@@ -937,13 +912,27 @@ mod tests {
             .lines()
             .map(|l| format!("{{\"record\":\"event\",\"at_ms\":1,\"event\":{l}}}\n"))
             .collect();
-        let journal = format!("{{\"record\":\"header\",\"format\":1}}\n{records}");
+        let header = |endpoint: &str| {
+            let h = Record::Header(crate::journal::Header {
+                format: crate::journal::JOURNAL_FORMAT,
+                powerbook: "test".into(),
+                runbook_path: "/r.toml".into(),
+                runbook_name: "r".into(),
+                source_hash: String::new(),
+                endpoint: endpoint.into(),
+                started_at: String::new(),
+                started_ms: 0,
+            });
+            serde_json::to_string(&h).unwrap()
+        };
+        let journal = format!("{}\n{records}", header("http://x/api"));
         std::fs::write(dir.path().join("a-1.jsonl"), journal).unwrap();
-        std::fs::write(
-            dir.path().join("a-2.jsonl"),
-            line("http://y/api", "on", 9000),
-        )
-        .unwrap();
+        let records: String = line("http://y/api", "on", 9000)
+            .lines()
+            .map(|l| format!("{{\"record\":\"event\",\"at_ms\":1,\"event\":{l}}}\n"))
+            .collect();
+        let other_cloud = format!("{}\n{records}", header("http://y/api"));
+        std::fs::write(dir.path().join("a-2.jsonl"), other_cloud).unwrap();
         std::fs::write(dir.path().join("notes.txt"), line("http://x/api", "on", 1)).unwrap();
         let d = TaskDurations::from_journals(dir.path(), "http://x/api").await;
         assert_eq!(d.window(Action::Off), window(6300, 7700));
