@@ -5,14 +5,13 @@ use crate::abiquo::auth::Credentials;
 use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::cli::{ConnectionArgs, OutputFormat, RunArgs};
+use crate::cli::{ConnectionArgs, RunArgs};
 use crate::exec::event::Summary;
 use crate::exec::poll::{PollPolicy, TaskDurations};
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::exit::Outcome;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
-use crate::report::table::{self, RenderOptions};
 use crate::report::{Collector, Reporter, RunReport};
 use crate::runbook::model::Runbook;
 use crate::sim::{SimConfig, SimHandle};
@@ -230,33 +229,13 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
     .await;
     signals.abort();
 
-    let opts = RenderOptions { test_mode };
-    let mut outcome = exit_outcome(&summary);
-    let after =
-        crate::journal::cmd::after_run(journal, &summary, args.journal.emit_restore.as_deref())
-            .await;
-    if after.failed && outcome == Outcome::Success {
-        outcome = Outcome::SomeFailed;
-    }
-    if let Some(path) = &args.report
-        && let Err(e) = write_report(path, &report)
-    {
-        eprintln!("error: cannot write the report to {}: {e}", path.display());
-        if outcome == Outcome::Success {
-            outcome = Outcome::SomeFailed;
-        }
-    }
-    let text = match args.output {
-        OutputFormat::Json => {
-            if let Some(hint) = &after.hint {
-                eprint!("{hint}");
-            }
-            format!("{}\n", report.to_json())
-        }
-        OutputFormat::Human => table::render(&report, opts) + after.hint.as_deref().unwrap_or(""),
+    let finish = crate::journal::cmd::Finish {
+        emit_restore: args.journal.emit_restore.as_deref(),
+        report_file: args.report.as_deref(),
+        output: args.output,
+        test_mode,
     };
-    print_stdout(&text);
-    outcome
+    crate::journal::cmd::finish_run(journal, &report, &summary, finish).await
 }
 
 /// The executor's options from the timing flags.

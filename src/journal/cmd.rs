@@ -16,6 +16,7 @@ use crate::journal::{
     now_rfc3339,
 };
 use crate::plan::Plan;
+use crate::report::RunReport;
 use crate::report::table::{self, RenderOptions};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -66,9 +67,59 @@ pub struct AfterRun {
     pub failed: bool,
 }
 
+/// Where a run's results go once the executor is done (`run` and `resume` alike).
+pub struct Finish<'a> {
+    pub emit_restore: Option<&'a Path>,
+    pub report_file: Option<&'a Path>,
+    pub output: OutputFormat,
+    pub test_mode: bool,
+}
+
+/// Closes the journal, writes the restore runbook and the report file if asked, prints the
+/// results (ending with how to resume a run that stopped early) and returns the exit outcome.
+/// Failing to write any of those files turns a success into "some failed".
+pub async fn finish_run(
+    writer: JournalWriter,
+    report: &RunReport,
+    summary: &Summary,
+    finish: Finish<'_>,
+) -> Outcome {
+    let mut outcome = exit_outcome(summary);
+    let after = after_run(writer, summary, finish.emit_restore).await;
+    if after.failed && outcome == Outcome::Success {
+        outcome = Outcome::SomeFailed;
+    }
+    if let Some(path) = finish.report_file
+        && let Err(e) = write_report(path, report)
+    {
+        eprintln!("error: cannot write the report to {}: {e}", path.display());
+        if outcome == Outcome::Success {
+            outcome = Outcome::SomeFailed;
+        }
+    }
+    let text = match finish.output {
+        OutputFormat::Json => {
+            if let Some(hint) = &after.hint {
+                eprint!("{hint}");
+            }
+            format!("{}\n", report.to_json())
+        }
+        OutputFormat::Human => {
+            table::render(
+                report,
+                RenderOptions {
+                    test_mode: finish.test_mode,
+                },
+            ) + after.hint.as_deref().unwrap_or("")
+        }
+    };
+    print_stdout(&text);
+    outcome
+}
+
 /// Closes the journal, writes the restore runbook if asked, and says how to resume a run
 /// that stopped early.
-pub async fn after_run(
+async fn after_run(
     writer: JournalWriter,
     summary: &Summary,
     emit_restore: Option<&Path>,
@@ -302,33 +353,13 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     )
     .await;
     signals.abort();
-    let mut outcome = exit_outcome(&summary);
-    let after = after_run(writer, &summary, args.emit_restore.as_deref()).await;
-    if after.failed && outcome == Outcome::Success {
-        outcome = Outcome::SomeFailed;
-    }
-    if let Some(path) = &args.report
-        && let Err(e) = write_report(path, &report)
-    {
-        eprintln!("error: cannot write the report to {}: {e}", path.display());
-        if outcome == Outcome::Success {
-            outcome = Outcome::SomeFailed;
-        }
-    }
-    let text = match args.output {
-        OutputFormat::Json => {
-            if let Some(hint) = &after.hint {
-                eprint!("{hint}");
-            }
-            format!("{}\n", report.to_json())
-        }
-        OutputFormat::Human => {
-            table::render(&report, RenderOptions { test_mode })
-                + after.hint.as_deref().unwrap_or("")
-        }
+    let finish = Finish {
+        emit_restore: args.emit_restore.as_deref(),
+        report_file: args.report.as_deref(),
+        output: args.output,
+        test_mode,
     };
-    print_stdout(&text);
-    outcome
+    finish_run(writer, &report, &summary, finish).await
 }
 
 fn short(hash: &str) -> &str {
