@@ -1,6 +1,7 @@
 //! Journal, resume, restore and run history against the in-process simulator: the real
 //! binary is killed (SIGKILL, SIGINT) mid-run and resumed while the simulator lives on.
 
+use crate::support::{against, runtime, write};
 use powerbook::abiquo::model::VmState;
 use powerbook::journal::{Record, RunView, TORN_NOTE};
 use powerbook::sim::{SimConfig, SimHandle, SimUser};
@@ -9,16 +10,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_powerbook");
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// `n` generated VMs (all ON), tasks of ~`ms` milliseconds.
 fn generated(n: usize, ms: u64) -> SimConfig {
@@ -29,26 +20,11 @@ fn generated(n: usize, ms: u64) -> SimConfig {
     c
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// The binary, set up like an operator's shell pointed at the simulator, run from `dir`.
 fn powerbook(sim: &SimHandle, dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = against(sim);
     cmd.current_dir(dir)
-        .env("ABIQUO_API_URL", sim.base_url())
-        .env("ABIQUO_API_USERNAME", "admin")
-        .env("ABIQUO_API_PASSWORD", "xabiquo")
-        .env("POWERBOOK_TEST_MODE", "1")
         .env_remove("POWERBOOK_RUNS_DIR")
-        .env_remove("ABIQUO_API_TOKEN")
-        .env_remove("ABIQUO_API_BEARER")
-        .env_remove("ABIQUO_API_INSECURE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd

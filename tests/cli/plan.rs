@@ -3,49 +3,18 @@
 //! committed schema, `--strict`, and saved plans refused when the runbook or a VM changed.
 
 use crate::support::root;
+use crate::support::{against, runtime, write};
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::abiquo::model::VmState;
 use powerbook::sim::{SimConfig, SimHandle, SimStats};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_powerbook");
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use std::process::Output;
 
 fn start(rt: &tokio::runtime::Runtime, inventory: &str) -> SimHandle {
     let config = SimConfig::from_inventory_str("plan-inventory.toml", inventory).unwrap();
     rt.block_on(SimHandle::start(config)).unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The binary, set up like an operator's shell pointed at the simulator.
-fn powerbook(sim: &SimHandle) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("ABIQUO_API_URL", sim.base_url())
-        .env("ABIQUO_API_USERNAME", "admin")
-        .env("ABIQUO_API_PASSWORD", "xabiquo")
-        .env("POWERBOOK_TEST_MODE", "1")
-        .env("NO_COLOR", "1")
-        .env_remove("ABIQUO_API_TOKEN")
-        .env_remove("ABIQUO_API_BEARER")
-        .env_remove("ABIQUO_API_INSECURE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn run<I, S>(sim: &SimHandle, args: I) -> (i32, String, String)
@@ -53,7 +22,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out: Output = powerbook(sim).args(args).output().unwrap();
+    let out: Output = against(sim).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

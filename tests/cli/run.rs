@@ -1,6 +1,7 @@
 //! `powerbook run` against the in-process simulator over HTTP on loopback: the real binary
 //! where exit codes and output matter, the library where timing and counts need detail.
 
+use crate::support::{BIN, against, runtime, write};
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::abiquo::model::VmState;
@@ -12,11 +13,9 @@ use powerbook::exec::{RunControl, RunOptions};
 use powerbook::report::RunReport;
 use powerbook::sim::{MutationRecord, SimConfig, SimHandle, SimUser};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_powerbook");
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -34,35 +33,6 @@ fn generated(n: usize, ms: u64) -> SimConfig {
     c.task_jitter = Duration::from_millis(ms / 5);
     c.durations.clear();
     c
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The binary, set up like an operator's shell pointed at the simulator.
-fn powerbook(sim: &SimHandle) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("ABIQUO_API_URL", sim.base_url())
-        .env("ABIQUO_API_USERNAME", "admin")
-        .env("ABIQUO_API_PASSWORD", "xabiquo")
-        .env("POWERBOOK_TEST_MODE", "1")
-        .env_remove("ABIQUO_API_TOKEN")
-        .env_remove("ABIQUO_API_BEARER")
-        .env_remove("ABIQUO_API_INSECURE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn run_args(runbook: &Path) -> Vec<String> {
@@ -255,7 +225,7 @@ targets = [{ vapp = "front" }]
 on_failure = "continue"
 "#,
     );
-    let out = powerbook(&sim).args(run_args(&rb)).output().unwrap();
+    let out = against(&sim).args(run_args(&rb)).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let legacy_id = sim
@@ -264,7 +234,7 @@ on_failure = "continue"
         .find(|v| v.name == "legacy")
         .unwrap()
         .id;
-    let json = powerbook(&sim)
+    let json = against(&sim)
         .args(run_args(&rb))
         .args(["--output", "json"])
         .output()
@@ -448,7 +418,7 @@ action = "off"
 targets = [{ vapp = "other" }]
 "#,
     );
-    let out = powerbook(&sim).args(run_args(&rb)).output().unwrap();
+    let out = against(&sim).args(run_args(&rb)).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
     let m = mutations(&sim);
@@ -572,7 +542,7 @@ fn deallocate_leaves_azure_vms_deallocated() {
     lab.speed = 20.0;
     let sim = rt.block_on(SimHandle::start(lab)).unwrap();
     let rb = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/azure-deallocate.toml");
-    let out = powerbook(&sim)
+    let out = against(&sim)
         .args(run_args(&rb))
         .args(["--output", "json"])
         .output()
@@ -624,7 +594,7 @@ order = "sequential"
 targets = [{ vm = "vm-*" }]
 "#,
     );
-    let out = powerbook(&sim)
+    let out = against(&sim)
         .args(run_args(&rb))
         .args(["--output", "json"])
         .output()
@@ -688,7 +658,7 @@ targets = [{ vapp = "front" }, { vapp = "back" }]
         vec!["--output", "json"],
         vec!["--report", report_file.to_str().unwrap()],
     ] {
-        let out = powerbook(&sim)
+        let out = against(&sim)
             .env("ABIQUO_API_USERNAME", "operator")
             .env("ABIQUO_API_PASSWORD", secret)
             .env("RUST_LOG", "trace")
@@ -702,7 +672,7 @@ targets = [{ vapp = "front" }, { vapp = "back" }]
         outputs.push(e);
     }
     // Refused credentials: the error must not echo them either.
-    let out = powerbook(&sim)
+    let out = against(&sim)
         .env("ABIQUO_API_USERNAME", "operator")
         .env("ABIQUO_API_PASSWORD", format!("{secret}-wrong"))
         .args(run_args(&rb))
@@ -752,6 +722,7 @@ fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
         .args(run_args(&rb))
         .args(["--simulate", "--simulate-speed", "20"])
         .env("POWERBOOK_TEST_MODE", "1")
+        .env("POWERBOOK_RUNS_DIR", dir.path().join("runs"))
         .env_remove("ABIQUO_API_URL")
         .env_remove("ABIQUO_API_USERNAME")
         .env_remove("ABIQUO_API_PASSWORD")
@@ -811,7 +782,7 @@ exclude = [{ vm = "back-5" }]
 "#,
     );
     let file = dir.path().join("out.json");
-    let out = powerbook(&sim)
+    let out = against(&sim)
         .args(run_args(&rb))
         .args(["--output", "json", "--report", file.to_str().unwrap()])
         .output()
@@ -850,7 +821,7 @@ action = "off"
 targets = [{ vm = "vm-*" }]
 "#,
     );
-    let child = powerbook(&sim)
+    let child = against(&sim)
         .args(run_args(&rb))
         .args(["--output", "json"])
         .stdout(Stdio::piped())

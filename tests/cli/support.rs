@@ -13,6 +13,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub const BIN: &str = env!("CARGO_BIN_EXE_powerbook");
+
+/// A small runtime for tests that drive an in-process simulator from sync code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The binary set up like an operator's shell pointed at the simulator: its account,
+/// deterministic output, no stray credentials from the developer's environment, and journals
+/// kept out of the work tree (a test that cares passes `--runs-dir` or sets its own).
+pub fn against(sim: &powerbook::sim::SimHandle) -> Command {
+    let runs = std::env::temp_dir().join(format!("powerbook-test-runs-{}", std::process::id()));
+    let mut cmd = Command::new(BIN);
+    cmd.env("ABIQUO_API_URL", sim.base_url())
+        .env("ABIQUO_API_USERNAME", "admin")
+        .env("ABIQUO_API_PASSWORD", "xabiquo")
+        .env("POWERBOOK_TEST_MODE", "1")
+        .env("NO_COLOR", "1")
+        .env("POWERBOOK_RUNS_DIR", runs)
+        .env_remove("ABIQUO_API_TOKEN")
+        .env_remove("ABIQUO_API_BEARER")
+        .env_remove("ABIQUO_API_INSECURE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// The crate root, so tests can name files relative to it (`runbooks/lab.toml`).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
