@@ -9,7 +9,7 @@
 use super::config::SimConfig;
 use super::faults;
 use super::negotiate::{self, Negotiated};
-use super::state::{ApiError, ListFilter, PowerRequest, Scope, SimVm, SortBy, World};
+use super::state::{ApiError, ListFilter, PowerRequest, Scope, SimVm, SortBy, VmSnapshot, World};
 use super::stats::{Counters, SimStats};
 use crate::abiquo::media;
 use crate::abiquo::model::{
@@ -725,21 +725,13 @@ async fn get_vm(
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let n = match shared.accept(&headers, &[media::VIRTUAL_MACHINE]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let base = shared.base_for(&headers);
-    let now = shared.now();
-    let found = {
-        let mut world = shared.world();
-        world.settle(now);
-        find_vm(&world, &path).map(|i| world.snapshot(i))
-    };
-    match found {
-        Ok(vm) => ok_json(&n, &vm.dto(&base)),
-        Err(e) => shared.api_error(&e, &n.version),
-    }
+    read_vm(
+        &shared,
+        &path,
+        &headers,
+        media::VIRTUAL_MACHINE,
+        |vm, base| vm.dto(base),
+    )
 }
 
 async fn get_state(
@@ -747,19 +739,36 @@ async fn get_state(
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let n = match shared.accept(&headers, &[media::VIRTUAL_MACHINE_STATE]) {
+    read_vm(
+        &shared,
+        &path,
+        &headers,
+        media::VIRTUAL_MACHINE_STATE,
+        |vm, base| vm.state_dto(base),
+    )
+}
+
+/// Reads one VM, settled to now, and answers it in the shape `render` gives it.
+fn read_vm<T: Serialize>(
+    shared: &Shared,
+    path: &(String, String, String),
+    headers: &HeaderMap,
+    entity: &str,
+    render: impl FnOnce(&VmSnapshot, &str) -> T,
+) -> Response {
+    let n = match shared.accept(headers, &[entity]) {
         Ok(n) => n,
         Err(r) => return r,
     };
-    let base = shared.base_for(&headers);
+    let base = shared.base_for(headers);
     let now = shared.now();
     let found = {
         let mut world = shared.world();
         world.settle(now);
-        find_vm(&world, &path).map(|i| world.snapshot(i))
+        find_vm(&world, path).map(|i| world.snapshot(i))
     };
     match found {
-        Ok(vm) => ok_json(&n, &vm.state_dto(&base)),
+        Ok(vm) => ok_json(&n, &render(&vm, &base)),
         Err(e) => shared.api_error(&e, &n.version),
     }
 }
