@@ -9,7 +9,7 @@
 //! up to the step's concurrency within the run-wide limit.
 
 use crate::exec::event::{PathTaken, VmOutcome, VmResult};
-use crate::exec::poll::PollPolicy;
+use crate::exec::poll::{PollPolicy, Window};
 use crate::plan::{Disposition, Plan, PlannedStep};
 use crate::runbook::model::{Action, Runbook};
 use schemars::JsonSchema;
@@ -193,14 +193,20 @@ pub fn task_duration(
 }
 
 /// When the first poll sees a task of `task` duration finished, counted from the 202, and
-/// how many polls that takes. Each poll's own round trip delays the next one.
-pub fn detection(task: Duration, poll: &PollPolicy, request: Duration) -> (Duration, u64) {
-    let mut schedule = poll.schedule();
+/// how many polls that takes, with the executor's own pacing: cold (`window` = `None`, backing
+/// off from `initial`) or near the expected finish once durations are known. Each poll's own
+/// round trip delays the next one.
+pub fn detection(
+    task: Duration,
+    poll: &PollPolicy,
+    request: Duration,
+    window: Option<Window>,
+) -> (Duration, u64) {
     let mut at = Duration::ZERO;
     let mut polls = 0u64;
-    // Bounded: the schedule's delays are at least `initial` (> 0) or the loop gives up.
+    // Bounded: delays are at least `min_gap` (> 0) or the loop gives up.
     while polls < 100_000 {
-        let delay = schedule.next_delay();
+        let delay = poll.next_delay(at, window);
         at += delay;
         polls += 1;
         if at >= task || delay.is_zero() {
@@ -211,22 +217,48 @@ pub fn detection(task: Duration, poll: &PollPolicy, request: Duration) -> (Durat
     (at, polls)
 }
 
+/// The window the executor learns for tasks of about `task`: their spread is unknown ahead,
+/// so assume ±10%.
+pub fn learned_window(task: Duration) -> Window {
+    Window {
+        lo: task.mul_f64(0.9),
+        hi: task.mul_f64(1.1),
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Per-VM cost of one step: (ms of an acting VM, requests of an acting VM).
+/// Per-VM cost of one step: time and requests of an acting VM, before the run has seen a
+/// task of the action finish (cold) and after (warm, polling near the expected finish).
 struct StepCost {
     task: Duration,
     source: DurationSource,
     samples: Option<u64>,
     vm: Duration,
     act_requests: u64,
+    vm_cold: Duration,
+    act_requests_cold: u64,
 }
 
 fn step_cost(runbook: &Runbook, step: &PlannedStep, inputs: &EstimateInputs<'_>) -> StepCost {
     let req = inputs.request;
     let (task, source, samples) = task_duration(runbook, step.index, step.action, inputs.history);
+    if source == DurationSource::History {
+        // Recorded durations already hold the reads and the polling, and seed the pacing.
+        let polled = task.saturating_sub(req * 3);
+        let (_, polls) = detection(polled, &inputs.poll, req, Some(learned_window(polled)));
+        return StepCost {
+            task,
+            source,
+            samples,
+            vm: task,
+            act_requests: 3 + polls,
+            vm_cold: task,
+            act_requests_cold: 3 + polls,
+        };
+    }
     // A graceful shutdown slower than its fallback ends with a hard off.
     let (task_time, extra_requests) = match (step.action, step.fallback_after_ms) {
         (Action::Shutdown, Some(after)) if ms(task) > after => {
@@ -235,26 +267,41 @@ fn step_cost(runbook: &Runbook, step: &PlannedStep, inputs: &EstimateInputs<'_>)
         }
         _ => (task, 0),
     };
-    if source == DurationSource::History {
-        // Recorded durations already hold the reads and the polling.
-        let (_, polls) = detection(task.saturating_sub(req * 3), &inputs.poll, req);
-        return StepCost {
-            task,
-            source,
-            samples,
-            vm: task,
-            act_requests: 3 + polls,
-        };
-    }
-    let (detected, polls) = detection(task_time, &inputs.poll, req);
+    let cost = |window| {
+        let (detected, polls) = detection(task_time, &inputs.poll, req, window);
+        // read, mutation, task until seen finished, confirming read
+        (req * 2 + detected + req, 3 + polls + extra_requests)
+    };
+    let (vm, act_requests) = cost(Some(learned_window(task_time)));
+    let (vm_cold, act_requests_cold) = cost(None);
     StepCost {
         task,
         source,
         samples,
-        // read, mutation, task until seen finished, confirming read
-        vm: req * 2 + detected + req,
-        act_requests: 3 + polls + extra_requests,
+        vm,
+        act_requests,
+        vm_cold,
+        act_requests_cold,
     }
+}
+
+/// How many acting VMs of each step poll cold: the first round of a step whose action no
+/// earlier step (nor history) taught the run yet. The executor learns durations run-wide.
+fn cold_counts(plan: &Plan, costs: &[StepCost]) -> Vec<usize> {
+    let mut taught = std::collections::BTreeSet::new();
+    plan.steps
+        .iter()
+        .zip(costs)
+        .map(|(s, c)| {
+            let warm = c.source == DurationSource::History || taught.contains(&s.action);
+            taught.insert(s.action);
+            if warm {
+                0
+            } else {
+                s.concurrency.max(1).min(plan.concurrency.max(1))
+            }
+        })
+        .collect()
 }
 
 /// Estimates the run of `plan`.
@@ -265,30 +312,38 @@ pub fn estimate(plan: &Plan, runbook: &Runbook, inputs: &EstimateInputs<'_>) -> 
         .map(|s| step_cost(runbook, s, inputs))
         .collect();
     let read = inputs.request;
+    let cold = cold_counts(plan, &costs);
     let jobs: Vec<StepJob> = plan
         .steps
         .iter()
         .zip(&costs)
-        .map(|(s, c)| StepJob {
-            after: s
-                .after
-                .iter()
-                .filter_map(|d| plan.steps.iter().position(|p| p.index == *d))
-                .collect(),
-            concurrency: s.concurrency.max(1),
-            pause: Duration::from_millis(s.wave_pause_ms),
-            waves: s
-                .waves
-                .iter()
-                .map(|w| {
-                    w.iter()
-                        .map(|&t| match s.targets.get(t).map(|t| &t.disposition) {
-                            Some(Disposition::Act { .. }) => c.vm,
-                            _ => read,
-                        })
-                        .collect()
-                })
-                .collect(),
+        .zip(&cold)
+        .map(|((s, c), &cold)| {
+            let mut acting = 0usize;
+            StepJob {
+                after: s
+                    .after
+                    .iter()
+                    .filter_map(|d| plan.steps.iter().position(|p| p.index == *d))
+                    .collect(),
+                concurrency: s.concurrency.max(1),
+                pause: Duration::from_millis(s.wave_pause_ms),
+                waves: s
+                    .waves
+                    .iter()
+                    .map(|w| {
+                        w.iter()
+                            .map(|&t| match s.targets.get(t).map(|t| &t.disposition) {
+                                Some(Disposition::Act { .. }) => {
+                                    acting += 1;
+                                    if acting <= cold { c.vm_cold } else { c.vm }
+                                }
+                                _ => read,
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            }
         })
         .collect();
     let timeline = replay(&jobs, plan.concurrency.max(1));
@@ -296,10 +351,13 @@ pub fn estimate(plan: &Plan, runbook: &Runbook, inputs: &EstimateInputs<'_>) -> 
     let mut requests = 1 + u64::try_from(inputs.listed_vms.div_ceil(inputs.page_size.max(1)))
         .unwrap_or(u64::MAX)
         .max(1);
-    for ((s, c), (start, end)) in plan.steps.iter().zip(&costs).zip(&timeline) {
+    for (((s, c), (start, end)), &cold) in plan.steps.iter().zip(&costs).zip(&timeline).zip(&cold) {
         let counts = s.counts();
         let live_other = s.live_count().saturating_sub(counts.act);
-        let api = c.act_requests * counts.act as u64 + live_other as u64;
+        let cold = cold.min(counts.act);
+        let api = c.act_requests_cold * cold as u64
+            + c.act_requests * (counts.act - cold) as u64
+            + live_other as u64;
         requests += api;
         steps.push(StepEstimate {
             step: s.index,
@@ -555,11 +613,16 @@ mod tests {
             ..PollPolicy::default()
         };
         // Polls at 100, 300, 700, 1100: a 650ms task is seen at 700.
-        let (at, polls) = detection(Duration::from_millis(650), &poll, Duration::ZERO);
+        let (at, polls) = detection(Duration::from_millis(650), &poll, Duration::ZERO, None);
         assert_eq!((ms(at), polls), (700, 3));
-        // Each poll's round trip pushes the next one.
-        let (at, _) = detection(Duration::from_millis(650), &poll, Duration::from_millis(10));
-        assert_eq!(ms(at), 100 + 10 + 200 + 10 + 400 + 10);
+        // Each poll's round trip pushes the next one, and the backoff counts from the 202.
+        let (at, _) = detection(
+            Duration::from_millis(650),
+            &poll,
+            Duration::from_millis(10),
+            None,
+        );
+        assert_eq!(ms(at), 100 + 10 + 210 + 10 + 400 + 10);
     }
 
     use crate::abiquo::model::VmState;
@@ -589,10 +652,21 @@ mod tests {
         let step = &e.steps[0];
         assert_eq!(step.task_source, DurationSource::Runbook);
         assert!(step.vm_ms >= 10_000 + 3 * 50, "{step:?}");
-        assert_eq!(e.total_ms, 2 * step.vm_ms);
-        let (_, polls) = detection(Duration::from_secs(10), &inputs.poll, inputs.request);
+        let task = Duration::from_secs(10);
+        let (cold_at, cold_polls) = detection(task, &inputs.poll, inputs.request, None);
+        let warm = Some(learned_window(task));
+        let (_, warm_polls) = detection(task, &inputs.poll, inputs.request, warm);
+        // The first round polls cold; once a task finished, the rest poll near the finish.
+        assert!(warm_polls < cold_polls, "{warm_polls} vs {cold_polls}");
+        let cold_vm = ms(cold_at + inputs.request * 3);
+        assert!(cold_vm >= step.vm_ms, "{cold_vm} vs {step:?}");
+        // (each figure is rounded down to the millisecond on its own)
+        assert!(e.total_ms.abs_diff(cold_vm + step.vm_ms) <= 1, "{e:?}");
         // login + 3 listing pages + per VM: read, mutation, polls, confirming read
-        assert_eq!(e.api_requests, 1 + 3 + 4 * (3 + polls));
+        assert_eq!(
+            e.api_requests,
+            1 + 3 + 2 * (3 + cold_polls) + 2 * (3 + warm_polls)
+        );
         assert!(!e.rate_limited);
     }
 
