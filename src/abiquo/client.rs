@@ -5,11 +5,13 @@
 //! transient failures. A mutation whose answer was lost is reconciled against the VM's
 //! `tasks` list before anything is sent again, so a power action is never applied twice.
 
+use crate::abiquo::api::CloudApi;
+pub use crate::abiquo::api::MutationAnswer;
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::{ClientError, excerpt};
 use crate::abiquo::media;
 use crate::abiquo::model::{
-    AcceptedRequest, Collection, Task, TaskType, User, VirtualMachine, VirtualMachineStateBody,
+    AcceptedRequest, Collection, PowerRequest, Task, User, VirtualMachine, VirtualMachineStateBody,
     VmState,
 };
 use crate::abiquo::retry::{RetryPolicy, parse_retry_after};
@@ -90,66 +92,6 @@ struct Counters {
     retries: AtomicU64,
     reconciliations: AtomicU64,
     adopted: AtomicU64,
-}
-
-/// Result of a power mutation (state PUT or reset POST).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MutationAnswer {
-    /// 202: the task to follow.
-    Accepted { task_href: String },
-    /// The answer was lost; the VM's `tasks` list showed the task our request created.
-    Adopted { task_href: String },
-    /// The answer was lost and no task of ours was found, but the VM already is in the
-    /// requested state. There is no task to follow.
-    AlreadyDone { state: VmState },
-}
-
-impl MutationAnswer {
-    pub fn task_href(&self) -> Option<&str> {
-        match self {
-            MutationAnswer::Accepted { task_href } | MutationAnswer::Adopted { task_href } => {
-                Some(task_href)
-            }
-            MutationAnswer::AlreadyDone { .. } => None,
-        }
-    }
-}
-
-/// A power mutation, as the client sends and reconciles it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mutation {
-    State { target: VmState, graceful: bool },
-    Reset,
-}
-
-impl Mutation {
-    /// Task types the API may record for this mutation from the VM's current state.
-    fn task_types(&self, from: &VmState) -> Vec<TaskType> {
-        match self {
-            Mutation::Reset => vec![TaskType::Reset],
-            Mutation::State { target, graceful } => match target {
-                VmState::On if *from == VmState::Paused => {
-                    // 2.0 records a resume as RESET.
-                    vec![TaskType::Resume, TaskType::Reset, TaskType::PowerOn]
-                }
-                VmState::On => vec![TaskType::PowerOn],
-                VmState::Off if *graceful => vec![TaskType::Shutdown],
-                VmState::Off => vec![TaskType::PowerOff],
-                VmState::Paused => vec![TaskType::Pause],
-                other => vec![TaskType::Other(other.to_string())],
-            },
-        }
-    }
-
-    fn describe(&self, vm: &str) -> String {
-        match self {
-            Mutation::State { target, graceful } => {
-                let g = if *graceful { " (graceful)" } else { "" };
-                format!("PUT state {target}{g} on {vm}")
-            }
-            Mutation::Reset => format!("POST reset on {vm}"),
-        }
-    }
 }
 
 /// What reconciliation of a lost answer found.
@@ -256,6 +198,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl CloudApi for Client {
+    fn endpoint(&self) -> &str {
+        Client::endpoint(self)
+    }
+
+    fn stats(&self) -> ClientStats {
+        Client::stats(self)
+    }
+
+    async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+        Client::list_vms(self).await
+    }
+
+    async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
+        Client::get_vm_at(self, href).await
+    }
+
+    async fn get_task(&self, href: &str) -> Result<Task, ClientError> {
+        Client::get_task(self, href).await
+    }
+
+    async fn vm_tasks(&self, vm: &VirtualMachine) -> Result<Vec<Task>, ClientError> {
+        Client::vm_tasks(self, vm).await
+    }
+
+    async fn power(
+        &self,
+        vm: &VirtualMachine,
+        request: PowerRequest,
+    ) -> Result<MutationAnswer, ClientError> {
+        Client::power(self, vm, request).await
+    }
+}
 /// Task id of a task URL (its last path segment).
 fn task_id_of(href: &str) -> &str {
     href.trim_end_matches('/')
@@ -475,51 +450,41 @@ impl Client {
     // Mutations
     // ----------------------------------------------------------------------------------
 
-    /// `PUT state` through the VM's `state` link (`graceful` adds `gracefulShutdown`).
-    pub async fn change_state(
+    /// Sends `request` through the VM's `state` or `reset` link.
+    pub async fn power(
         &self,
         vm: &VirtualMachine,
-        target: VmState,
-        graceful: bool,
+        request: PowerRequest,
     ) -> Result<MutationAnswer, ClientError> {
-        let href = vm
-            .link("state")
-            .map(|l| l.href.clone())
-            .ok_or_else(|| ClientError::NoLink {
-                rel: "state".into(),
-                on: format!("VM {}", vm.name),
-            })?;
-        let body = VirtualMachineStateBody {
-            state: target.clone(),
-            graceful_shutdown: graceful.then_some(true),
-            links: Vec::new(),
+        let rel = match request {
+            PowerRequest::State { .. } => "state",
+            PowerRequest::Reset => "reset",
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| ClientError::Decode {
-            context: "encoding the state body".into(),
-            detail: e.to_string(),
-        })?;
-        let ct = self.media(media::VIRTUAL_MACHINE_STATE);
-        self.mutate(
-            vm,
-            Method::PUT,
-            &href,
-            Some((ct, bytes)),
-            Mutation::State { target, graceful },
-        )
-        .await
-    }
-
-    /// `POST reset` through the VM's `reset` link. Never resent blindly.
-    pub async fn reset(&self, vm: &VirtualMachine) -> Result<MutationAnswer, ClientError> {
         let href = vm
-            .link("reset")
+            .link(rel)
             .map(|l| l.href.clone())
             .ok_or_else(|| ClientError::NoLink {
-                rel: "reset".into(),
+                rel: rel.into(),
                 on: format!("VM {}", vm.name),
             })?;
-        self.mutate(vm, Method::POST, &href, None, Mutation::Reset)
-            .await
+        match request {
+            PowerRequest::State { target, graceful } => {
+                let body = VirtualMachineStateBody {
+                    state: target.state(),
+                    graceful_shutdown: graceful.then_some(true),
+                    links: Vec::new(),
+                };
+                let bytes = serde_json::to_vec(&body).map_err(|e| ClientError::Decode {
+                    context: "encoding the state body".into(),
+                    detail: e.to_string(),
+                })?;
+                let ct = self.media(media::VIRTUAL_MACHINE_STATE);
+                self.mutate(vm, Method::PUT, &href, Some((ct, bytes)), request)
+                    .await
+            }
+            // Never resent blindly: a lost answer is reconciled first.
+            PowerRequest::Reset => self.mutate(vm, Method::POST, &href, None, request).await,
+        }
     }
 
     /// Acknowledges a failed task (`acknowledge` link). powerbook does not do this by
@@ -566,10 +531,10 @@ impl Client {
         method: Method,
         href: &str,
         body: Option<(String, Vec<u8>)>,
-        mutation: Mutation,
+        mutation: PowerRequest,
     ) -> Result<MutationAnswer, ClientError> {
         let accept = self.media(media::ACCEPTED_REQUEST);
-        let context = mutation.describe(&vm.name);
+        let context = format!("{mutation} on {}", vm.name);
         let mut retry = 0u32;
         let mut relogged = false;
         loop {
@@ -631,7 +596,7 @@ impl Client {
                 .counters
                 .reconciliations
                 .fetch_add(1, Ordering::Relaxed);
-            match self.reconcile(vm, &mutation, sent_at, &context).await? {
+            match self.reconcile(vm, mutation, sent_at, &context).await? {
                 Reconciled::Found(task_href) => {
                     self.inner.counters.adopted.fetch_add(1, Ordering::Relaxed);
                     return Ok(MutationAnswer::Adopted { task_href });
@@ -652,7 +617,7 @@ impl Client {
     async fn reconcile(
         &self,
         vm: &VirtualMachine,
-        mutation: &Mutation,
+        mutation: PowerRequest,
         sent_at: i64,
         context: &str,
     ) -> Result<Reconciled, ClientError> {
@@ -691,7 +656,7 @@ impl Client {
                     self.backoff(round.min(4), None).await;
                     round += 1;
                 }
-                (state, Mutation::State { target, .. }) if state == target => {
+                (state, PowerRequest::State { target, .. }) if *state == target.state() => {
                     return Ok(Reconciled::AlreadyDone(state.clone()));
                 }
                 _ => return Ok(Reconciled::NotProcessed),

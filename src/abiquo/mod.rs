@@ -1,5 +1,6 @@
 //! Abiquo API: model types shared with the simulator, media types, and the HTTP client.
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -7,7 +8,8 @@ pub mod media;
 pub mod model;
 pub mod retry;
 
+pub use api::{CloudApi, MutationAnswer};
 pub use auth::Credentials;
-pub use client::{Client, ClientConfig, ClientStats, MutationAnswer};
+pub use client::{Client, ClientConfig, ClientStats};
 pub use error::ClientError;
 pub use retry::RetryPolicy;

@@ -36,6 +36,15 @@ enum VmStateKind {
 }
 
 impl VmStateKind {
+    fn power(self) -> crate::abiquo::model::PowerState {
+        use crate::abiquo::model::PowerState;
+        match self {
+            VmStateKind::On => PowerState::On,
+            VmStateKind::Off => PowerState::Off,
+            VmStateKind::Paused => PowerState::Paused,
+        }
+    }
+
     fn state(self) -> VmState {
         match self {
             VmStateKind::On => VmState::On,
@@ -447,9 +456,21 @@ async fn act(
         let sent = async {
             match request {
                 Request::State { target, graceful } => {
-                    ctx.client.change_state(&vm, target.state(), graceful).await
+                    ctx.client
+                        .power(
+                            &vm,
+                            crate::abiquo::model::PowerRequest::State {
+                                target: target.power(),
+                                graceful,
+                            },
+                        )
+                        .await
                 }
-                Request::Reset => ctx.client.reset(&vm).await,
+                Request::Reset => {
+                    ctx.client
+                        .power(&vm, crate::abiquo::model::PowerRequest::Reset)
+                        .await
+                }
             }
         };
         let res = tokio::select! {

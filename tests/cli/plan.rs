@@ -6,7 +6,7 @@ use crate::support::root;
 use crate::support::{against, runtime, write};
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
-use powerbook::abiquo::model::VmState;
+use powerbook::abiquo::model::{PowerRequest, PowerState, VmState};
 use powerbook::sim::{SimConfig, SimHandle, SimStats};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -191,7 +191,16 @@ fn lock_busy(rt: &tokio::runtime::Runtime, sim: &SimHandle) {
         client.login().await.unwrap();
         let vms = client.list_vms().await.unwrap();
         let busy = vms.iter().find(|v| v.name == "busy").unwrap();
-        client.change_state(busy, VmState::On, false).await.unwrap();
+        client
+            .power(
+                busy,
+                PowerRequest::State {
+                    target: PowerState::On,
+                    graceful: false,
+                },
+            )
+            .await
+            .unwrap();
     });
     let state = sim.vm_states().into_iter().find(|v| v.name == "busy");
     assert_eq!(state.map(|v| v.state), Some(VmState::Locked));

@@ -1,7 +1,7 @@
 //! Client tests against a scripted HTTP server on loopback.
 
 use super::*;
-use crate::abiquo::model::Link;
+use crate::abiquo::model::{Link, PowerRequest, PowerState};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap as AxHeaders, StatusCode};
@@ -213,7 +213,13 @@ async fn state_put_sends_vendor_types_and_exactly_one_content_type() {
     .await;
     let client = mock.client();
     let answer = client
-        .change_state(&mock.vm(VmState::On), VmState::Off, true)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: true,
+            },
+        )
         .await
         .unwrap();
     assert!(
@@ -250,7 +256,13 @@ async fn hard_off_body_has_no_graceful_flag() {
     })
     .await;
     mock.client()
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&mock.seen()[0].body).unwrap();
@@ -260,7 +272,10 @@ async fn hard_off_body_has_no_graceful_flag() {
 #[tokio::test]
 async fn reset_posts_to_the_reset_link_without_a_content_type() {
     let mock = Mock::start(|s, _| accepted(&format!("{}/x/tasks/r-1", s.base))).await;
-    mock.client().reset(&mock.vm(VmState::On)).await.unwrap();
+    mock.client()
+        .power(&mock.vm(VmState::On), PowerRequest::Reset)
+        .await
+        .unwrap();
     let seen = mock.seen();
     assert_eq!(seen[0].method, "POST");
     assert!(seen[0].uri.ends_with("/virtualmachines/3/action/reset"));
@@ -294,7 +309,13 @@ async fn conflict_is_reported_as_abiquo_code_and_message() {
     .await;
     let err = mock
         .client()
-        .change_state(&mock.vm(VmState::Off), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::Off),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -449,7 +470,13 @@ async fn lost_answer_adopts_our_task_instead_of_resending() {
     .await;
     let client = mock.client();
     let answer = client
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap();
     match answer {
@@ -474,7 +501,13 @@ async fn every_lost_answer_is_reconciled_before_a_resend() {
     .await;
     let client = mock.client();
     let err = client
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(502));
@@ -512,7 +545,13 @@ async fn lost_answer_then_success_on_resend() {
     .await;
     let answer = mock
         .client()
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(answer.task_href().map(task_id_of), Some("t-2"));
@@ -534,7 +573,13 @@ async fn lost_answer_with_vm_already_in_target_state_is_not_resent() {
     .await;
     let answer = mock
         .client()
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -562,7 +607,11 @@ async fn lost_reset_answer_with_a_reset_task_is_never_resent() {
         }
     })
     .await;
-    let answer = mock.client().reset(&mock.vm(VmState::On)).await.unwrap();
+    let answer = mock
+        .client()
+        .power(&mock.vm(VmState::On), PowerRequest::Reset)
+        .await
+        .unwrap();
     assert_eq!(answer.task_href().map(task_id_of), Some("reset-1"));
     assert_eq!(mock.count("POST", "/action/reset"), 1);
 }
@@ -582,7 +631,13 @@ async fn a_vm_locked_by_someone_else_ends_in_answer_lost() {
     .await;
     let err = mock
         .client()
-        .change_state(&mock.vm(VmState::On), VmState::Off, false)
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::AnswerLost { .. }), "{err}");
@@ -708,21 +763,6 @@ fn endpoints_with_credentials_or_odd_schemes_are_refused() {
         assert!(matches!(err, ClientError::Config(_)), "{bad}: {err}");
         assert!(!err.to_string().contains(":pw@"));
     }
-}
-
-#[test]
-fn task_types_match_the_mutation() {
-    let off = Mutation::State {
-        target: VmState::Off,
-        graceful: true,
-    };
-    assert_eq!(off.task_types(&VmState::On), vec![TaskType::Shutdown]);
-    let on = Mutation::State {
-        target: VmState::On,
-        graceful: false,
-    };
-    assert!(on.task_types(&VmState::Paused).contains(&TaskType::Resume));
-    assert_eq!(on.task_types(&VmState::Off), vec![TaskType::PowerOn]);
 }
 
 #[tokio::test]
