@@ -13,7 +13,7 @@ pub mod poll;
 pub mod resume;
 mod vm;
 
-use crate::abiquo::client::Client;
+use crate::abiquo::api::CloudApi;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
 use crate::exec::poll::{PollPolicy, TaskDurations};
 use crate::exec::resume::ResumeState;
@@ -155,15 +155,15 @@ pub struct Hooks {
 }
 
 /// What every VM future borrows.
-pub(crate) struct Ctx<'a> {
-    client: &'a Client,
+pub(crate) struct Ctx<'a, A> {
+    client: &'a A,
     options: &'a RunOptions,
     events: &'a mpsc::Sender<Event>,
     control: &'a RunControl,
     hooks: &'a Hooks,
 }
 
-impl Ctx<'_> {
+impl<A: CloudApi> Ctx<'_, A> {
     async fn emit(&self, event: Event) {
         if let Some(journal) = &self.hooks.journal {
             journal.record(&event).await;
@@ -210,8 +210,8 @@ struct Tally {
 
 /// Runs `plan` (made from `runbook`) and returns the summary. Events go to `events`;
 /// `control` stops it early.
-pub async fn execute(
-    client: &Client,
+pub async fn execute<A: CloudApi>(
+    client: &A,
     plan: &Plan,
     runbook: &Runbook,
     options: &RunOptions,
@@ -231,8 +231,8 @@ pub async fn execute(
 }
 
 /// [`execute`] with a journal and/or the state of an earlier run to resume.
-pub async fn execute_with(
-    client: &Client,
+pub async fn execute_with<A: CloudApi>(
+    client: &A,
     plan: &Plan,
     runbook: &Runbook,
     options: &RunOptions,
@@ -305,7 +305,11 @@ pub async fn execute_with(
 }
 
 /// Announces stops, enforces the deadline and the drain bound. Never completes.
-async fn watchdog(ctx: &Ctx<'_>, deadline: Option<Duration>, announced: &AtomicBool) {
+async fn watchdog<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    deadline: Option<Duration>,
+    announced: &AtomicBool,
+) {
     let stop = ctx.control.stop_token().clone();
     let deadline_hit = async {
         match deadline {
@@ -348,8 +352,8 @@ fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
     }
 }
 
-struct Scheduler<'a> {
-    ctx: &'a Ctx<'a>,
+struct Scheduler<'a, A> {
+    ctx: &'a Ctx<'a, A>,
     plan: &'a Plan,
     runbook: &'a Runbook,
     slots: &'a Semaphore,
@@ -359,7 +363,7 @@ struct Scheduler<'a> {
     done: &'a [watch::Sender<bool>],
 }
 
-impl Scheduler<'_> {
+impl<A: CloudApi> Scheduler<'_, A> {
     async fn run_step(&self, step: &PlannedStep) {
         for &dep in &step.after {
             if let Some(pos) = self.plan.steps.iter().position(|s| s.index == dep)

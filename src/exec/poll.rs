@@ -9,7 +9,7 @@
 //! off once the task is overdue. With nothing learned yet it falls back to exponential
 //! backoff from `initial`.
 
-use crate::abiquo::client::Client;
+use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::Task;
 use crate::exec::event::Event;
@@ -345,8 +345,8 @@ pub struct Pacing<'a> {
 /// Polls `href` until the task is terminal, `timeout` elapses or `cancel` fires, with the
 /// cold (exponential) schedule. Transient read failures (already retried by the client) do
 /// not end the wait; a vanished task (404) or a fatal API error does.
-pub async fn wait_for_task(
-    client: &Client,
+pub async fn wait_for_task<A: CloudApi>(
+    client: &A,
     href: &str,
     policy: &PollPolicy,
     timeout: Duration,
@@ -365,8 +365,8 @@ pub async fn wait_for_task(
 
 /// [`wait_for_task`], polling near the expected finish learned in `pacing` and teaching it
 /// this task's duration when it succeeds.
-pub async fn wait_for_task_paced(
-    client: &Client,
+pub async fn wait_for_task_paced<A: CloudApi>(
+    client: &A,
     href: &str,
     policy: &PollPolicy,
     pacing: Pacing<'_>,

@@ -1,6 +1,6 @@
 //! One VM in one step: read its state, skip/refuse/act, follow the task, confirm the result.
 
-use crate::abiquo::client::MutationAnswer;
+use crate::abiquo::api::{CloudApi, MutationAnswer};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{Task, VirtualMachine, VmState};
 use crate::exec::Ctx;
@@ -123,7 +123,7 @@ enum ReadStop {
     Killed,
 }
 
-pub(crate) async fn run(ctx: &Ctx<'_>, job: VmJob<'_>) -> VmResult {
+pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResult {
     let planned = &job.step.targets[job.target];
     let started = Instant::now();
     let mut r = VmResult {
@@ -163,7 +163,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, job: VmJob<'_>) -> VmResult {
     r
 }
 
-async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
     if r.vm.href.is_empty() {
         r.path = PathTaken::Skipped;
         return outcome_of(&job.step.targets[job.target].disposition);
@@ -222,8 +222,8 @@ async fn drive(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
 
 /// How a graceful shutdown with a fallback goes on once its task ended (or timed out):
 /// success, hard off after a failure, or a hard-off attempt after the fallback delay.
-async fn after_graceful(
-    ctx: &Ctx<'_>,
+async fn after_graceful<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     end: ActEnd,
@@ -264,8 +264,8 @@ async fn after_graceful(
 }
 
 /// Resume: a task was accepted before the earlier run stopped. Follow it; send nothing.
-async fn reattach(
-    ctx: &Ctx<'_>,
+async fn reattach<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     href: &str,
@@ -295,8 +295,8 @@ async fn reattach(
 /// processed. Re-attach to its task if the VM's tasks show one; otherwise skip the VM if it
 /// already is where the request leads; act only if neither. A reset cannot be judged by the
 /// state (the VM is ON before and after), so only its task counts: never a second reset.
-async fn inspect(
-    ctx: &Ctx<'_>,
+async fn inspect<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     intent: &Intent,
@@ -359,7 +359,7 @@ fn task_id_of(href: &str) -> &str {
 }
 
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
-async fn force_off(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+async fn force_off<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
     let vm = match read_settled(ctx, &r.vm.href).await {
         Ok(vm) => vm,
         Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
@@ -377,7 +377,11 @@ async fn force_off(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome
 }
 
 /// One hard-off attempt while the graceful task may still hold the lock. `None` = busy.
-async fn force_off_once(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> Option<VmOutcome> {
+async fn force_off_once<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+) -> Option<VmOutcome> {
     let vm = match ctx.client.get_vm_at(&r.vm.href).await {
         Ok(vm) => vm,
         Err(e) => return Some(client_failure(ctx, &e)),
@@ -389,8 +393,8 @@ async fn force_off_once(ctx: &Ctx<'_>, job: VmJob<'_>, r: &mut VmResult) -> Opti
 }
 
 /// Hard off from a freshly read VM. `None` only with [`OnBusy::Return`] when busy.
-async fn force_off_from(
-    ctx: &Ctx<'_>,
+async fn force_off_from<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     vm: VirtualMachine,
@@ -420,8 +424,8 @@ async fn force_off_from(
 const BUSY: &str = "the VM is busy with another task";
 
 /// Sends one mutation (waiting out a lock if asked) and follows its task.
-async fn act(
-    ctx: &Ctx<'_>,
+async fn act<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     vm: VirtualMachine,
@@ -525,8 +529,8 @@ async fn act(
 }
 
 /// Records the task link (on disk before the task is followed).
-async fn emit_accepted(
-    ctx: &Ctx<'_>,
+async fn emit_accepted<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     href: &str,
@@ -545,8 +549,8 @@ async fn emit_accepted(
 
 /// Polls a task to its end: near its expected finish when we know when it was accepted
 /// (`since`), with the cold backoff otherwise (a task re-attached on resume).
-async fn follow(
-    ctx: &Ctx<'_>,
+async fn follow<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     href: &str,
@@ -601,8 +605,8 @@ async fn follow(
 }
 
 /// After a successful task: confirm the VM really reached the target state.
-async fn finish_ok(
-    ctx: &Ctx<'_>,
+async fn finish_ok<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     task: Option<Task>,
@@ -645,8 +649,8 @@ async fn finish_ok(
 }
 
 /// Every ending but success.
-async fn finish_other(
-    ctx: &Ctx<'_>,
+async fn finish_other<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
     r: &mut VmResult,
     end: ActEnd,
     timeout: Duration,
@@ -680,7 +684,7 @@ async fn finish_other(
 }
 
 /// Best effort: the state after a failure, for the table.
-async fn refresh_after(ctx: &Ctx<'_>, r: &mut VmResult) {
+async fn refresh_after<A: CloudApi>(ctx: &Ctx<'_, A>, r: &mut VmResult) {
     if let Ok(vm) = ctx.client.get_vm_at(&r.vm.href).await {
         r.state_after = Some(vm.state);
         r.deallocated_after = vm.deallocated;
@@ -719,14 +723,14 @@ fn outcome_of(d: &Disposition) -> VmOutcome {
     }
 }
 
-pub(crate) fn not_started(ctx: &Ctx<'_>) -> VmOutcome {
+pub(crate) fn not_started<A: CloudApi>(ctx: &Ctx<'_, A>) -> VmOutcome {
     VmOutcome::NotStarted {
         reason: ctx.control.short_reason(),
     }
 }
 
 /// A client error as a VM failure; a fatal one also stops the run.
-fn client_failure(ctx: &Ctx<'_>, e: &ClientError) -> VmOutcome {
+fn client_failure<A: CloudApi>(ctx: &Ctx<'_, A>, e: &ClientError) -> VmOutcome {
     if e.is_fatal_for_run() {
         ctx.control.abort(format!("the API refused us: {e}"));
     }
@@ -737,7 +741,10 @@ fn client_failure(ctx: &Ctx<'_>, e: &ClientError) -> VmOutcome {
 
 /// Reads the VM; while it is LOCKED (another task running), waits with backoff, bounded by
 /// the run's `lock_wait`.
-async fn read_settled(ctx: &Ctx<'_>, href: &str) -> Result<VirtualMachine, ReadStop> {
+async fn read_settled<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    href: &str,
+) -> Result<VirtualMachine, ReadStop> {
     let deadline = Instant::now() + ctx.options.lock_wait;
     let mut schedule = ctx.options.poll.schedule();
     loop {

@@ -9,7 +9,7 @@ pub mod render;
 pub mod rules;
 pub mod select;
 
-use crate::abiquo::client::Client;
+use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{VirtualMachine, VmState};
 use crate::runbook::model::{Action, Order, Runbook, Step};
@@ -194,7 +194,7 @@ impl Plan {
 }
 
 /// Lists the VMs once and builds the plan.
-pub async fn resolve(client: &Client, runbook: &Runbook) -> Result<Plan, ClientError> {
+pub async fn resolve<A: CloudApi>(client: &A, runbook: &Runbook) -> Result<Plan, ClientError> {
     let vms = client.list_vms().await?;
     Ok(build(runbook, &vms, client.endpoint()))
 }
