@@ -190,7 +190,7 @@ impl Test {
         self.configure(|c| f(&mut c.faults))
     }
 
-    /// Any other change to the simulator's configuration.
+    /// Any other change to the simulator's configuration (the lab when none was given).
     pub fn configure(self, f: impl FnOnce(&mut SimConfig)) -> Self {
         self.cloud.configure(f);
         self
