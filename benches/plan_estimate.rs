@@ -9,7 +9,7 @@
 
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
-use powerbook::exec::cmd::execute_with_reporters;
+use powerbook::commands::session::execute_with_reporters;
 use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
 use powerbook::plan::estimate::{EstimateInputs, estimate};

@@ -7,10 +7,10 @@
 //! Failure thresholds, the deadline and Ctrl-C stop the launching of new VMs; VMs in flight
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
-pub mod cmd;
 pub mod event;
 pub mod poll;
 pub mod resume;
+pub mod status;
 mod vm;
 
 use crate::abiquo::api::CloudApi;

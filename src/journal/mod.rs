@@ -4,8 +4,9 @@
 //! arrives); [`load`] reads a journal back (tolerating a torn last line) and folds it into a
 //! [`RunView`]; [`resume`], [`restore`] and [`runs`] build on that.
 
-pub mod cmd;
+pub mod estimates;
 pub mod history;
+pub mod lifecycle;
 pub mod restore;
 pub mod resume;
 pub mod runs;

@@ -2,11 +2,12 @@
 //! steps and split them into waves. `run` executes a plan; `plan` shows one; a saved plan is
 //! JSON (every type here is serde).
 
-pub mod cmd;
 pub mod document;
 pub mod estimate;
+pub mod locks;
 pub mod render;
 pub mod rules;
+pub mod saved;
 pub mod select;
 
 use crate::abiquo::api::CloudApi;

@@ -2,7 +2,6 @@
 //! media types, versions, states, errors, tasks and jobs), with fault injection and
 //! counters for tests. Tests start it in-process with [`SimHandle::start`].
 
-pub mod cmd;
 mod config;
 mod faults;
 mod inventory;

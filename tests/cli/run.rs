@@ -7,7 +7,7 @@ use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::abiquo::model::VmState;
 use powerbook::abiquo::retry::RetryPolicy;
-use powerbook::exec::cmd::execute_with_reporters;
+use powerbook::commands::session::execute_with_reporters;
 use powerbook::exec::event::{Event, PathTaken, Summary, VmOutcome, VmResult};
 use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
