@@ -2,6 +2,8 @@
 //! media types, versions, states, errors, tasks and jobs), with fault injection and
 //! counters for tests. Tests start it in-process with [`SimHandle::start`].
 
+#[cfg(test)]
+mod agreement;
 mod answer;
 pub mod cmd;
 mod config;
