@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod codes;
 pub mod error;
 pub mod media;
 pub mod model;

@@ -2,17 +2,10 @@
 //! would reject it). Follows the transition table of the API reference (§4.2); the executor
 //! applies the same rules again right before acting, on the state it has just read.
 
+use crate::abiquo::codes::Code;
 use crate::abiquo::model::VmState;
 use crate::plan::Disposition;
 use crate::runbook::model::{Action, Fallback};
-
-/// Abiquo's message for VM-4 (invalid transition).
-pub const VM4: &str = "The virtual machine cannot change to the required state";
-/// Abiquo's message for VM-11 (not in a hypervisor).
-pub const VM11: &str =
-    "The virtual machine is not in any hypervisor. Therefore the change of state cannot be applied";
-/// Abiquo's message for VM-26 (reset needs ON).
-pub const VM26: &str = "The allowed power state for resetting a virtual machine is ON";
 
 /// Start of the reason given for a LOCKED VM (`plan` adds which task holds it).
 pub const LOCKED_REASON: &str = "LOCKED by a running task";
@@ -30,9 +23,9 @@ pub fn evaluate(
     hypervisor: Option<&str>,
     fallback: Option<&Fallback>,
 ) -> Disposition {
-    let refuse = |code: &str, msg: &str| Disposition::Refuse {
-        code: Some(code.to_owned()),
-        reason: msg.to_owned(),
+    let refuse = |code: Code| Disposition::Refuse {
+        code: Some(code.code().to_owned()),
+        reason: code.message().to_owned(),
     };
     let skip = |reason: String| Disposition::Skip { reason };
     let act = |text: String| Disposition::Act { transition: text };
@@ -60,10 +53,10 @@ pub fn evaluate(
             return if matches!(action, Action::Off | Action::Shutdown | Action::Deallocate) {
                 skip(format!("not deployed ({state})"))
             } else {
-                refuse("VM-11", VM11)
+                refuse(Code::Vm11)
             };
         }
-        VmState::Unknown | VmState::Other(_) => return refuse("VM-11", VM11),
+        VmState::Unknown | VmState::Other(_) => return refuse(Code::Vm11),
         _ => {}
     }
     let from = state.as_str();
@@ -75,24 +68,24 @@ pub fn evaluate(
                 code: None,
                 reason: "the VM is PAUSED: use the `resume` action".into(),
             },
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Off | Action::Shutdown => match state {
             VmState::Off => skip("already OFF".into()),
             VmState::Configured => skip("never powered on (CONFIGURED)".into()),
             VmState::On => act(format!("ON → {}", describe_target(action, fallback))),
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Deallocate => match state {
             VmState::Off if deallocated == Some(true) => skip("already deallocated".into()),
             VmState::On => act("ON → OFF (deallocated)".into()),
             // OFF → OFF is VM-4: a stopped Azure VM must be powered on to be deallocated.
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Pause => match state {
             VmState::Paused => skip("already PAUSED".into()),
             VmState::On => act("ON → PAUSED".into()),
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Resume => match state {
             VmState::On => skip("already ON".into()),
@@ -104,7 +97,7 @@ pub fn evaluate(
         },
         Action::Reset => match state {
             VmState::On => act("ON → reset → ON".into()),
-            _ => refuse("VM-26", VM26),
+            _ => refuse(Code::Vm26),
         },
     }
 }
