@@ -7,9 +7,10 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::cli::{ConnectionArgs, RunArgs};
 use crate::exec::event::Summary;
-use crate::exec::poll::{PollPolicy, TaskDurations};
+use crate::exec::poll::PollPolicy;
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
 use crate::report::{Collector, Reporter, RunReport};
@@ -209,7 +210,8 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
     options.durations =
-        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint()).await;
+        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint(), &runbook.name)
+            .await;
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !test_mode && std::io::stderr().is_terminal();
@@ -217,16 +219,8 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         journal: Some(journal.sink()),
         resume: None,
     };
-    let (report, summary) = execute_with_hooks(
-        &client,
-        &plan,
-        runbook,
-        &options,
-        &control,
-        show_progress,
-        hooks,
-    )
-    .await;
+    let (report, summary) =
+        execute_with_hooks(&client, &plan, &options, &control, show_progress, hooks).await;
     signals.abort();
 
     let finish = crate::journal::cmd::Finish {
@@ -257,7 +251,6 @@ pub fn run_options(tuning: &crate::cli::RunTuning) -> RunOptions {
 pub async fn execute_with_reporters(
     client: &Client,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
@@ -265,7 +258,6 @@ pub async fn execute_with_reporters(
     execute_with_hooks(
         client,
         plan,
-        runbook,
         options,
         control,
         show_progress,
@@ -278,7 +270,6 @@ pub async fn execute_with_reporters(
 pub async fn execute_with_hooks(
     client: &Client,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
@@ -296,7 +287,7 @@ pub async fn execute_with_hooks(
         collector.finish();
         collector.into_report()
     });
-    let summary = execute_with(client, plan, runbook, options, &tx, control, &hooks).await;
+    let summary = execute_with(client, plan, options, &tx, control, &hooks).await;
     // The journal's writer finishes once every sink is gone.
     drop(hooks);
     drop(tx);

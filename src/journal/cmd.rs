@@ -342,16 +342,8 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         journal: Some(writer.sink()),
         resume: Some(state),
     };
-    let (report, summary) = execute_with_hooks(
-        &client,
-        &plan,
-        &runbook,
-        &options,
-        &control,
-        show_progress,
-        hooks,
-    )
-    .await;
+    let (report, summary) =
+        execute_with_hooks(&client, &plan, &options, &control, show_progress, hooks).await;
     signals.abort();
     let finish = Finish {
         emit_restore: args.emit_restore.as_deref(),

@@ -6,8 +6,9 @@ use crate::abiquo::model::{VirtualMachine, VmState};
 use crate::cli::{OutputFormat, PlanArgs, RunArgs};
 use crate::exec::cmd::{client_config, connect, start_simulator, test_mode};
 use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
 use crate::plan::document::{DOCUMENT_FORMAT, PlanDocument};
-use crate::plan::estimate::{EstimateInputs, History, estimate};
+use crate::plan::estimate::{EstimateInputs, estimate};
 use crate::plan::{Disposition, PLAN_FORMAT, Plan, build, rules, select};
 use crate::report::table::{RenderOptions, TEST_WIDTH};
 use crate::runbook::model::Runbook;
@@ -103,14 +104,8 @@ async fn plan_connected(args: &PlanArgs, runbook: &Runbook, simulator: Option<&s
 }
 
 /// Durations recorded by earlier runs of this runbook against this cloud (their journals).
-fn history_for(runs_dir: &Path, endpoint: &str, runbook: &Runbook) -> Option<History> {
-    let journals = crate::journal::history::past_journals(runs_dir, endpoint, Some(&runbook.name));
-    let results: Vec<_> = journals
-        .iter()
-        .flat_map(|j| crate::journal::RunView::of(j).results())
-        .collect();
-    let history = History::from_results(&results);
-    (!history.is_empty()).then_some(history)
+fn history_for(runs_dir: &Path, endpoint: &str, runbook: &Runbook) -> Option<TaskDurations> {
+    Some(TaskDurations::read(runs_dir, endpoint, &runbook.name))
 }
 
 fn absolute(path: &Path) -> String {
@@ -207,22 +202,21 @@ async fn running_task(client: &Client, vm: &VirtualMachine) -> Option<String> {
 pub fn load_saved(path: &Path) -> Result<PlanDocument, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the saved plan {}: {e}", path.display()))?;
-    let doc: PlanDocument = serde_json::from_str(&text).map_err(|e| {
+    let not_a_plan = |e: serde_json::Error| {
         format!(
             "{} is not a plan saved by `powerbook plan --save`: {e}",
             path.display()
         )
-    })?;
-    if doc.format != DOCUMENT_FORMAT || doc.plan.format != PLAN_FORMAT {
+    };
+    let (format, plan_format) = PlanDocument::formats_of(&text).map_err(not_a_plan)?;
+    if format != DOCUMENT_FORMAT || plan_format != PLAN_FORMAT {
         return Err(format!(
-            "{} has plan format {}/{}, this powerbook reads {DOCUMENT_FORMAT}/{PLAN_FORMAT}: \
-             make the plan again",
+            "{} has plan format {format}/{plan_format}, this powerbook reads \
+             {DOCUMENT_FORMAT}/{PLAN_FORMAT}: make the plan again",
             path.display(),
-            doc.format,
-            doc.plan.format
         ));
     }
-    Ok(doc)
+    serde_json::from_str(&text).map_err(not_a_plan)
 }
 
 /// With `--plan` and no RUNBOOK, the runbook is the one the plan was made from.

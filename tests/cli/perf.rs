@@ -64,7 +64,7 @@ fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
             }
             at
         });
-        let summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
+        let summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         drop(tx);
         let noticed = noticed.await.unwrap();
         assert_eq!(summary.counts.ok, VMS);
