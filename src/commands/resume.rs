@@ -126,16 +126,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         output: args.output,
         test_mode: test_mode(),
     };
-    session::execute_journaled(
-        &client,
-        &plan,
-        &runbook,
-        &options,
-        writer,
-        Some(state),
-        finish,
-    )
-    .await
+    session::execute_journaled(&client, &plan, &options, writer, Some(state), finish).await
 }
 
 /// Live targets of the plan the resume would still act on.

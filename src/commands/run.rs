@@ -8,8 +8,8 @@ use crate::commands::session::{
     self, Finish, Simulate, can_confirm, client_config, confirm, connect, run_options, test_mode,
     with_simulator,
 };
-use crate::exec::poll::TaskDurations;
 use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
 use crate::plan::{Plan, build, select};
@@ -108,14 +108,15 @@ async fn run_connected(
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
     options.durations =
-        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint()).await;
+        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint(), &runbook.name)
+            .await;
     let finish = Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
         output: args.output,
         test_mode,
     };
-    session::execute_journaled(&client, &plan, runbook, &options, journal, None, finish).await
+    session::execute_journaled(&client, &plan, &options, journal, None, finish).await
 }
 
 /// `--plan FILE` (and `--replan`).

@@ -10,11 +10,12 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::cli::{ConnectionArgs, OutputFormat, RunTuning};
 use crate::exec::event::Summary;
-use crate::exec::poll::{PollPolicy, TaskDurations};
+use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::status::FinalStatus;
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
 use crate::journal::lifecycle::resume_hint;
 use crate::journal::restore::{NOTHING_TOUCHED, restore_runbook};
 use crate::journal::writer::JournalWriter;
@@ -231,7 +232,6 @@ pub async fn handle_ctrl_c(control: RunControl) {
 pub async fn execute_with_reporters<A: CloudApi>(
     client: &A,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
@@ -239,7 +239,6 @@ pub async fn execute_with_reporters<A: CloudApi>(
     execute_with_hooks(
         client,
         plan,
-        runbook,
         options,
         control,
         show_progress,
@@ -252,7 +251,6 @@ pub async fn execute_with_reporters<A: CloudApi>(
 pub async fn execute_with_hooks<A: CloudApi>(
     client: &A,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
@@ -270,7 +268,7 @@ pub async fn execute_with_hooks<A: CloudApi>(
         collector.finish();
         collector.into_report()
     });
-    let summary = execute_with(client, plan, runbook, options, &tx, control, &hooks).await;
+    let summary = execute_with(client, plan, options, &tx, control, &hooks).await;
     // The journal's writer finishes once every sink is gone.
     drop(hooks);
     drop(tx);
@@ -289,7 +287,6 @@ pub async fn execute_with_hooks<A: CloudApi>(
 pub async fn execute_journaled(
     client: &Client,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     journal: JournalWriter,
     resume: Option<ResumeState>,
@@ -302,16 +299,8 @@ pub async fn execute_journaled(
         journal: Some(journal.sink()),
         resume,
     };
-    let (report, summary) = execute_with_hooks(
-        client,
-        plan,
-        runbook,
-        options,
-        &control,
-        show_progress,
-        hooks,
-    )
-    .await;
+    let (report, summary) =
+        execute_with_hooks(client, plan, options, &control, show_progress, hooks).await;
     signals.abort();
     finish_run(journal, &report, &summary, finish).await
 }

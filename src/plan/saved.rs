@@ -12,22 +12,21 @@ use std::path::Path;
 pub fn load_saved(path: &Path) -> Result<PlanDocument, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the saved plan {}: {e}", path.display()))?;
-    let doc: PlanDocument = serde_json::from_str(&text).map_err(|e| {
+    let not_a_plan = |e: serde_json::Error| {
         format!(
             "{} is not a plan saved by `powerbook plan --save`: {e}",
             path.display()
         )
-    })?;
-    if doc.format != DOCUMENT_FORMAT || doc.plan.format != PLAN_FORMAT {
+    };
+    let (format, plan_format) = PlanDocument::formats_of(&text).map_err(not_a_plan)?;
+    if format != DOCUMENT_FORMAT || plan_format != PLAN_FORMAT {
         return Err(format!(
-            "{} has plan format {}/{}, this powerbook reads {DOCUMENT_FORMAT}/{PLAN_FORMAT}: \
-             make the plan again",
+            "{} has plan format {format}/{plan_format}, this powerbook reads \
+             {DOCUMENT_FORMAT}/{PLAN_FORMAT}: make the plan again",
             path.display(),
-            doc.format,
-            doc.plan.format
         ));
     }
-    Ok(doc)
+    serde_json::from_str(&text).map_err(not_a_plan)
 }
 
 /// A planned VM that is no longer as the plan saw it.

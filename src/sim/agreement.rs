@@ -11,11 +11,10 @@ use super::error::ApiError;
 use super::transitions::{Transition, VmFacts, decide};
 use crate::abiquo::codes::Code;
 use crate::abiquo::model::VmState;
-use crate::plan::Disposition;
 use crate::plan::rules::{evaluate, reached};
-use crate::runbook::model::{Action, Fallback};
+use crate::plan::{Disposition, PlannedFallback};
+use crate::runbook::model::Action;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// Hypervisors and the `deallocated` values their VMs can carry.
 const HYPERVISORS: [(&str, Option<bool>); 6] = [
@@ -46,9 +45,9 @@ impl Cell {
     }
 
     fn planned(&self) -> Disposition {
-        let fallback = Fallback {
+        let fallback = PlannedFallback {
             action: Action::Off,
-            after: Duration::from_secs(300),
+            after_ms: 300_000,
         };
         evaluate(
             self.action,

@@ -53,7 +53,7 @@ fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
             }
             finished
         });
-        let summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
+        let summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         drop(tx);
         assert_eq!(noticed.await.unwrap(), VMS);
         assert_eq!(summary.counts.ok, VMS);

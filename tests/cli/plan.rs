@@ -284,7 +284,7 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
     assert!(!validator.is_valid(&broken));
 
     assert_eq!(doc["format"], 1);
-    assert_eq!(doc["plan"]["format"], 1);
+    assert_eq!(doc["plan"]["format"], 2);
     let kinds: BTreeSet<String> = doc["plan"]["steps"]
         .as_array()
         .unwrap()
@@ -311,6 +311,23 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
     .map(String::from)
     .into();
     assert_eq!(kinds, want);
+    // An acting VM: the typed transition, and the same words as the human plan.
+    let web_01 = doc["plan"]["steps"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["vm"]["name"] == "web-01")
+        .unwrap();
+    assert_eq!(
+        web_01["disposition"],
+        serde_json::json!({
+            "kind": "act",
+            "from": "ON",
+            "to": "OFF",
+            "request": { "kind": "state", "target": "OFF", "graceful": false },
+            "transition": "ON → OFF (hard)",
+        })
+    );
     assert_eq!(doc["totals"]["refuse"], 6);
     let warnings: Vec<&str> = doc["warnings"]
         .as_array()
@@ -523,6 +540,45 @@ fn a_saved_plan_is_refused_when_the_runbook_changed() {
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("changed since the plan"), "{stderr}");
     assert!(stderr.contains("make a new plan"), "{stderr}");
+    assert_eq!(sim.stats().mutation_count(), 0);
+}
+
+#[test]
+fn a_plan_saved_by_an_older_powerbook_is_refused_for_its_format() {
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let (rb, saved) = save_plan(&t);
+    // Format 1: dispositions in words only, steps without what executing them needs.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    doc["plan"]["format"] = 1.into();
+    for step in doc["plan"]["steps"].as_array_mut().unwrap() {
+        let step = step.as_object_mut().unwrap();
+        step.remove("task_timeout_ms");
+        step.remove("on_failure");
+        for t in step["targets"].as_array_mut().unwrap() {
+            let d = &mut t["disposition"];
+            if d["kind"] == "act" {
+                *d = serde_json::json!({ "kind": "act", "transition": d["transition"] });
+            }
+        }
+    }
+    std::fs::write(&saved, doc.to_string()).unwrap();
+    let (code, _, stderr) = run(
+        &t,
+        [
+            "run",
+            rb.to_str().unwrap(),
+            "--plan",
+            saved.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("has plan format 1/1, this powerbook reads 1/2: make the plan again"),
+        "{stderr}"
+    );
     assert_eq!(sim.stats().mutation_count(), 0);
 }
 

@@ -73,7 +73,7 @@ async fn run_lib_with(
         drain_timeout: Duration::from_secs(10),
         ..RunOptions::default()
     };
-    execute_with_reporters(&client, &plan, &runbook, &options, &control, false).await
+    execute_with_reporters(&client, &plan, &options, &control, false).await
 }
 
 fn result<'a>(report: &'a RunReport, step: &str, vm: &str) -> &'a VmResult {
