@@ -15,6 +15,7 @@ use crate::abiquo::model::{
     VmState,
 };
 use crate::abiquo::retry::{RetryPolicy, parse_retry_after};
+use crate::abiquo::tasks::{find_ours, task_id_of};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -28,8 +29,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Header carrying the session token answered by `GET /login`.
 const TOKEN_HEADER: &str = "x-abiquo-token";
-/// Tasks created this long before our request still count as ours (server clock skew).
-const CLOCK_SKEW_SECS: i64 = 5;
 /// Longest paging chain we follow before calling the listing broken.
 const MAX_PAGES: usize = 100_000;
 
@@ -230,13 +229,6 @@ impl CloudApi for Client {
     ) -> Result<MutationAnswer, ClientError> {
         Client::power(self, vm, request).await
     }
-}
-/// Task id of a task URL (its last path segment).
-fn task_id_of(href: &str) -> &str {
-    href.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(href)
 }
 
 impl Client {
@@ -621,16 +613,12 @@ impl Client {
         sent_at: i64,
         context: &str,
     ) -> Result<Reconciled, ClientError> {
-        let types = mutation.task_types(&vm.state);
         let started = Instant::now();
         let mut round = 0u32;
         loop {
             let tasks = self.vm_tasks(vm).await?;
-            let found = tasks.iter().find(|t| {
-                types.contains(&t.task_type)
-                    && t.creation_timestamp
-                        .is_some_and(|c| c >= sent_at - CLOCK_SKEW_SECS)
-                    && !lock(&self.inner.known_tasks).contains(&t.task_id)
+            let found = find_ours(&tasks, mutation, &vm.state, sent_at, |id| {
+                lock(&self.inner.known_tasks).contains(id)
             });
             if let Some(task) = found {
                 let href = task.link("self").map(|l| l.href.clone()).ok_or_else(|| {

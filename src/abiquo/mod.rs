@@ -7,6 +7,7 @@ pub mod error;
 pub mod media;
 pub mod model;
 pub mod retry;
+pub mod tasks;
 
 pub use api::{CloudApi, MutationAnswer};
 pub use auth::Credentials;

@@ -2,7 +2,7 @@
 //! event is serde so a JSON-lines journal can write them as they come.
 
 use crate::abiquo::client::ClientStats;
-use crate::abiquo::model::{JobState, Task, TaskState, VmState};
+use crate::abiquo::model::{JobState, PowerRequest, PowerState, Task, TaskState, VmState};
 use crate::plan::{Plan, StepCounts, VmRef};
 use crate::runbook::model::Action;
 use serde::{Deserialize, Serialize};
@@ -86,11 +86,44 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub action: Action,
-    /// `PUT state OFF (graceful)`, `POST reset`...
-    pub request: String,
+    /// The request about to be sent. Journals of format 1 hold its display text instead
+    /// (`PUT state OFF (graceful)`); those are still read, see [`legacy_request`].
+    #[serde(deserialize_with = "request_or_legacy")]
+    pub request: PowerRequest,
     pub from: VmState,
     pub to: VmState,
     pub path: PathTaken,
+}
+
+/// Reads the typed request, or the display text journal format 1 recorded.
+fn request_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PowerRequest, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Typed(PowerRequest),
+        Legacy(String),
+    }
+    match Form::deserialize(d)? {
+        Form::Typed(request) => Ok(request),
+        Form::Legacy(text) => legacy_request(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown power request `{text}`"))),
+    }
+}
+
+/// Legacy form (journal format 1): the request as text, `PUT state X`,
+/// `PUT state X (graceful)` or `POST reset`. Only read, never written.
+pub fn legacy_request(text: &str) -> Option<PowerRequest> {
+    let text = text.trim();
+    if text == "POST reset" {
+        return Some(PowerRequest::Reset);
+    }
+    let rest = text.strip_prefix("PUT state ")?;
+    let (state, graceful) = match rest.strip_suffix(" (graceful)") {
+        Some(state) => (state, true),
+        None => (rest, false),
+    };
+    let target = PowerState::of(&VmState::parse_known(state.trim())?)?;
+    Some(PowerRequest::State { target, graceful })
 }
 
 /// How the VM got (or did not get) to its target state.

@@ -1,7 +1,7 @@
 //! What an earlier, interrupted run already did, as the executor needs it to continue
 //! without sending any power action twice. Built from a journal by `journal::resume`.
 
-use crate::abiquo::model::{TaskType, VmState};
+use crate::abiquo::model::TaskType;
 use crate::exec::event::{Intent, PathTaken, VmResult};
 use crate::runbook::model::Action;
 use std::collections::HashMap;
@@ -44,19 +44,7 @@ impl ResumeState {
 impl Intent {
     /// Task types the API records for this request (as in the client's reconciliation).
     pub fn task_types(&self) -> Vec<TaskType> {
-        if self.request.starts_with("POST reset") {
-            return vec![TaskType::Reset];
-        }
-        match self.to {
-            VmState::On if self.from == VmState::Paused => {
-                vec![TaskType::Resume, TaskType::Reset, TaskType::PowerOn]
-            }
-            VmState::On => vec![TaskType::PowerOn],
-            VmState::Off if self.request.contains("graceful") => vec![TaskType::Shutdown],
-            VmState::Off => vec![TaskType::PowerOff],
-            VmState::Paused => vec![TaskType::Pause],
-            _ => Vec::new(),
-        }
+        self.request.task_types(&self.from)
     }
 
     /// The action whose target state tells whether the request took effect.
@@ -72,11 +60,14 @@ impl Intent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abiquo::model::{PowerRequest, VmState};
+    use crate::exec::event::legacy_request;
 
+    /// Intents as journal format 1 recorded them (the request as text) still resolve.
     fn intent(action: Action, request: &str, from: VmState, to: VmState) -> Intent {
         Intent {
             action,
-            request: request.into(),
+            request: legacy_request(request).unwrap(),
             from,
             to,
             path: PathTaken::Direct,
@@ -113,5 +104,26 @@ mod tests {
         i.path = PathTaken::Forced;
         assert_eq!(i.effective_action(), Action::Off);
         assert_eq!(i.task_types(), [TaskType::PowerOff]);
+    }
+
+    #[test]
+    fn old_and_new_intent_lines_read_the_same() {
+        let legacy = r#"{"action":"shutdown","request":"PUT state OFF (graceful)","from":"ON","to":"OFF","path":"graceful"}"#;
+        let old: Intent = serde_json::from_str(legacy).unwrap();
+        assert_eq!(old.request, Action::Shutdown.request());
+        let typed = serde_json::to_string(&old).unwrap();
+        assert!(typed.contains(r#""request":{"kind":"state","target":"OFF","graceful":true}"#));
+        assert_eq!(serde_json::from_str::<Intent>(&typed).unwrap(), old);
+        for (text, request) in [
+            ("POST reset", PowerRequest::Reset),
+            ("PUT state ON", Action::On.request()),
+            ("PUT state PAUSED", Action::Pause.request()),
+            ("PUT state OFF", PowerRequest::HARD_OFF),
+        ] {
+            assert_eq!(legacy_request(text), Some(request), "{text}");
+        }
+        assert_eq!(legacy_request("PUT state LOCKED"), None);
+        let bad = legacy.replace("PUT state OFF (graceful)", "DELETE vm");
+        assert!(serde_json::from_str::<Intent>(&bad).is_err());
     }
 }

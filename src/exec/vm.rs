@@ -2,7 +2,8 @@
 
 use crate::abiquo::api::{CloudApi, MutationAnswer};
 use crate::abiquo::error::ClientError;
-use crate::abiquo::model::{Task, VirtualMachine, VmState};
+use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmState};
+use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
 use crate::exec::poll::{Pacing, TaskWait, wait_for_task, wait_for_task_paced};
@@ -18,78 +19,6 @@ pub(crate) struct VmJob<'a> {
     pub step: &'a PlannedStep,
     pub rb_step: &'a Step,
     pub target: usize,
-}
-
-/// What is sent to the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
-    State { target: VmStateKind, graceful: bool },
-    Reset,
-}
-
-/// The three states a PUT may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VmStateKind {
-    On,
-    Off,
-    Paused,
-}
-
-impl VmStateKind {
-    fn power(self) -> crate::abiquo::model::PowerState {
-        use crate::abiquo::model::PowerState;
-        match self {
-            VmStateKind::On => PowerState::On,
-            VmStateKind::Off => PowerState::Off,
-            VmStateKind::Paused => PowerState::Paused,
-        }
-    }
-
-    fn state(self) -> VmState {
-        match self {
-            VmStateKind::On => VmState::On,
-            VmStateKind::Off => VmState::Off,
-            VmStateKind::Paused => VmState::Paused,
-        }
-    }
-}
-
-impl Request {
-    fn for_action(action: Action) -> Request {
-        let state = |target, graceful| Request::State { target, graceful };
-        match action {
-            Action::On | Action::Resume => state(VmStateKind::On, false),
-            Action::Off | Action::Deallocate => state(VmStateKind::Off, false),
-            Action::Shutdown => state(VmStateKind::Off, true),
-            Action::Pause => state(VmStateKind::Paused, false),
-            Action::Reset => Request::Reset,
-        }
-    }
-
-    fn hard_off() -> Request {
-        Request::State {
-            target: VmStateKind::Off,
-            graceful: false,
-        }
-    }
-
-    fn text(self) -> String {
-        match self {
-            Request::State { target, graceful } => format!(
-                "PUT state {}{}",
-                target.state(),
-                if graceful { " (graceful)" } else { "" }
-            ),
-            Request::Reset => "POST reset".into(),
-        }
-    }
-
-    fn to(self) -> VmState {
-        match self {
-            Request::State { target, .. } => target.state(),
-            Request::Reset => VmState::On,
-        }
-    }
 }
 
 /// What to do when the API says the VM is busy (LOCKED by another task).
@@ -191,7 +120,7 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
     match (action, job.rb_step.fallback) {
         (Action::Shutdown, Some(fallback)) => {
             r.path = PathTaken::Graceful;
-            let graceful = Request::for_action(action);
+            let graceful = action.request();
             let sent = Instant::now();
             let end = act(
                 ctx,
@@ -211,7 +140,7 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
             } else {
                 PathTaken::Direct
             };
-            let request = Request::for_action(action);
+            let request = action.request();
             match act(ctx, job, r, vm, request, timeout, OnBusy::Wait).await {
                 ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
                 other => finish_other(ctx, r, other, timeout).await,
@@ -303,8 +232,7 @@ async fn inspect<A: CloudApi>(
     at_ms: u64,
     known: &[String],
 ) -> VmOutcome {
-    let types = intent.task_types();
-    let since = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX) - INSPECT_SKEW_SECS;
+    let sent_at = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
     let known_ids: Vec<&str> = known.iter().map(|h| task_id_of(h)).collect();
     let mut vm = match ctx.client.get_vm_at(&r.vm.href).await {
         Ok(vm) => vm,
@@ -315,10 +243,8 @@ async fn inspect<A: CloudApi>(
             Ok(t) => t,
             Err(e) => return client_failure(ctx, &e),
         };
-        let ours = tasks.iter().find(|t| {
-            types.contains(&t.task_type)
-                && t.creation_timestamp.is_some_and(|c| c >= since)
-                && !known_ids.contains(&t.task_id.as_str())
+        let ours = find_ours(&tasks, intent.request, &intent.from, sent_at, |id| {
+            known_ids.contains(&id)
         });
         if let Some(href) = ours.and_then(|t| t.link("self")).map(|l| l.href.clone()) {
             return reattach(ctx, job, r, &href, intent).await;
@@ -343,19 +269,6 @@ async fn inspect<A: CloudApi>(
         return finish_ok(ctx, job, r, None).await;
     }
     drive(ctx, job, r).await
-}
-
-/// Tasks created this long before the recorded intent still count. Generous on purpose: the
-/// API's clock may be behind ours, and missing our own task would mean acting twice, while
-/// adopting an older task of the same type only means following a finished task.
-const INSPECT_SKEW_SECS: i64 = 120;
-
-/// Task id of a task URL (its last path segment).
-fn task_id_of(href: &str) -> &str {
-    href.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(href)
 }
 
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
@@ -410,7 +323,7 @@ async fn force_off_from<A: CloudApi>(
     r.path = PathTaken::Forced;
     let timeout = job.rb_step.task_timeout;
     Some(
-        match act(ctx, job, r, vm, Request::hard_off(), timeout, busy).await {
+        match act(ctx, job, r, vm, PowerRequest::HARD_OFF, timeout, busy).await {
             ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
             ActEnd::Busy => {
                 r.path = PathTaken::Graceful;
@@ -429,7 +342,7 @@ async fn act<A: CloudApi>(
     job: VmJob<'_>,
     r: &mut VmResult,
     vm: VirtualMachine,
-    request: Request,
+    request: PowerRequest,
     timeout: Duration,
     on_busy: OnBusy,
 ) -> ActEnd {
@@ -444,9 +357,9 @@ async fn act<A: CloudApi>(
                 vm: r.vm.clone(),
                 intent: Intent {
                     action: job.step.action,
-                    request: request.text(),
+                    request,
                     from: vm.state.clone(),
-                    to: request.to(),
+                    to: request.target_state(),
                     path: r.path,
                 },
             })
@@ -457,31 +370,12 @@ async fn act<A: CloudApi>(
                 reason: format!("journal: {e}"),
             });
         }
-        let sent = async {
-            match request {
-                Request::State { target, graceful } => {
-                    ctx.client
-                        .power(
-                            &vm,
-                            crate::abiquo::model::PowerRequest::State {
-                                target: target.power(),
-                                graceful,
-                            },
-                        )
-                        .await
-                }
-                Request::Reset => {
-                    ctx.client
-                        .power(&vm, crate::abiquo::model::PowerRequest::Reset)
-                        .await
-                }
-            }
-        };
+        let sent = ctx.client.power(&vm, request);
         let res = tokio::select! {
             res = sent => res,
             () = ctx.control.kill_token().cancelled() => {
                 return ActEnd::Outcome(VmOutcome::Interrupted {
-                    reason: format!("while sending {}; its outcome is unknown", request.text()),
+                    reason: format!("while sending {request}; its outcome is unknown"),
                 });
             }
         };

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Version of the journal's record shapes.
-pub const JOURNAL_FORMAT: u32 = 1;
+/// Version of the journal's record shapes. 2: an intent's `request` is the typed power
+/// request (format 1 wrote its display text, which is still read). Older powerbooks refuse
+/// format 2 instead of misreading its intents.
+pub const JOURNAL_FORMAT: u32 = 2;
 
 /// Where journals go unless `--journal` says otherwise.
 pub const DEFAULT_RUNS_DIR: &str = ".powerbook/runs";

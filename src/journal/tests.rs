@@ -45,7 +45,10 @@ fn vmref(plan: &Plan, step: usize, target: usize) -> VmRef {
 fn intent(action: Action, from: VmState, to: VmState) -> Intent {
     Intent {
         action,
-        request: format!("PUT state {to}"),
+        request: crate::abiquo::model::PowerRequest::State {
+            target: crate::abiquo::model::PowerState::of(&to).unwrap(),
+            graceful: false,
+        },
         from,
         to,
         path: PathTaken::Direct,
@@ -454,4 +457,59 @@ async fn measure_journal_throughput() {
     eprintln!(
         "2000 durable records one by one: {one_by_one:?}; 2000 from 50 tasks at once: {concurrent:?}"
     );
+}
+
+#[test]
+fn a_format_1_journal_with_text_intents_still_resumes() {
+    use crate::abiquo::model::{PowerRequest, TaskType};
+    let p = plan();
+    let reset = Intent {
+        action: Action::Reset,
+        request: PowerRequest::Reset,
+        from: VmState::On,
+        to: VmState::On,
+        path: PathTaken::Direct,
+    };
+    let shutdown = Intent {
+        action: Action::Shutdown,
+        request: Action::Shutdown.request(),
+        from: VmState::On,
+        to: VmState::Off,
+        path: PathTaken::Graceful,
+    };
+    let typed = text(&[
+        started(&p),
+        acting(&p, 2_000, 0, 0, shutdown.clone()),
+        accepted(2_001, 0, 0, "http://127.0.0.1:9/api/t/a1"),
+        acting(&p, 2_000, 0, 1, reset.clone()),
+    ]);
+    // As the previous version wrote it: format 1, the request as its display text.
+    let old = typed
+        .replacen("\"format\":2", "\"format\":1", 1)
+        .replace(
+            r#""request":{"kind":"state","target":"OFF","graceful":true}"#,
+            r#""request":"PUT state OFF (graceful)""#,
+        )
+        .replace(r#""request":{"kind":"reset"}"#, r#""request":"POST reset""#);
+    assert!(
+        old.contains("\"format\":1") && !old.contains("\"request\":{"),
+        "{old}"
+    );
+    let j = parse(Path::new("j.jsonl"), old.as_bytes()).unwrap();
+    assert!(!j.torn);
+    let (state, _) = plan_resume(&RunView::of(&j), false);
+    assert_eq!(
+        state.get(0, 0),
+        Some(&ResumeVm::Reattach {
+            href: "http://127.0.0.1:9/api/t/a1".into(),
+            intent: shutdown,
+        })
+    );
+    match state.get(0, 1) {
+        Some(ResumeVm::Inspect { intent, .. }) => {
+            assert_eq!(intent, &reset);
+            assert_eq!(intent.task_types(), [TaskType::Reset]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
