@@ -88,6 +88,18 @@ mod tests {
         assert_eq!(p.ceiling(60), Duration::from_secs(1));
     }
 
+    /// The ceilings as computed before retries shared the one backoff.
+    #[test]
+    fn default_ceilings_keep_their_exact_figures() {
+        let p = RetryPolicy::default();
+        let got: Vec<u128> = (0..9).map(|n| p.ceiling(n).as_millis()).collect();
+        assert_eq!(
+            got,
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        assert_eq!(p.ceiling(u32::MAX), p.max_delay);
+    }
+
     #[test]
     fn jittered_delay_stays_between_half_and_full_ceiling() {
         let p = RetryPolicy::default();

@@ -541,6 +541,59 @@ mod tests {
         (wait.polls(), fake.since.elapsed() - took)
     }
 
+    /// The delays as computed before the schedules shared one backoff, to the nanosecond:
+    /// the plan estimator replays them and tests count requests by them.
+    #[test]
+    fn schedules_keep_their_exact_figures() {
+        let p = PollPolicy::default();
+        let mut s = p.schedule();
+        let locked: Vec<u128> = (0..12).map(|_| s.next_delay().as_nanos()).collect();
+        let expected = [
+            250_000_000,
+            375_000_000,
+            562_500_000,
+            843_750_000,
+            1_265_625_000,
+            1_898_437_500,
+            2_847_656_250,
+            4_271_484_375,
+            5_000_000_000,
+            5_000_000_000,
+            5_000_000_000,
+            5_000_000_000,
+        ];
+        assert_eq!(locked, expected);
+        let mut elapsed = Duration::ZERO;
+        let mut cold = Vec::new();
+        for _ in 0..12 {
+            let d = p.next_delay(elapsed, None);
+            cold.push(d.as_nanos());
+            elapsed += d;
+        }
+        assert_eq!(cold, expected);
+        let q = PollPolicy {
+            initial: ms(300),
+            factor: 1.7,
+            max: Duration::from_secs(7),
+            ..PollPolicy::default()
+        };
+        let mut s = q.schedule();
+        let got: Vec<u128> = (0..8).map(|_| s.next_delay().as_nanos()).collect();
+        assert_eq!(
+            got,
+            [
+                300_000_000,
+                510_000_000,
+                867_000_000,
+                1_473_900_000,
+                2_505_630_000,
+                4_259_571_000,
+                7_000_000_000,
+                7_000_000_000,
+            ]
+        );
+    }
+
     #[test]
     fn schedule_grows_by_the_factor_up_to_the_cap() {
         let p = PollPolicy {
