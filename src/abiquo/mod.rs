@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod media;

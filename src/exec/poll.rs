@@ -10,6 +10,7 @@
 //! backoff from `initial`.
 
 use crate::abiquo::api::CloudApi;
+use crate::abiquo::backoff::{Backoff, scaled};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::Task;
 use crate::exec::event::Event;
@@ -61,8 +62,16 @@ impl PollPolicy {
     /// Exponential schedule for waits with no duration to learn (LOCKED VMs).
     pub fn schedule(&self) -> PollSchedule {
         PollSchedule {
-            policy: *self,
-            next: self.initial,
+            backoff: self.backoff(self.max),
+            next: 0,
+        }
+    }
+
+    fn backoff(&self, max: Duration) -> Backoff {
+        Backoff {
+            initial: self.initial,
+            factor: self.factor,
+            max,
         }
     }
 
@@ -74,7 +83,7 @@ impl PollPolicy {
         let growth = self.factor.max(1.0) - 1.0;
         let Some(w) = window.filter(|_| self.adaptive) else {
             // Cold: initial, then about ×factor per poll.
-            return clamp(self.initial.saturating_add(scaled(elapsed, growth)));
+            return clamp(self.backoff(max).after(elapsed));
         };
         let ratio = self.window_ratio(w);
         // Quiet until one step into the window: a poll right at `lo` (the 5th percentile)
@@ -104,29 +113,18 @@ impl PollPolicy {
     }
 }
 
-/// `d × f`, saturating instead of panicking on overflow, NaN or a negative factor.
-fn scaled(d: Duration, f: f64) -> Duration {
-    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(if f > 0.0 {
-        Duration::MAX
-    } else {
-        Duration::ZERO
-    })
-}
-
 /// The delays of one exponential wait, in order.
 #[derive(Debug, Clone)]
 pub struct PollSchedule {
-    policy: PollPolicy,
-    next: Duration,
+    backoff: Backoff,
+    /// Delays handed out so far.
+    next: u32,
 }
 
 impl PollSchedule {
     pub fn next_delay(&mut self) -> Duration {
-        let d = self.next.min(self.policy.max);
-        let grown = d.as_secs_f64() * self.policy.factor.max(1.0);
-        self.next = Duration::try_from_secs_f64(grown)
-            .unwrap_or(self.policy.max)
-            .min(self.policy.max);
+        let d = self.backoff.delay(self.next);
+        self.next = self.next.saturating_add(1);
         d
     }
 }
