@@ -8,7 +8,9 @@ use crate::abiquo::media;
 use crate::cli::{ConnectionArgs, RunArgs};
 use crate::exec::event::Summary;
 use crate::exec::poll::{PollPolicy, TaskDurations};
+use crate::exec::sink::EventSink;
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
+use crate::journal::writer::JournalSink;
 use crate::exit::Outcome;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
@@ -213,10 +215,7 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !test_mode && std::io::stderr().is_terminal();
-    let hooks = Hooks {
-        journal: Some(journal.sink()),
-        resume: None,
-    };
+    let hooks = Hooks { resume: None };
     let (report, summary) = execute_with_hooks(
         &client,
         &plan,
@@ -224,6 +223,7 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
         &options,
         &control,
         show_progress,
+        Some(journal.sink()),
         hooks,
     )
     .await;
@@ -269,12 +269,14 @@ pub async fn execute_with_reporters(
         options,
         control,
         show_progress,
+        None,
         Hooks::default(),
     )
     .await
 }
 
 /// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`).
+#[allow(clippy::too_many_arguments)] // Flat on purpose until the commands layer groups them.
 pub async fn execute_with_hooks(
     client: &Client,
     plan: &Plan,
@@ -282,6 +284,7 @@ pub async fn execute_with_hooks(
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
+    journal: Option<JournalSink>,
     hooks: Hooks,
 ) -> (RunReport, Summary) {
     let (tx, mut rx) = mpsc::channel(1024);
@@ -296,9 +299,15 @@ pub async fn execute_with_hooks(
         collector.finish();
         collector.into_report()
     });
-    let summary = execute_with(client, plan, runbook, options, &tx, control, &hooks).await;
+    let mut sinks: Vec<&dyn EventSink> = Vec::new();
+    if let Some(journal) = &journal {
+        sinks.push(journal);
+    }
+    sinks.push(&tx);
+    let summary = execute_with(client, plan, runbook, options, &sinks, control, &hooks).await;
     // The journal's writer finishes once every sink is gone.
-    drop(hooks);
+    drop(sinks);
+    drop(journal);
     drop(tx);
     let report = match consumer.await {
         Ok(report) => report,

@@ -339,7 +339,6 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     let test_mode = test_mode();
     let show_progress = !test_mode && std::io::stderr().is_terminal();
     let hooks = Hooks {
-        journal: Some(writer.sink()),
         resume: Some(state),
     };
     let (report, summary) = execute_with_hooks(
@@ -349,6 +348,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         &options,
         &control,
         show_progress,
+        Some(writer.sink()),
         hooks,
     )
     .await;
