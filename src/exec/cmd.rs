@@ -10,8 +10,8 @@ use crate::exec::event::Summary;
 use crate::exec::poll::{PollPolicy, TaskDurations};
 use crate::exec::sink::EventSink;
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
-use crate::journal::writer::JournalSink;
 use crate::exit::Outcome;
+use crate::journal::writer::JournalSink;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
 use crate::report::{Collector, Reporter, RunReport};
@@ -211,7 +211,7 @@ async fn run_connected(args: &RunArgs, runbook: &Runbook, simulator: Option<&str
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
     options.durations =
-        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint()).await;
+        crate::journal::priors::from_journals(&args.journal.runs_dir, client.endpoint()).await;
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !test_mode && std::io::stderr().is_terminal();

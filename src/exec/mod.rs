@@ -8,6 +8,7 @@
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
 pub mod cmd;
+pub mod durations;
 pub mod event;
 pub mod poll;
 pub mod resume;

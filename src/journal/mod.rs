@@ -6,6 +6,7 @@
 
 pub mod cmd;
 pub mod history;
+pub mod priors;
 pub mod restore;
 pub mod resume;
 pub mod runs;

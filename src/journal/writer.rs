@@ -4,8 +4,8 @@
 
 use crate::exec::event::Event;
 use crate::exec::sink::EventSink;
-use futures::future::BoxFuture;
 use crate::journal::{Record, now_ms};
+use futures::future::BoxFuture;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
