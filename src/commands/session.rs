@@ -12,12 +12,14 @@ use crate::cli::{ConnectionArgs, OutputFormat, RunTuning};
 use crate::exec::event::Summary;
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
+use crate::exec::sink::EventSink;
 use crate::exec::status::FinalStatus;
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::exit::Outcome;
 use crate::journal::history::TaskDurations;
 use crate::journal::lifecycle::resume_hint;
 use crate::journal::restore::{NOTHING_TOUCHED, restore_runbook};
+use crate::journal::writer::JournalSink;
 use crate::journal::writer::JournalWriter;
 use crate::journal::{Journal, RunView, TORN_NOTE, load};
 use crate::plan::Plan;
@@ -242,18 +244,21 @@ pub async fn execute_with_reporters<A: CloudApi>(
         options,
         control,
         show_progress,
+        None,
         Hooks::default(),
     )
     .await
 }
 
-/// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`).
+/// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`): the
+/// journal is one more sink of the executor's events, ahead of the reporters.
 pub async fn execute_with_hooks<A: CloudApi>(
     client: &A,
     plan: &Plan,
     options: &RunOptions,
     control: &RunControl,
     show_progress: bool,
+    journal: Option<JournalSink>,
     hooks: Hooks,
 ) -> (RunReport, Summary) {
     let (tx, mut rx) = mpsc::channel(1024);
@@ -268,9 +273,15 @@ pub async fn execute_with_hooks<A: CloudApi>(
         collector.finish();
         collector.into_report()
     });
-    let summary = execute_with(client, plan, options, &tx, control, &hooks).await;
+    let mut sinks: Vec<&dyn EventSink> = Vec::new();
+    if let Some(journal) = &journal {
+        sinks.push(journal);
+    }
+    sinks.push(&tx);
+    let summary = execute_with(client, plan, options, &sinks, control, &hooks).await;
     // The journal's writer finishes once every sink is gone.
-    drop(hooks);
+    drop(sinks);
+    drop(journal);
     drop(tx);
     let report = match consumer.await {
         Ok(report) => report,
@@ -295,12 +306,17 @@ pub async fn execute_journaled(
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = !finish.test_mode && std::io::stderr().is_terminal();
-    let hooks = Hooks {
-        journal: Some(journal.sink()),
-        resume,
-    };
-    let (report, summary) =
-        execute_with_hooks(client, plan, options, &control, show_progress, hooks).await;
+    let hooks = Hooks { resume };
+    let (report, summary) = execute_with_hooks(
+        client,
+        plan,
+        options,
+        &control,
+        show_progress,
+        Some(journal.sink()),
+        hooks,
+    )
+    .await;
     signals.abort();
     finish_run(journal, &report, &summary, finish).await
 }

@@ -10,6 +10,7 @@
 pub mod event;
 pub mod poll;
 pub mod resume;
+pub mod sink;
 pub mod status;
 mod vm;
 
@@ -17,8 +18,8 @@ use crate::abiquo::api::CloudApi;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
+use crate::exec::sink::EventSink;
 use crate::journal::history::TaskDurations;
-use crate::journal::writer::JournalSink;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure};
 use futures::StreamExt;
@@ -146,11 +147,9 @@ impl RunControl {
     }
 }
 
-/// Inputs of a run beyond the plan: the journal that must see every event (durably before
-/// each mutation), and what an earlier, interrupted run already did.
+/// Inputs of a run beyond the plan: what an earlier, interrupted run already did.
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
-    pub journal: Option<JournalSink>,
     pub resume: Option<ResumeState>,
 }
 
@@ -158,35 +157,36 @@ pub struct Hooks {
 pub(crate) struct Ctx<'a, A> {
     client: &'a A,
     options: &'a RunOptions,
-    events: &'a mpsc::Sender<Event>,
+    /// Every event goes to each, in order (the journal first, so it is on disk before
+    /// anyone reports it).
+    sinks: &'a [&'a dyn EventSink],
     control: &'a RunControl,
     hooks: &'a Hooks,
 }
 
 impl<A: CloudApi> Ctx<'_, A> {
     async fn emit(&self, event: Event) {
-        if let Some(journal) = &self.hooks.journal {
-            journal.record(&event).await;
+        for sink in self.sinks {
+            sink.record(&event).await;
         }
-        // A consumer that went away must not stop the run.
-        let _ = self.events.send(event).await;
     }
 
-    /// Emits an event that must be on disk before the run goes on (the intent before a
-    /// mutation, the task link after it). A journal that cannot be written stops the run:
-    /// acting without a record would break resume.
+    /// Emits an event that must be safely stored before the run goes on (the intent before
+    /// a mutation, the task link after it). A sink that cannot store it stops the run:
+    /// acting without a record would break resume. The other sinks still get the event.
     async fn emit_durable(&self, event: Event) -> Result<(), String> {
-        if let Some(journal) = &self.hooks.journal
-            && let Err(e) = journal.record_durable(&event).await
-        {
-            self.control.abort(format!(
-                "{e}; stopping, since a resume could not rely on it"
-            ));
-            let _ = self.events.send(event).await;
-            return Err(e);
+        let mut failed = None;
+        for sink in self.sinks {
+            if let Err(e) = sink.record_durable(&event).await
+                && failed.is_none()
+            {
+                self.control.abort(format!(
+                    "{e}; stopping, since a resume could not rely on it"
+                ));
+                failed = Some(e);
+            }
         }
-        let _ = self.events.send(event).await;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn resume(&self, step: usize, target: usize) -> Option<&resume::ResumeVm> {
@@ -216,15 +216,16 @@ pub async fn execute<A: CloudApi>(
     events: &mpsc::Sender<Event>,
     control: &RunControl,
 ) -> Summary {
-    execute_with(client, plan, options, events, control, &Hooks::default()).await
+    execute_with(client, plan, options, &[events], control, &Hooks::default()).await
 }
 
-/// [`execute`] with a journal and/or the state of an earlier run to resume.
+/// [`execute`] with any sinks (each gets every event, in the order given; a journal goes
+/// first) and/or the state of an earlier run to resume.
 pub async fn execute_with<A: CloudApi>(
     client: &A,
     plan: &Plan,
     options: &RunOptions,
-    events: &mpsc::Sender<Event>,
+    sinks: &[&dyn EventSink],
     control: &RunControl,
     hooks: &Hooks,
 ) -> Summary {
@@ -232,7 +233,7 @@ pub async fn execute_with<A: CloudApi>(
     let ctx = Ctx {
         client,
         options,
-        events,
+        sinks,
         control,
         hooks,
     };

@@ -3,6 +3,7 @@
 use crate::abiquo::api::{CloudApi, MutationAnswer};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmState};
+use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
 use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
@@ -229,8 +230,7 @@ async fn inspect<A: CloudApi>(
     at_ms: u64,
     known: &[String],
 ) -> VmOutcome {
-    let types = intent.task_types();
-    let since = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX) - INSPECT_SKEW_SECS;
+    let sent_at = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
     let known_ids: Vec<&str> = known.iter().map(|h| task_id_of(h)).collect();
     let mut vm = match ctx.client.get_vm_at(&r.vm.href).await {
         Ok(vm) => vm,
@@ -241,10 +241,8 @@ async fn inspect<A: CloudApi>(
             Ok(t) => t,
             Err(e) => return client_failure(ctx, &e),
         };
-        let ours = tasks.iter().find(|t| {
-            types.contains(&t.task_type)
-                && t.creation_timestamp.is_some_and(|c| c >= since)
-                && !known_ids.contains(&t.task_id.as_str())
+        let ours = find_ours(&tasks, intent.request, &intent.from, sent_at, |id| {
+            known_ids.contains(&id)
         });
         if let Some(href) = ours.and_then(|t| t.link("self")).map(|l| l.href.clone()) {
             return reattach(ctx, job, r, &href, intent).await;
@@ -269,19 +267,6 @@ async fn inspect<A: CloudApi>(
         return finish_ok(ctx, job, r, None).await;
     }
     drive(ctx, job, r).await
-}
-
-/// Tasks created this long before the recorded intent still count. Generous on purpose: the
-/// API's clock may be behind ours, and missing our own task would mean acting twice, while
-/// adopting an older task of the same type only means following a finished task.
-const INSPECT_SKEW_SECS: i64 = 120;
-
-/// Task id of a task URL (its last path segment).
-fn task_id_of(href: &str) -> &str {
-    href.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(href)
 }
 
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
@@ -370,7 +355,7 @@ async fn act<A: CloudApi>(
                 vm: r.vm.clone(),
                 intent: Intent {
                     action: job.step.action,
-                    request: request.to_string(),
+                    request,
                     from: vm.state.clone(),
                     to: request.target_state(),
                     path: r.path,
