@@ -2,7 +2,7 @@
 //! event is serde so a JSON-lines journal can write them as they come.
 
 use crate::abiquo::client::ClientStats;
-use crate::abiquo::model::{JobState, PowerRequest, PowerState, Task, TaskState, VmState};
+use crate::abiquo::model::{JobState, PowerRequest, Task, TaskState, VmState};
 use crate::plan::{Plan, StepCounts, VmRef};
 use crate::runbook::model::Action;
 use serde::{Deserialize, Serialize};
