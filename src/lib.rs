@@ -13,6 +13,7 @@ pub mod commands;
 pub mod exec;
 pub mod exit;
 pub mod journal;
+pub mod pacing;
 pub mod plan;
 pub mod report;
 pub mod runbook;

@@ -149,7 +149,7 @@ fn show(doc: &PlanDocument, options: &PlanOptions) -> Outcome {
     }
     let text = match options.output {
         OutputFormat::Json => format!("{}\n", doc.to_json()),
-        OutputFormat::Human => crate::plan::render::render(
+        OutputFormat::Human => crate::report::plan::render(
             doc,
             RenderOptions {
                 test_mode: test_mode(),

@@ -9,7 +9,6 @@ use crate::commands::session::{
     with_simulator,
 };
 use crate::exit::Outcome;
-use crate::journal::history::TaskDurations;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
 use crate::plan::{Plan, build, select};
@@ -107,9 +106,12 @@ async fn run_connected(
     eprintln!("journal: {}", journal.path().display());
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
-    options.durations =
-        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint(), &runbook.name)
-            .await;
+    options.durations = crate::journal::history::durations_from_journals(
+        &args.journal.runs_dir,
+        client.endpoint(),
+        &runbook.name,
+    )
+    .await;
     let finish = Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),

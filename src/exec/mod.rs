@@ -19,7 +19,7 @@ use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmR
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
-use crate::journal::history::TaskDurations;
+use crate::pacing::TaskDurations;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure};
 use futures::StreamExt;

@@ -8,7 +8,7 @@ use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
 use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
-use crate::journal::history::Pacing;
+use crate::pacing::Pacing;
 use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
 use crate::runbook::model::Action;
 use std::time::Duration;

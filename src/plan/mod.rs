@@ -6,7 +6,6 @@ mod disposition;
 pub mod document;
 pub mod estimate;
 pub mod locks;
-pub mod render;
 pub mod rules;
 pub mod saved;
 pub mod select;

@@ -1,6 +1,8 @@
-//! Reporters: consume executor events. [`Collector`] gathers the results into a
-//! [`RunReport`] (rendered as tables by [`table`] or as JSON); [`progress`] draws live bars.
+//! Reporters: what people and machines read. [`Collector`] consumes executor events into a
+//! [`RunReport`] (rendered as tables by [`table`] or as JSON); [`progress`] draws live bars;
+//! [`plan`] renders a plan for people.
 
+pub mod plan;
 pub mod progress;
 pub mod table;
 

@@ -9,9 +9,7 @@
 //! off once the task is overdue. With nothing learned yet it falls back to exponential
 //! backoff from `initial`.
 
-mod schedule;
 mod wait;
 
-pub use crate::journal::history::{Pacing, TaskDurations, Window};
-pub use schedule::{PollPolicy, PollSchedule};
+pub use crate::pacing::{Pacing, PollPolicy, PollSchedule, TaskDurations, Window};
 pub use wait::{TaskWait, wait_for_task, wait_for_task_paced};

@@ -6,7 +6,7 @@ use crate::abiquo::backoff::scaled;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::Task;
 use crate::exec::poll::PollPolicy;
-use crate::journal::history::{Pacing, Window};
+use crate::pacing::{Pacing, Window};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +167,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::history::{RECENT, TaskDurations};
+    use crate::pacing::{RECENT, TaskDurations};
     use crate::runbook::model::Action;
 
     fn ms(n: u64) -> Duration {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::abiquo::model::TaskState;
 use crate::journal::{Header, JOURNAL_FORMAT};
+use crate::pacing::Window;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{OnFailure, Order};
 
@@ -110,57 +111,6 @@ fn only_journals_of_the_same_cloud_and_runbook_count() {
 }
 
 #[test]
-fn window_is_the_widened_range_with_few_samples_then_percentiles() {
-    let d = TaskDurations::new();
-    assert_eq!(d.window(Action::Off), None);
-    d.record(Action::Off, ms(2000));
-    assert_eq!(d.window(Action::Off), window(1800, 2200));
-    assert_eq!(d.window(Action::On), None, "per action");
-    for i in 0..100 {
-        d.record(Action::Off, ms(1000 + i * 10));
-    }
-    let w = d.window(Action::Off).unwrap();
-    assert!(w.lo >= ms(1040) && w.lo <= ms(1060), "{w:?}");
-    assert!(w.hi >= ms(1930) && w.hi <= ms(1960), "{w:?}");
-}
-
-#[test]
-fn recent_samples_replace_old_ones() {
-    let d = TaskDurations::new();
-    for _ in 0..RECENT {
-        d.record(Action::On, ms(10_000));
-    }
-    for _ in 0..RECENT {
-        d.record(Action::On, ms(1_000));
-    }
-    assert_eq!(d.window(Action::On), window(1000, 1000));
-}
-
-#[test]
-fn priors_guide_until_the_run_has_its_own_samples() {
-    let d = TaskDurations::new();
-    for _ in 0..50 {
-        d.add_prior(Action::Shutdown, ms(30_000));
-    }
-    assert_eq!(d.window(Action::Shutdown), window(30_000, 30_000));
-    for _ in 0..FEW {
-        d.record(Action::Shutdown, ms(3_000));
-    }
-    assert_eq!(d.window(Action::Shutdown), window(3_000, 3_000));
-}
-
-#[test]
-fn vm_times_are_means_per_action() {
-    let d = TaskDurations::new();
-    d.record_vm(Action::Off, Duration::from_secs(10));
-    d.record_vm(Action::Off, Duration::from_secs(20));
-    assert_eq!(d.vm_mean(Action::Off), Some((Duration::from_secs(15), 2)));
-    assert_eq!(d.vm_mean(Action::On), None);
-    // The two statistics are apart: VM times do not pace the polling.
-    assert_eq!(d.window(Action::Off), None);
-}
-
-#[test]
 fn journal_events_become_priors_per_step_action() {
     let events = [
         Event::RunStarted {
@@ -173,11 +123,11 @@ fn journal_events_become_priors_per_step_action() {
         finished(1, None, 99_000),
     ];
     let d = TaskDurations::new();
-    assert_eq!(d.learn_from_events(&events, "https://cloud/api"), 2);
+    assert_eq!(learn_from_events(&d, &events, "https://cloud/api"), 2);
     assert_eq!(d.window(Action::Shutdown), window(36_000, 44_000));
     assert_eq!(d.window(Action::On), window(4_500, 5_500));
     let other = TaskDurations::new();
-    assert_eq!(other.learn_from_events(&events, "https://other/api"), 0);
+    assert_eq!(learn_from_events(&other, &events, "https://other/api"), 0);
     assert_eq!(other.window(Action::On), None);
 }
 
@@ -199,10 +149,10 @@ async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
     std::fs::write(dir.path().join("a-2.jsonl"), other_cloud).unwrap();
     let stray = journal_text("http://x/api", "r", &run("http://x/api", Action::On, 1));
     std::fs::write(dir.path().join("notes.txt"), stray).unwrap();
-    let d = TaskDurations::from_journals(dir.path(), "http://x/api", "r").await;
+    let d = durations_from_journals(dir.path(), "http://x/api", "r").await;
     assert_eq!(d.window(Action::Off), window(6300, 7700));
     assert_eq!(d.window(Action::On), None);
-    let none = TaskDurations::from_journals(&dir.path().join("missing"), "x", "r").await;
+    let none = durations_from_journals(&dir.path().join("missing"), "x", "r").await;
     assert_eq!(none.window(Action::Off), None);
 }
 
@@ -252,7 +202,7 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
     let db = journal_text("http://x/api", "db", &run(4_000, 4_300));
     std::fs::write(dir.path().join("db.jsonl"), db).unwrap();
 
-    let d = TaskDurations::read(dir.path(), "http://x/api", "web");
+    let d = read_durations(dir.path(), "http://x/api", "web");
     // Task times from both runbooks' runs on this cloud…
     assert_eq!(d.window(Action::Off), window(1_800, 4_400));
     // …VM times from this runbook's only.

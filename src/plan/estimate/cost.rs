@@ -3,8 +3,8 @@
 //! expected finish after).
 
 use super::{DurationSource, EstimateInputs, ms, task_duration};
-use crate::exec::poll::PollPolicy;
-use crate::journal::history::Window;
+use crate::pacing::PollPolicy;
+use crate::pacing::Window;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Action, Runbook};
 use std::time::Duration;

@@ -16,8 +16,8 @@ mod tests;
 
 pub use cost::{detection, learned_window};
 
-use crate::exec::poll::PollPolicy;
-use crate::journal::history::TaskDurations;
+use crate::pacing::PollPolicy;
+use crate::pacing::TaskDurations;
 use crate::plan::{Disposition, Plan};
 use crate::runbook::model::{Action, Runbook};
 use cost::{StepCost, cold_counts, step_cost};

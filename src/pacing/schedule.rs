@@ -2,7 +2,7 @@
 //! or with the cold backoff) and the plain backoff of waits with nothing to learn.
 
 use crate::abiquo::backoff::{Backoff, scaled};
-use crate::journal::history::Window;
+use crate::pacing::Window;
 use std::time::Duration;
 
 /// How tasks are polled.
