@@ -1,4 +1,5 @@
-//! Client tests against a scripted HTTP server on loopback.
+//! Client tests against a scripted HTTP server on loopback. One file on purpose: every case
+//! shares the one scripted server, and splitting by theme would spread its setup thin.
 
 use super::*;
 use crate::abiquo::model::{Link, PowerRequest, PowerState, VmState};
