@@ -9,8 +9,12 @@
 
 pub mod cmd;
 pub mod event;
+#[cfg(test)]
+mod fake;
 pub mod poll;
 pub mod resume;
+#[cfg(test)]
+mod tests;
 mod vm;
 
 use crate::abiquo::api::CloudApi;
