@@ -9,7 +9,7 @@
 
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
-use powerbook::exec::cmd::execute_with_reporters;
+use powerbook::commands::session::execute_with_reporters;
 use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
 use powerbook::plan::estimate::{EstimateInputs, estimate};
@@ -118,7 +118,7 @@ fn main() {
 
         let control = RunControl::new();
         let (report, summary) =
-            execute_with_reporters(&client, &plan, &runbook, &options, &control, false).await;
+            execute_with_reporters(&client, &plan, &options, &control, false).await;
         let failed = summary.counts.failed + summary.counts.not_started;
         assert_eq!(failed, 0, "the bench run must succeed: {:#?}", summary);
 

@@ -448,7 +448,7 @@ fn run_case(case: Case) -> Row {
         let mut options = RunOptions::default();
         options.poll.adaptive = case.adaptive;
         let t0 = Instant::now();
-        let _summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
+        let _summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         let wall = t0.elapsed();
         drop(tx);
         let seen = consumer.await.expect("consumer");

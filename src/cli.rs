@@ -1,4 +1,5 @@
-//! Command line (clap derive). Raw arguments stop here: `app` turns them into typed options.
+//! Command line (clap derive): types, value parsers and help. Raw arguments stop here:
+//! `commands` turns them into typed options.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -87,13 +88,8 @@ pub struct ConnectionArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The runbook to run (with --plan it may be left out: the plan names its runbook).
-    #[arg(
-        value_name = "RUNBOOK",
-        default_value = "",
-        hide_default_value = true,
-        value_parser = parse_path
-    )]
-    pub runbook: PathBuf,
+    #[arg(value_name = "RUNBOOK")]
+    pub runbook: Option<PathBuf>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Do not ask for confirmation (required when stdin is not a terminal).
@@ -346,11 +342,6 @@ pub struct FaultArgs {
     pub malformed_json: f64,
 }
 
-/// Any path; empty stands for "not given" (clap's own path parser refuses empty values).
-fn parse_path(s: &str) -> Result<PathBuf, String> {
-    Ok(PathBuf::from(s))
-}
-
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
@@ -368,4 +359,18 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 500ms, 2s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_of_the_tuning_flags_must_be_positive() {
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(
+            parse_positive_duration("250ms"),
+            Ok(Duration::from_millis(250))
+        );
+    }
 }

@@ -4,11 +4,12 @@
 //! [`runbook`] (parse + validate) → [`plan`] (resolve targets, order, waves) →
 //! [`exec`] (scheduler, task waits; emits events) → [`report`] (table, JSON).
 //! [`abiquo`] is the API client and model; [`sim`] is the local API simulator.
+//! [`cli`] parses the command line and [`commands`] drives the stages per subcommand.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod abiquo;
-pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod exec;
 pub mod exit;
 pub mod journal;

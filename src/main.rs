@@ -3,5 +3,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = powerbook::cli::Cli::parse();
-    powerbook::app::main(cli).into()
+    powerbook::commands::main(cli).into()
 }

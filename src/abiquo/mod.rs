@@ -2,11 +2,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod client;
+pub mod codes;
 pub mod error;
 pub mod media;
 pub mod model;
 pub mod retry;
+pub mod tasks;
 
 pub use api::{CloudApi, MutationAnswer};
 pub use auth::Credentials;

@@ -1,6 +1,6 @@
 //! When and how long to wait before trying a request again.
 
-use rand::Rng;
+use crate::abiquo::backoff::Backoff;
 use std::time::Duration;
 
 /// Capped exponential backoff with jitter, for transient failures (5xx, 429, timeouts,
@@ -32,33 +32,26 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The un-jittered delay before retry number `retry` (0-based).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        let exp = self
-            .factor
-            .max(1.0)
-            .powi(i32::try_from(retry).unwrap_or(i32::MAX));
-        let secs = self.initial.as_secs_f64() * exp;
-        let capped = secs.min(self.max_delay.as_secs_f64());
-        Duration::try_from_secs_f64(capped).unwrap_or(self.max_delay)
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial,
+            factor: self.factor,
+            max: self.max_delay,
+        }
     }
 
-    /// Delay before retry number `retry`: "equal jitter", uniform in [ceiling/2, ceiling], so
-    /// many clients failing together do not retry together, yet each still waits a while.
-    /// A server's `Retry-After` wins when given (capped).
+    /// The un-jittered delay before retry number `retry` (0-based).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        self.backoff().delay(retry)
+    }
+
+    /// Delay before retry number `retry`: the jittered [`Self::ceiling`] (uniform in
+    /// [ceiling/2, ceiling]). A server's `Retry-After` wins when given (capped).
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(ra) = retry_after {
             return ra.min(self.max_retry_after);
         }
-        let ceiling = self.ceiling(retry);
-        let half = ceiling / 2;
-        let spread = u64::try_from((ceiling - half).as_millis()).unwrap_or(u64::MAX);
-        let extra = if spread == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=spread)
-        };
-        half + Duration::from_millis(extra)
+        self.backoff().jittered(retry)
     }
 }
 
@@ -86,6 +79,18 @@ mod tests {
         assert_eq!(p.ceiling(3), Duration::from_millis(800));
         assert_eq!(p.ceiling(4), Duration::from_secs(1));
         assert_eq!(p.ceiling(60), Duration::from_secs(1));
+    }
+
+    /// The ceilings as computed before retries shared the one backoff.
+    #[test]
+    fn default_ceilings_keep_their_exact_figures() {
+        let p = RetryPolicy::default();
+        let got: Vec<u128> = (0..9).map(|n| p.ceiling(n).as_millis()).collect();
+        assert_eq!(
+            got,
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        assert_eq!(p.ceiling(u32::MAX), p.max_delay);
     }
 
     #[test]

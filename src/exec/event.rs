@@ -2,7 +2,7 @@
 //! event is serde so a JSON-lines journal can write them as they come.
 
 use crate::abiquo::client::ClientStats;
-use crate::abiquo::model::{JobState, Task, TaskState, VmState};
+use crate::abiquo::model::{JobState, PowerRequest, Task, TaskState, VmState};
 use crate::plan::{Plan, StepCounts, VmRef};
 use crate::runbook::model::Action;
 use serde::{Deserialize, Serialize};
@@ -86,8 +86,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub action: Action,
-    /// `PUT state OFF (graceful)`, `POST reset`...
-    pub request: String,
+    /// The request about to be sent.
+    pub request: PowerRequest,
     pub from: VmState,
     pub to: VmState,
     pub path: PathTaken,

@@ -7,12 +7,12 @@
 
 use crate::abiquo::api::{CloudApi, MutationAnswer};
 use crate::abiquo::client::ClientStats;
+use crate::abiquo::codes::Code;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{
     ErrorsBody, Job, JobState, Jobs, Link, PowerRequest, PowerState, Task, TaskState, TaskType,
     VirtualMachine, VmState,
 };
-use crate::plan::rules;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,13 +122,10 @@ impl Reply {
 
 /// The Abiquo error the API gives for `code`, built as the client builds it from an answer.
 pub(crate) fn api_error(status: u16, code: &str) -> ClientError {
-    let message = match code {
-        "VM-2" => "The virtual machine is already locked by another operation",
-        "VM-4" => rules::VM4,
-        "VM-11" => rules::VM11,
-        "VM-26" => rules::VM26,
-        _ => "scripted error",
-    };
+    let message = Code::ALL
+        .into_iter()
+        .find(|c| c.code() == code)
+        .map_or("scripted error", Code::message);
     let body = serde_json::to_vec(&ErrorsBody::single(code, message)).unwrap_or_default();
     ClientError::from_answer(status, &body)
 }

@@ -7,25 +7,26 @@
 //! Failure thresholds, the deadline and Ctrl-C stop the launching of new VMs; VMs in flight
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
-pub mod cmd;
 pub mod event;
 #[cfg(test)]
 mod fake;
 pub mod poll;
 pub mod resume;
+pub mod sink;
+pub mod status;
 #[cfg(test)]
 mod tests;
 mod vm;
 
 use crate::abiquo::api::CloudApi;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
-use crate::exec::poll::{PollPolicy, TaskDurations};
+use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
-use crate::journal::writer::JournalSink;
+use crate::exec::sink::EventSink;
+use crate::journal::history::TaskDurations;
 use crate::plan::{Plan, PlannedStep};
-use crate::runbook::model::{Amount, OnFailure, Runbook, Step};
+use crate::runbook::model::{Amount, OnFailure};
 use futures::StreamExt;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -150,11 +151,9 @@ impl RunControl {
     }
 }
 
-/// Inputs of a run beyond the plan: the journal that must see every event (durably before
-/// each mutation), and what an earlier, interrupted run already did.
+/// Inputs of a run beyond the plan: what an earlier, interrupted run already did.
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
-    pub journal: Option<JournalSink>,
     pub resume: Option<ResumeState>,
 }
 
@@ -162,35 +161,36 @@ pub struct Hooks {
 pub(crate) struct Ctx<'a, A> {
     client: &'a A,
     options: &'a RunOptions,
-    events: &'a mpsc::Sender<Event>,
+    /// Every event goes to each, in order (the journal first, so it is on disk before
+    /// anyone reports it).
+    sinks: &'a [&'a dyn EventSink],
     control: &'a RunControl,
     hooks: &'a Hooks,
 }
 
 impl<A: CloudApi> Ctx<'_, A> {
     async fn emit(&self, event: Event) {
-        if let Some(journal) = &self.hooks.journal {
-            journal.record(&event).await;
+        for sink in self.sinks {
+            sink.record(&event).await;
         }
-        // A consumer that went away must not stop the run.
-        let _ = self.events.send(event).await;
     }
 
-    /// Emits an event that must be on disk before the run goes on (the intent before a
-    /// mutation, the task link after it). A journal that cannot be written stops the run:
-    /// acting without a record would break resume.
+    /// Emits an event that must be safely stored before the run goes on (the intent before
+    /// a mutation, the task link after it). A sink that cannot store it stops the run:
+    /// acting without a record would break resume. The other sinks still get the event.
     async fn emit_durable(&self, event: Event) -> Result<(), String> {
-        if let Some(journal) = &self.hooks.journal
-            && let Err(e) = journal.record_durable(&event).await
-        {
-            self.control.abort(format!(
-                "{e}; stopping, since a resume could not rely on it"
-            ));
-            let _ = self.events.send(event).await;
-            return Err(e);
+        let mut failed = None;
+        for sink in self.sinks {
+            if let Err(e) = sink.record_durable(&event).await
+                && failed.is_none()
+            {
+                self.control.abort(format!(
+                    "{e}; stopping, since a resume could not rely on it"
+                ));
+                failed = Some(e);
+            }
         }
-        let _ = self.events.send(event).await;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn resume(&self, step: usize, target: usize) -> Option<&resume::ResumeVm> {
@@ -212,35 +212,24 @@ struct Tally {
     failures: usize,
 }
 
-/// Runs `plan` (made from `runbook`) and returns the summary. Events go to `events`;
-/// `control` stops it early.
+/// Runs `plan` and returns the summary. Events go to `events`; `control` stops it early.
 pub async fn execute<A: CloudApi>(
     client: &A,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
     events: &mpsc::Sender<Event>,
     control: &RunControl,
 ) -> Summary {
-    execute_with(
-        client,
-        plan,
-        runbook,
-        options,
-        events,
-        control,
-        &Hooks::default(),
-    )
-    .await
+    execute_with(client, plan, options, &[events], control, &Hooks::default()).await
 }
 
-/// [`execute`] with a journal and/or the state of an earlier run to resume.
+/// [`execute`] with any sinks (each gets every event, in the order given; a journal goes
+/// first) and/or the state of an earlier run to resume.
 pub async fn execute_with<A: CloudApi>(
     client: &A,
     plan: &Plan,
-    runbook: &Runbook,
     options: &RunOptions,
-    events: &mpsc::Sender<Event>,
+    sinks: &[&dyn EventSink],
     control: &RunControl,
     hooks: &Hooks,
 ) -> Summary {
@@ -248,7 +237,7 @@ pub async fn execute_with<A: CloudApi>(
     let ctx = Ctx {
         client,
         options,
-        events,
+        sinks,
         control,
         hooks,
     };
@@ -257,22 +246,14 @@ pub async fn execute_with<A: CloudApi>(
         plan: Box::new(plan.clone()),
     })
     .await;
-    let run_limit = runbook
-        .limits
-        .concurrency
-        .map_or(Runbook::DEFAULT_CONCURRENCY, NonZeroUsize::get);
-    let slots = Semaphore::new(run_limit);
+    let slots = Semaphore::new(plan.concurrency);
     let tally = Mutex::new(Tally::default());
-    let run_threshold = runbook
-        .limits
-        .max_failures
-        .map(|a| (a, a.of(plan.total_live())));
+    let run_threshold = plan.max_failures.map(|l| (l.amount, l.tolerated));
     let done: Vec<watch::Sender<bool>> =
         plan.steps.iter().map(|_| watch::channel(false).0).collect();
     let sched = Scheduler {
         ctx: &ctx,
         plan,
-        runbook,
         slots: &slots,
         tally: &tally,
         run_threshold,
@@ -280,7 +261,7 @@ pub async fn execute_with<A: CloudApi>(
     };
     let steps = futures::future::join_all(plan.steps.iter().map(|s| sched.run_step(s)));
     let announced = AtomicBool::new(false);
-    let watchdog = watchdog(&ctx, runbook.limits.deadline, &announced);
+    let watchdog = watchdog(&ctx, plan.deadline(), &announced);
     tokio::pin!(steps);
     tokio::pin!(watchdog);
     tokio::select! {
@@ -359,7 +340,6 @@ fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
 struct Scheduler<'a, A> {
     ctx: &'a Ctx<'a, A>,
     plan: &'a Plan,
-    runbook: &'a Runbook,
     slots: &'a Semaphore,
     tally: &'a Mutex<Tally>,
     /// Run-wide threshold: (as written, resolved count).
@@ -380,10 +360,6 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 tracing::trace!(step = step.index, dep, "dependency done");
             }
         }
-        let Some(rb_step) = self.runbook.steps.get(step.index) else {
-            self.mark_done(step);
-            return;
-        };
         self.ctx
             .emit(Event::StepStarted {
                 step: step.index,
@@ -407,7 +383,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 self.record(&mut counts, r, false).await;
             }
         }
-        let threshold = rb_step.max_failures.map(|a| (a, a.of(step.live_count())));
+        let threshold = step.max_failures.map(|l| (l.amount, l.tolerated));
         let mut step_failures = 0usize;
         for (w, wave) in step.waves.iter().enumerate() {
             let stop = self.ctx.control.stop_token();
@@ -430,7 +406,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
             }
             tracing::trace!(step = step.index, wave = w, "wave starts");
             let mut results = futures::stream::iter(wave.iter().copied())
-                .map(|target| self.run_vm(step, rb_step, target))
+                .map(|target| self.run_vm(step, target))
                 .buffer_unordered(step.concurrency.max(1));
             while let Some(r) = results.next().await {
                 tracing::trace!(step = step.index, target = r.target, "vm finished");
@@ -439,7 +415,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 let fresh = !self.ctx.is_replayed(step.index, r.target);
                 if r.outcome.is_failure() && fresh {
                     step_failures += 1;
-                    self.check_step_threshold(step, rb_step, threshold, step_failures);
+                    self.check_step_threshold(step, threshold, step_failures);
                 }
                 self.record(&mut counts, r, fresh).await;
             }
@@ -466,7 +442,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
     }
 
     /// One VM: wait for a run-wide slot, then run it unless the run is stopping.
-    async fn run_vm(&self, step: &PlannedStep, rb_step: &Step, target: usize) -> VmResult {
+    async fn run_vm(&self, step: &PlannedStep, target: usize) -> VmResult {
         if let Some(resume::ResumeVm::Done(prev)) = self.ctx.resume(step.index, target) {
             return (**prev).clone();
         }
@@ -484,15 +460,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         if stop.is_cancelled() {
             return self.settled(step, target, vm::not_started(self.ctx));
         }
-        vm::run(
-            self.ctx,
-            vm::VmJob {
-                step,
-                rb_step,
-                target,
-            },
-        )
-        .await
+        vm::run(self.ctx, vm::VmJob { step, target }).await
     }
 
     /// A result decided without touching the VM.
@@ -522,13 +490,12 @@ impl<A: CloudApi> Scheduler<'_, A> {
     fn check_step_threshold(
         &self,
         step: &PlannedStep,
-        rb_step: &Step,
         threshold: Option<(Amount, usize)>,
         failures: usize,
     ) {
         if let Some((amount, max)) = threshold
             && failures > max
-            && rb_step.on_failure == OnFailure::Abort
+            && step.on_failure == OnFailure::Abort
         {
             self.ctx.control.abort(format!(
                 "step '{}': {failures} failures exceed max_failures = {}",

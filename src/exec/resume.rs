@@ -1,7 +1,7 @@
 //! What an earlier, interrupted run already did, as the executor needs it to continue
 //! without sending any power action twice. Built from a journal by `journal::resume`.
 
-use crate::abiquo::model::{TaskType, VmState};
+use crate::abiquo::model::TaskType;
 use crate::exec::event::{Intent, PathTaken, VmResult};
 use crate::runbook::model::Action;
 use std::collections::HashMap;
@@ -44,19 +44,7 @@ impl ResumeState {
 impl Intent {
     /// Task types the API records for this request (as in the client's reconciliation).
     pub fn task_types(&self) -> Vec<TaskType> {
-        if self.request.starts_with("POST reset") {
-            return vec![TaskType::Reset];
-        }
-        match self.to {
-            VmState::On if self.from == VmState::Paused => {
-                vec![TaskType::Resume, TaskType::Reset, TaskType::PowerOn]
-            }
-            VmState::On => vec![TaskType::PowerOn],
-            VmState::Off if self.request.contains("graceful") => vec![TaskType::Shutdown],
-            VmState::Off => vec![TaskType::PowerOff],
-            VmState::Paused => vec![TaskType::Pause],
-            _ => Vec::new(),
-        }
+        self.request.task_types(&self.from)
     }
 
     /// The action whose target state tells whether the request took effect.
@@ -72,11 +60,12 @@ impl Intent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abiquo::model::{PowerRequest, VmState};
 
-    fn intent(action: Action, request: &str, from: VmState, to: VmState) -> Intent {
+    fn intent(action: Action, request: PowerRequest, from: VmState, to: VmState) -> Intent {
         Intent {
             action,
-            request: request.into(),
+            request,
             from,
             to,
             path: PathTaken::Direct,
@@ -85,22 +74,32 @@ mod tests {
 
     #[test]
     fn intents_map_to_the_task_types_the_api_records() {
-        let i = intent(Action::Reset, "POST reset", VmState::On, VmState::On);
+        let i = intent(Action::Reset, PowerRequest::Reset, VmState::On, VmState::On);
         assert_eq!(i.task_types(), [TaskType::Reset]);
         let i = intent(
             Action::Shutdown,
-            "PUT state OFF (graceful)",
+            Action::Shutdown.request(),
             VmState::On,
             VmState::Off,
         );
         assert_eq!(i.task_types(), [TaskType::Shutdown]);
-        let i = intent(Action::Off, "PUT state OFF", VmState::On, VmState::Off);
+        let i = intent(
+            Action::Off,
+            PowerRequest::HARD_OFF,
+            VmState::On,
+            VmState::Off,
+        );
         assert_eq!(i.task_types(), [TaskType::PowerOff]);
-        let i = intent(Action::Resume, "PUT state ON", VmState::Paused, VmState::On);
+        let i = intent(
+            Action::Resume,
+            Action::On.request(),
+            VmState::Paused,
+            VmState::On,
+        );
         assert!(i.task_types().contains(&TaskType::Resume));
         let i = intent(
             Action::Pause,
-            "PUT state PAUSED",
+            Action::Pause.request(),
             VmState::On,
             VmState::Paused,
         );
@@ -109,9 +108,33 @@ mod tests {
 
     #[test]
     fn a_forced_intent_is_judged_as_a_hard_off() {
-        let mut i = intent(Action::Shutdown, "PUT state OFF", VmState::On, VmState::Off);
+        let mut i = intent(
+            Action::Shutdown,
+            PowerRequest::HARD_OFF,
+            VmState::On,
+            VmState::Off,
+        );
         i.path = PathTaken::Forced;
         assert_eq!(i.effective_action(), Action::Off);
         assert_eq!(i.task_types(), [TaskType::PowerOff]);
+    }
+
+    #[test]
+    fn intent_lines_carry_the_typed_request() {
+        let i = intent(
+            Action::Shutdown,
+            Action::Shutdown.request(),
+            VmState::On,
+            VmState::Off,
+        );
+        let line = serde_json::to_string(&i).unwrap();
+        assert!(line.contains(r#""request":{"kind":"state","target":"OFF","graceful":true}"#));
+        assert_eq!(serde_json::from_str::<Intent>(&line).unwrap(), i);
+        // The display text of the previous journal format is not a request.
+        let old = line.replace(
+            r#"{"kind":"state","target":"OFF","graceful":true}"#,
+            r#""PUT state OFF (graceful)""#,
+        );
+        assert!(serde_json::from_str::<Intent>(&old).is_err());
     }
 }

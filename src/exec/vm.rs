@@ -2,13 +2,15 @@
 
 use crate::abiquo::api::{CloudApi, MutationAnswer};
 use crate::abiquo::error::ClientError;
-use crate::abiquo::model::{Task, VirtualMachine, VmState};
+use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmState};
+use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
-use crate::exec::poll::{Pacing, TaskWait, wait_for_task, wait_for_task_paced};
+use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
-use crate::plan::{Disposition, PlannedStep, rules};
-use crate::runbook::model::{Action, Fallback, Step};
+use crate::journal::history::Pacing;
+use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
+use crate::runbook::model::Action;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,80 +18,7 @@ use tokio::time::Instant;
 #[derive(Clone, Copy)]
 pub(crate) struct VmJob<'a> {
     pub step: &'a PlannedStep,
-    pub rb_step: &'a Step,
     pub target: usize,
-}
-
-/// What is sent to the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
-    State { target: VmStateKind, graceful: bool },
-    Reset,
-}
-
-/// The three states a PUT may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VmStateKind {
-    On,
-    Off,
-    Paused,
-}
-
-impl VmStateKind {
-    fn power(self) -> crate::abiquo::model::PowerState {
-        use crate::abiquo::model::PowerState;
-        match self {
-            VmStateKind::On => PowerState::On,
-            VmStateKind::Off => PowerState::Off,
-            VmStateKind::Paused => PowerState::Paused,
-        }
-    }
-
-    fn state(self) -> VmState {
-        match self {
-            VmStateKind::On => VmState::On,
-            VmStateKind::Off => VmState::Off,
-            VmStateKind::Paused => VmState::Paused,
-        }
-    }
-}
-
-impl Request {
-    fn for_action(action: Action) -> Request {
-        let state = |target, graceful| Request::State { target, graceful };
-        match action {
-            Action::On | Action::Resume => state(VmStateKind::On, false),
-            Action::Off | Action::Deallocate => state(VmStateKind::Off, false),
-            Action::Shutdown => state(VmStateKind::Off, true),
-            Action::Pause => state(VmStateKind::Paused, false),
-            Action::Reset => Request::Reset,
-        }
-    }
-
-    fn hard_off() -> Request {
-        Request::State {
-            target: VmStateKind::Off,
-            graceful: false,
-        }
-    }
-
-    fn text(self) -> String {
-        match self {
-            Request::State { target, graceful } => format!(
-                "PUT state {}{}",
-                target.state(),
-                if graceful { " (graceful)" } else { "" }
-            ),
-            Request::Reset => "POST reset".into(),
-        }
-    }
-
-    fn to(self) -> VmState {
-        match self {
-            Request::State { target, .. } => target.state(),
-            Request::Reset => VmState::On,
-        }
-    }
 }
 
 /// What to do when the API says the VM is busy (LOCKED by another task).
@@ -177,29 +106,28 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
     r.state_after = Some(vm.state.clone());
     r.deallocated_after = vm.deallocated;
     let action = job.step.action;
-    match evaluate(job, &vm) {
-        Disposition::Act { .. } => {}
+    let request = match evaluate(job, &vm) {
+        Disposition::Act { request, .. } => request,
         other => {
             r.path = PathTaken::Skipped;
             return outcome_of(&other);
         }
-    }
+    };
     if ctx.control.stop_token().is_cancelled() {
         return not_started(ctx);
     }
-    let timeout = job.rb_step.task_timeout;
-    match (action, job.rb_step.fallback) {
+    let timeout = job.step.task_timeout();
+    match (action, job.step.fallback) {
         (Action::Shutdown, Some(fallback)) => {
             r.path = PathTaken::Graceful;
-            let graceful = Request::for_action(action);
             let sent = Instant::now();
             let end = act(
                 ctx,
                 job,
                 r,
                 vm,
-                graceful,
-                fallback.after.min(timeout),
+                request,
+                fallback.after().min(timeout),
                 OnBusy::Wait,
             )
             .await;
@@ -211,7 +139,6 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
             } else {
                 PathTaken::Direct
             };
-            let request = Request::for_action(action);
             match act(ctx, job, r, vm, request, timeout, OnBusy::Wait).await {
                 ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
                 other => finish_other(ctx, r, other, timeout).await,
@@ -228,9 +155,9 @@ async fn after_graceful<A: CloudApi>(
     r: &mut VmResult,
     end: ActEnd,
     sent: Instant,
-    fallback: Fallback,
+    fallback: PlannedFallback,
 ) -> VmOutcome {
-    let timeout = job.rb_step.task_timeout;
+    let timeout = job.step.task_timeout();
     match end {
         ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
         ActEnd::TaskFailed(task) => {
@@ -259,7 +186,7 @@ async fn after_graceful<A: CloudApi>(
                 }
             }
         }
-        other => finish_other(ctx, r, other, fallback.after.min(timeout)).await,
+        other => finish_other(ctx, r, other, fallback.after().min(timeout)).await,
     }
 }
 
@@ -276,12 +203,12 @@ async fn reattach<A: CloudApi>(
     if emit_accepted(ctx, job, r, href, true).await.is_err() {
         return not_started(ctx);
     }
-    let timeout = job.rb_step.task_timeout;
-    match (job.step.action, job.rb_step.fallback, intent.path) {
+    let timeout = job.step.task_timeout();
+    match (job.step.action, job.step.fallback, intent.path) {
         (Action::Shutdown, Some(fallback), PathTaken::Graceful) => {
             let sent = Instant::now();
             // Its age is unknown: no learned pacing for it.
-            let end = follow(ctx, job, r, href, None, fallback.after.min(timeout)).await;
+            let end = follow(ctx, job, r, href, None, fallback.after().min(timeout)).await;
             after_graceful(ctx, job, r, end, sent, fallback).await
         }
         _ => match follow(ctx, job, r, href, None, timeout).await {
@@ -303,8 +230,7 @@ async fn inspect<A: CloudApi>(
     at_ms: u64,
     known: &[String],
 ) -> VmOutcome {
-    let types = intent.task_types();
-    let since = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX) - INSPECT_SKEW_SECS;
+    let sent_at = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
     let known_ids: Vec<&str> = known.iter().map(|h| task_id_of(h)).collect();
     let mut vm = match ctx.client.get_vm_at(&r.vm.href).await {
         Ok(vm) => vm,
@@ -315,10 +241,8 @@ async fn inspect<A: CloudApi>(
             Ok(t) => t,
             Err(e) => return client_failure(ctx, &e),
         };
-        let ours = tasks.iter().find(|t| {
-            types.contains(&t.task_type)
-                && t.creation_timestamp.is_some_and(|c| c >= since)
-                && !known_ids.contains(&t.task_id.as_str())
+        let ours = find_ours(&tasks, intent.request, &intent.from, sent_at, |id| {
+            known_ids.contains(&id)
         });
         if let Some(href) = ours.and_then(|t| t.link("self")).map(|l| l.href.clone()) {
             return reattach(ctx, job, r, &href, intent).await;
@@ -343,19 +267,6 @@ async fn inspect<A: CloudApi>(
         return finish_ok(ctx, job, r, None).await;
     }
     drive(ctx, job, r).await
-}
-
-/// Tasks created this long before the recorded intent still count. Generous on purpose: the
-/// API's clock may be behind ours, and missing our own task would mean acting twice, while
-/// adopting an older task of the same type only means following a finished task.
-const INSPECT_SKEW_SECS: i64 = 120;
-
-/// Task id of a task URL (its last path segment).
-fn task_id_of(href: &str) -> &str {
-    href.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(href)
 }
 
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
@@ -408,9 +319,9 @@ async fn force_off_from<A: CloudApi>(
         return Some(finish_ok(ctx, job, r, None).await);
     }
     r.path = PathTaken::Forced;
-    let timeout = job.rb_step.task_timeout;
+    let timeout = job.step.task_timeout();
     Some(
-        match act(ctx, job, r, vm, Request::hard_off(), timeout, busy).await {
+        match act(ctx, job, r, vm, PowerRequest::HARD_OFF, timeout, busy).await {
             ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
             ActEnd::Busy => {
                 r.path = PathTaken::Graceful;
@@ -429,7 +340,7 @@ async fn act<A: CloudApi>(
     job: VmJob<'_>,
     r: &mut VmResult,
     vm: VirtualMachine,
-    request: Request,
+    request: PowerRequest,
     timeout: Duration,
     on_busy: OnBusy,
 ) -> ActEnd {
@@ -444,9 +355,9 @@ async fn act<A: CloudApi>(
                 vm: r.vm.clone(),
                 intent: Intent {
                     action: job.step.action,
-                    request: request.text(),
+                    request,
                     from: vm.state.clone(),
-                    to: request.to(),
+                    to: request.target_state(),
                     path: r.path,
                 },
             })
@@ -457,31 +368,11 @@ async fn act<A: CloudApi>(
                 reason: format!("journal: {e}"),
             });
         }
-        let sent = async {
-            match request {
-                Request::State { target, graceful } => {
-                    ctx.client
-                        .power(
-                            &vm,
-                            crate::abiquo::model::PowerRequest::State {
-                                target: target.power(),
-                                graceful,
-                            },
-                        )
-                        .await
-                }
-                Request::Reset => {
-                    ctx.client
-                        .power(&vm, crate::abiquo::model::PowerRequest::Reset)
-                        .await
-                }
-            }
-        };
         let res = tokio::select! {
-            res = sent => res,
+            res = ctx.client.power(&vm, request) => res,
             () = ctx.control.kill_token().cancelled() => {
                 return ActEnd::Outcome(VmOutcome::Interrupted {
-                    reason: format!("while sending {}; its outcome is unknown", request.text()),
+                    reason: format!("while sending {request}; its outcome is unknown"),
                 });
             }
         };
@@ -709,7 +600,7 @@ fn evaluate(job: VmJob<'_>, vm: &VirtualMachine) -> Disposition {
         &vm.state,
         vm.deallocated,
         vm.hypervisor(),
-        job.rb_step.fallback.as_ref(),
+        job.step.fallback.as_ref(),
     )
 }
 

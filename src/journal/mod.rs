@@ -4,8 +4,9 @@
 //! arrives); [`load`] reads a journal back (tolerating a torn last line) and folds it into a
 //! [`RunView`]; [`resume`], [`restore`] and [`runs`] build on that.
 
-pub mod cmd;
+pub mod estimates;
 pub mod history;
+pub mod lifecycle;
 pub mod restore;
 pub mod resume;
 pub mod runs;
@@ -17,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Version of the journal's record shapes.
-pub const JOURNAL_FORMAT: u32 = 1;
+/// Version of the journal's record shapes. 2: intents carry the typed power request and
+/// the plan is plan format 2 (typed dispositions, steps with what executing them needs).
+/// A journal of another format is refused with the reason, never misread.
+pub const JOURNAL_FORMAT: u32 = 2;
 
 /// Where journals go unless `--journal` says otherwise.
 pub const DEFAULT_RUNS_DIR: &str = ".powerbook/runs";
@@ -190,6 +193,13 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Journal, String> {
         return Err(format!(
             "{shown} was written by a newer powerbook (journal format {}; this one reads {JOURNAL_FORMAT})",
             header.format
+        ));
+    }
+    if header.format < JOURNAL_FORMAT {
+        return Err(format!(
+            "{shown} was written by an older powerbook (journal format {}; this one reads \
+             {JOURNAL_FORMAT}): resume, restore or show it with powerbook {}, which wrote it",
+            header.format, header.powerbook
         ));
     }
     Ok(Journal {

@@ -2,6 +2,7 @@
 //! its journal (the same results table `run` printed).
 
 use crate::exec::event::{ResultCounts, StepInfo, Summary};
+use crate::exec::status::FinalStatus;
 use crate::journal::{RunView, load};
 use crate::report::table::{RenderOptions, TEST_WIDTH};
 use crate::report::{REPORT_FORMAT, RunReport};
@@ -24,17 +25,6 @@ pub struct RunEntry {
     /// `finished`, `failed`, `aborted`, `interrupted` or `incomplete` (no end record).
     pub status: String,
     pub resumes: usize,
-}
-
-/// The run's status word.
-fn status(view: &RunView, counts: &ResultCounts) -> String {
-    match &view.summary {
-        None => "incomplete".into(),
-        Some(s) if s.interrupted => "interrupted".into(),
-        Some(s) if s.aborted.is_some() => "aborted".into(),
-        Some(_) if counts.failed > 0 || counts.interrupted > 0 => "failed".into(),
-        Some(_) => "finished".into(),
-    }
 }
 
 /// Every `*.jsonl` journal in `dir`, oldest first, and what could not be read.
@@ -72,7 +62,9 @@ pub fn list_runs(dir: &Path) -> (Vec<RunEntry>, Vec<String>) {
                     started_at: view.header.started_at.clone(),
                     started_ms: view.header.started_ms,
                     duration_ms: view.last_ms.saturating_sub(view.header.started_ms),
-                    status: status(&view, &counts),
+                    status: FinalStatus::of(view.summary.as_ref(), &counts)
+                        .word()
+                        .to_owned(),
                     counts,
                     not_done,
                     resumes: view.resumes,

@@ -45,7 +45,10 @@ fn vmref(plan: &Plan, step: usize, target: usize) -> VmRef {
 fn intent(action: Action, from: VmState, to: VmState) -> Intent {
     Intent {
         action,
-        request: format!("PUT state {to}"),
+        request: crate::abiquo::model::PowerRequest::State {
+            target: crate::abiquo::model::PowerState::of(&to).unwrap(),
+            graceful: false,
+        },
         from,
         to,
         path: PathTaken::Direct,
@@ -454,4 +457,22 @@ async fn measure_journal_throughput() {
     eprintln!(
         "2000 durable records one by one: {one_by_one:?}; 2000 from 50 tasks at once: {concurrent:?}"
     );
+}
+
+#[test]
+fn a_journal_of_an_older_format_is_refused_with_the_version_that_wrote_it() {
+    let p = plan();
+    let typed = text(&[
+        started(&p),
+        accepted(2_001, 0, 0, "http://127.0.0.1:9/api/t/a1"),
+    ]);
+    let old = typed.replacen(&format!("\"format\":{JOURNAL_FORMAT}"), "\"format\":1", 1);
+    assert_ne!(old, typed);
+    let err = parse(Path::new("j.jsonl"), old.as_bytes()).unwrap_err();
+    assert!(
+        err.contains("written by an older powerbook (journal format 1; this one reads 2)")
+            && err.contains("with powerbook 0.1.0, which wrote it"),
+        "{err}"
+    );
+    assert!(parse(Path::new("j.jsonl"), typed.as_bytes()).is_ok());
 }

@@ -3,7 +3,9 @@
 //! for the sync only where it matters (the intent before a mutation, the task link after).
 
 use crate::exec::event::Event;
+use crate::exec::sink::EventSink;
 use crate::journal::{Record, now_ms};
+use futures::future::BoxFuture;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -45,6 +47,18 @@ impl JournalSink {
             .map_err(|_| "the journal writer has stopped".to_owned())?;
         done.await
             .map_err(|_| "the journal writer has stopped".to_owned())?
+    }
+}
+
+/// The journal as one of the executor's sinks: every event is journaled, the durable ones
+/// synced before the executor goes on.
+impl EventSink for JournalSink {
+    fn record<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+        Box::pin(JournalSink::record(self, event))
+    }
+
+    fn record_durable<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(JournalSink::record_durable(self, event))
     }
 }
 

@@ -4,8 +4,8 @@
 
 use crate::abiquo::model::VmState;
 use crate::plan::estimate::Estimate;
-use crate::plan::{Disposition, Plan, PlannedStep, StepCounts};
-use crate::runbook::model::{Amount, OnFailure, Runbook};
+use crate::plan::{Disposition, FailureLimit, Plan, PlannedStep, StepCounts};
+use crate::runbook::model::{OnFailure, Runbook};
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde::{Deserialize, Serialize};
@@ -105,8 +105,8 @@ impl PlanDocument {
             totals.excluded += c.excluded;
             totals.protected += c.protected;
         }
-        let thresholds = thresholds(runbook, &plan);
-        let warnings = warnings(runbook, &plan, &thresholds, &estimate);
+        let thresholds = thresholds(&plan);
+        let warnings = warnings(&plan, &thresholds, &estimate);
         PlanDocument {
             format: DOCUMENT_FORMAT,
             powerbook: env!("CARGO_PKG_VERSION").to_owned(),
@@ -114,10 +114,7 @@ impl PlanDocument {
             vms_listed,
             totals,
             requests_per_second: runbook.limits.requests_per_second.map(|n| n.get()),
-            deadline_ms: runbook
-                .limits
-                .deadline
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            deadline_ms: plan.deadline_ms,
             plan,
             thresholds,
             estimate,
@@ -142,30 +139,48 @@ impl PlanDocument {
     pub fn run_threshold(&self) -> Option<&Threshold> {
         self.thresholds.iter().find(|t| t.step.is_none())
     }
+
+    /// The (document, plan) formats a saved document says it has, read before the rest so
+    /// that an older shape is refused for its version rather than for a field it lacks.
+    pub fn formats_of(json: &str) -> Result<(u32, u32), serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Formats {
+            format: u32,
+            plan: PlanFormat,
+        }
+        #[derive(Deserialize)]
+        struct PlanFormat {
+            format: u32,
+        }
+        let f: Formats = serde_json::from_str(json)?;
+        Ok((f.format, f.plan.format))
+    }
 }
 
 /// The executor stops a step (or the run) when failures exceed `max_failures` resolved
 /// against its live VMs, and only with `on_failure = "abort"` for steps.
-fn thresholds(runbook: &Runbook, plan: &Plan) -> Vec<Threshold> {
+fn thresholds(plan: &Plan) -> Vec<Threshold> {
     let mut out = Vec::new();
-    if let Some(amount) = runbook.limits.max_failures {
-        out.push(threshold(None, Some(amount), true, plan.total_live()));
+    if let Some(limit) = plan.max_failures {
+        out.push(threshold(None, Some(limit), true, plan.total_live()));
     }
     for s in &plan.steps {
-        let Some(step) = runbook.steps.get(s.index) else {
-            continue;
-        };
         out.push(threshold(
             Some(s.name.clone()),
-            step.max_failures,
-            step.on_failure == OnFailure::Abort,
+            s.max_failures,
+            s.on_failure == OnFailure::Abort,
             s.live_count(),
         ));
     }
     out
 }
 
-fn threshold(step: Option<String>, amount: Option<Amount>, aborts: bool, of: usize) -> Threshold {
+fn threshold(
+    step: Option<String>,
+    limit: Option<FailureLimit>,
+    aborts: bool,
+    of: usize,
+) -> Threshold {
     let key = if step.is_some() {
         "max_failures"
     } else {
@@ -173,7 +188,7 @@ fn threshold(step: Option<String>, amount: Option<Amount>, aborts: bool, of: usi
     };
     let vms = |n: usize| if n == 1 { "VM" } else { "VMs" };
     let failures = |n: usize| if n == 1 { "failure" } else { "failures" };
-    let Some(amount) = amount else {
+    let Some(FailureLimit { amount, tolerated }) = limit else {
         return Threshold {
             step,
             max_failures: None,
@@ -183,7 +198,6 @@ fn threshold(step: Option<String>, amount: Option<Amount>, aborts: bool, of: usi
             text: format!("no failure limit ({of} {})", vms(of)),
         };
     };
-    let tolerated = amount.of(of);
     let abort_at = aborts.then_some(tolerated + 1);
     let text = match abort_at {
         Some(at) if at > of => format!(
@@ -204,12 +218,7 @@ fn threshold(step: Option<String>, amount: Option<Amount>, aborts: bool, of: usi
     }
 }
 
-fn warnings(
-    runbook: &Runbook,
-    plan: &Plan,
-    thresholds: &[Threshold],
-    estimate: &Estimate,
-) -> Vec<PlanWarning> {
+fn warnings(plan: &Plan, thresholds: &[Threshold], estimate: &Estimate) -> Vec<PlanWarning> {
     let mut out = Vec::new();
     let mut refused_total = 0;
     for s in &plan.steps {
@@ -274,7 +283,7 @@ fn warnings(
             ),
         });
     }
-    if let Some(deadline) = runbook.limits.deadline
+    if let Some(deadline) = plan.deadline()
         && u128::from(estimate.total_ms) > deadline.as_millis()
     {
         out.push(PlanWarning {
@@ -282,7 +291,7 @@ fn warnings(
             step: None,
             message: format!(
                 "the run is estimated at {}, longer than its deadline of {}: the last VMs would not be started",
-                crate::plan::render::duration(estimate.total_ms),
+                crate::plan::text::duration(estimate.total_ms),
                 humantime::format_duration(deadline)
             ),
         });
@@ -326,7 +335,7 @@ mod tests {
     use crate::plan::build;
     use crate::plan::estimate::{EstimateInputs, estimate};
     use crate::plan::tests::{runbook, sel_vm, step, vm};
-    use crate::runbook::model::Action;
+    use crate::runbook::model::{Action, Amount};
 
     fn doc(rb: &Runbook, vms: &[crate::abiquo::model::VirtualMachine]) -> PlanDocument {
         let plan = build(rb, vms, "http://x/api");

@@ -2,26 +2,34 @@
 //! steps and split them into waves. `run` executes a plan; `plan` shows one; a saved plan is
 //! JSON (every type here is serde).
 
-pub mod cmd;
+mod disposition;
 pub mod document;
 pub mod estimate;
+pub mod locks;
 pub mod render;
 pub mod rules;
+pub mod saved;
 pub mod select;
+pub mod text;
+
+pub use disposition::Disposition;
 
 use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{VirtualMachine, VmState};
-use crate::runbook::model::{Action, Order, Runbook, Step};
+use crate::runbook::model::{Action, Amount, Fallback, OnFailure, Order, Runbook, Step};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
-/// Version of the plan's JSON shape.
-pub const PLAN_FORMAT: u32 = 1;
+/// Version of the plan's JSON shape. 2: steps and the plan carry what executing them
+/// needs (timeouts, fallback, thresholds, deadline); dispositions are typed.
+pub const PLAN_FORMAT: u32 = 2;
 
-/// A resolved runbook: which VMs each step acts on, and how.
+/// A resolved runbook: which VMs each step acts on, and how. It holds everything the
+/// executor needs, so a saved plan runs as it was shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub format: u32,
@@ -34,6 +42,12 @@ pub struct Plan {
     pub created_at: String,
     /// Effective run-wide concurrency.
     pub concurrency: usize,
+    /// Run-wide failure threshold (`limits.max_failures`), resolved against every live VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<FailureLimit>,
+    /// Nothing new starts after this long (`limits.deadline`), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
     pub steps: Vec<PlannedStep>,
 }
 
@@ -53,9 +67,81 @@ pub struct PlannedStep {
     pub waves: Vec<Vec<usize>>,
     /// Pause between waves, milliseconds.
     pub wave_pause_ms: u64,
-    /// Graceful-shutdown fallback: hard off after this many milliseconds.
-    pub fallback_after_ms: Option<u64>,
+    /// How long one task may run before the VM counts as failed, milliseconds.
+    pub task_timeout_ms: u64,
+    /// Graceful-shutdown fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<PlannedFallback>,
+    /// The step's failure threshold, resolved against its live VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<FailureLimit>,
+    /// What crossing `max_failures` does.
+    pub on_failure: OnFailure,
     pub targets: Vec<PlannedVm>,
+}
+
+/// Graceful-shutdown fallback: `action` (a hard off) when the graceful task fails or has not
+/// finished after `after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedFallback {
+    pub action: Action,
+    pub after_ms: u64,
+}
+
+impl PlannedFallback {
+    pub fn of(f: &Fallback) -> PlannedFallback {
+        PlannedFallback {
+            action: f.action,
+            after_ms: millis(f.after),
+        }
+    }
+
+    pub fn after(&self) -> Duration {
+        Duration::from_millis(self.after_ms)
+    }
+}
+
+/// A failure threshold: `max_failures` as written, and how many failures that tolerates
+/// among the VMs it counts (one more crosses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FailureLimit {
+    /// As written: `3` or `10%`.
+    #[serde(with = "amount_text")]
+    #[schemars(with = "String")]
+    pub amount: Amount,
+    pub tolerated: usize,
+}
+
+impl FailureLimit {
+    fn of(amount: Amount, vms: usize) -> FailureLimit {
+        FailureLimit {
+            amount,
+            tolerated: amount.of(vms),
+        }
+    }
+}
+
+/// [`Amount`] as its runbook text (`3`, `10%`).
+mod amount_text {
+    use crate::runbook::model::Amount;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(amount: &Amount, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(amount)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = match text.strip_suffix('%') {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(Amount::Percent),
+            None => text.parse::<u64>().ok().map(Amount::Count),
+        };
+        parsed.ok_or_else(|| D::Error::custom(format!("not a count or a percentage: {text:?}")))
+    }
 }
 
 /// Identity of a VM, enough to find it again (`href` is its `edit` link).
@@ -102,53 +188,6 @@ pub struct PlannedVm {
     pub disposition: Disposition,
 }
 
-/// What a step will do with one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Disposition {
-    /// Send the power action (`transition` says e.g. `ON → OFF (graceful)`).
-    Act { transition: String },
-    /// Nothing to do: the VM already is where the action leads (or cannot be running).
-    Skip { reason: String },
-    /// The API would reject the action; `code` is the Abiquo code it would give.
-    Refuse {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        code: Option<String>,
-        reason: String,
-    },
-    /// Matched an `exclude` selector.
-    Excluded,
-    /// Protected VM and the step does not set `allow_protected`.
-    Protected {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cause: Option<String>,
-    },
-}
-
-impl Disposition {
-    /// Whether the executor looks at this VM at run time (everything but exclusions and
-    /// protections, which do not depend on the state).
-    pub fn is_live(&self) -> bool {
-        !matches!(self, Disposition::Excluded | Disposition::Protected { .. })
-    }
-
-    /// Text for "skipped: …" / "failed: …".
-    pub fn reason(&self) -> String {
-        match self {
-            Disposition::Act { transition } => transition.clone(),
-            Disposition::Skip { reason } => reason.clone(),
-            Disposition::Refuse {
-                code: Some(code),
-                reason,
-            } => format!("{code}: {reason}"),
-            Disposition::Refuse { code: None, reason } => reason.clone(),
-            Disposition::Excluded => "excluded".into(),
-            Disposition::Protected { cause: Some(c) } => format!("protected: {c}"),
-            Disposition::Protected { cause: None } => "protected".into(),
-        }
-    }
-}
-
 /// How many VMs of a step fall in each disposition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StepCounts {
@@ -160,6 +199,10 @@ pub struct StepCounts {
 }
 
 impl PlannedStep {
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_millis(self.task_timeout_ms)
+    }
+
     pub fn counts(&self) -> StepCounts {
         let mut c = StepCounts::default();
         for t in &self.targets {
@@ -184,6 +227,10 @@ impl PlannedStep {
 }
 
 impl Plan {
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline_ms.map(Duration::from_millis)
+    }
+
     pub fn total_targets(&self) -> usize {
         self.steps.iter().map(|s| s.targets.len()).sum()
     }
@@ -212,7 +259,9 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
         let Some(step) = runbook.steps.get(index) else {
             continue;
         };
-        let targets = plan_targets(step, vms, &expected);
+        let fallback = step.fallback.as_ref().map(PlannedFallback::of);
+        let targets = plan_targets(step, fallback.as_ref(), vms, &expected);
+        let live = targets.iter().filter(|t| t.disposition.is_live()).count();
         for t in &targets {
             if matches!(t.disposition, Disposition::Act { .. }) {
                 expected.insert(t.vm.id, after_action(step.action, t));
@@ -233,28 +282,39 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
             },
             waves: waves(step, &targets),
             wave_pause_ms: step.waves.map_or(0, |w| millis(w.pause)),
-            fallback_after_ms: step.fallback.map(|f| millis(f.after)),
+            task_timeout_ms: millis(step.task_timeout),
+            fallback,
+            max_failures: step.max_failures.map(|a| FailureLimit::of(a, live)),
+            on_failure: step.on_failure,
             targets,
         });
     }
-    Plan {
+    let mut plan = Plan {
         format: PLAN_FORMAT,
         runbook_name: runbook.name.clone(),
         source_hash: runbook.source_hash.clone(),
         endpoint: endpoint.to_owned(),
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         concurrency: run_limit,
+        max_failures: None,
+        deadline_ms: runbook.limits.deadline.map(millis),
         steps: planned.into_iter().flatten().collect(),
-    }
+    };
+    plan.max_failures = runbook
+        .limits
+        .max_failures
+        .map(|a| FailureLimit::of(a, plan.total_live()));
+    plan
 }
 
-fn millis(d: std::time::Duration) -> u64 {
+fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Targets in runbook order, VMs within one entry in API list order; the first match wins.
 fn plan_targets(
     step: &Step,
+    fallback: Option<&PlannedFallback>,
     vms: &[VirtualMachine],
     expected: &HashMap<u64, (VmState, Option<bool>)>,
 ) -> Vec<PlannedVm> {
@@ -281,13 +341,7 @@ fn plan_targets(
                     reason: "the API gave no `edit` link for this VM".into(),
                 }
             } else {
-                rules::evaluate(
-                    step.action,
-                    &state,
-                    deallocated,
-                    vm.hypervisor(),
-                    step.fallback.as_ref(),
-                )
+                rules::evaluate(step.action, &state, deallocated, vm.hypervisor(), fallback)
             };
             out.push(PlannedVm {
                 vm: VmRef::of(vm),

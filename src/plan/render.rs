@@ -3,32 +3,13 @@
 
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::DurationSource;
+use crate::plan::text::duration;
 use crate::plan::{Disposition, PlannedStep};
 use crate::report::table::{RenderOptions, TEST_WIDTH};
 use crate::runbook::model::Order;
 use comfy_table::{ContentArrangement, Table, presets};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-/// `850ms`, `12.5s`, `6m 20s`, `1h 30m`.
-pub fn duration(ms: u64) -> String {
-    if ms == 0 {
-        "0s".into()
-    } else if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        let secs = ms.div_ceil(1000);
-        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-        match (h, s) {
-            (0, 0) => format!("{m}m"),
-            (0, _) => format!("{m}m {s}s"),
-            (_, _) if m == 0 => format!("{h}h"),
-            _ => format!("{h}h {m}m"),
-        }
-    }
-}
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -301,7 +282,7 @@ fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
             state = format!("{state} → {} (earlier step)", target.state_expected);
         }
         let plan = match &target.disposition {
-            Disposition::Act { transition } => transition.clone(),
+            d @ Disposition::Act { .. } => d.reason(),
             Disposition::Skip { reason } => format!("skip: {reason}"),
             Disposition::Refuse {
                 code: Some(code),
@@ -414,15 +395,5 @@ mod tests {
         let side = line("side");
         let beside = side.split("alongside").nth(1).unwrap_or_default();
         assert!(!beside.contains("'first'"), "{text}");
-    }
-
-    #[test]
-    fn durations_are_short_and_round_up_to_the_second_past_a_minute() {
-        assert_eq!(duration(850), "850ms");
-        assert_eq!(duration(12_340), "12.3s");
-        assert_eq!(duration(60_000), "1m");
-        assert_eq!(duration(379_200), "6m 20s");
-        assert_eq!(duration(5_400_000), "1h 30m");
-        assert_eq!(duration(7_200_000), "2h");
     }
 }

@@ -2,17 +2,10 @@
 //! would reject it). Follows the transition table of the API reference (§4.2); the executor
 //! applies the same rules again right before acting, on the state it has just read.
 
+use crate::abiquo::codes::Code;
 use crate::abiquo::model::VmState;
-use crate::plan::Disposition;
-use crate::runbook::model::{Action, Fallback};
-
-/// Abiquo's message for VM-4 (invalid transition).
-pub const VM4: &str = "The virtual machine cannot change to the required state";
-/// Abiquo's message for VM-11 (not in a hypervisor).
-pub const VM11: &str =
-    "The virtual machine is not in any hypervisor. Therefore the change of state cannot be applied";
-/// Abiquo's message for VM-26 (reset needs ON).
-pub const VM26: &str = "The allowed power state for resetting a virtual machine is ON";
+use crate::plan::{Disposition, PlannedFallback};
+use crate::runbook::model::Action;
 
 /// Start of the reason given for a LOCKED VM (`plan` adds which task holds it).
 pub const LOCKED_REASON: &str = "LOCKED by a running task";
@@ -28,14 +21,23 @@ pub fn evaluate(
     state: &VmState,
     deallocated: Option<bool>,
     hypervisor: Option<&str>,
-    fallback: Option<&Fallback>,
+    fallback: Option<&PlannedFallback>,
 ) -> Disposition {
-    let refuse = |code: &str, msg: &str| Disposition::Refuse {
-        code: Some(code.to_owned()),
-        reason: msg.to_owned(),
+    let refuse = |code: Code| Disposition::Refuse {
+        code: Some(code.code().to_owned()),
+        reason: code.message().to_owned(),
     };
     let skip = |reason: String| Disposition::Skip { reason };
-    let act = |text: String| Disposition::Act { transition: text };
+    let act = || {
+        let request = action.request();
+        Disposition::Act {
+            from: state.clone(),
+            to: request.target_state(),
+            request,
+            deallocate: action == Action::Deallocate,
+            fallback: fallback.filter(|_| action == Action::Shutdown).copied(),
+        }
+    };
 
     if action == Action::Deallocate && !is_azure(hypervisor) {
         return Disposition::Refuse {
@@ -60,68 +62,52 @@ pub fn evaluate(
             return if matches!(action, Action::Off | Action::Shutdown | Action::Deallocate) {
                 skip(format!("not deployed ({state})"))
             } else {
-                refuse("VM-11", VM11)
+                refuse(Code::Vm11)
             };
         }
-        VmState::Unknown | VmState::Other(_) => return refuse("VM-11", VM11),
+        VmState::Unknown | VmState::Other(_) => return refuse(Code::Vm11),
         _ => {}
     }
     let from = state.as_str();
     match action {
         Action::On => match state {
             VmState::On => skip("already ON".into()),
-            VmState::Off | VmState::Configured => act(format!("{from} → ON")),
+            VmState::Off | VmState::Configured => act(),
             VmState::Paused => Disposition::Refuse {
                 code: None,
                 reason: "the VM is PAUSED: use the `resume` action".into(),
             },
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Off | Action::Shutdown => match state {
             VmState::Off => skip("already OFF".into()),
             VmState::Configured => skip("never powered on (CONFIGURED)".into()),
-            VmState::On => act(format!("ON → {}", describe_target(action, fallback))),
-            _ => refuse("VM-4", VM4),
+            VmState::On => act(),
+            _ => refuse(Code::Vm4),
         },
         Action::Deallocate => match state {
             VmState::Off if deallocated == Some(true) => skip("already deallocated".into()),
-            VmState::On => act("ON → OFF (deallocated)".into()),
+            VmState::On => act(),
             // OFF → OFF is VM-4: a stopped Azure VM must be powered on to be deallocated.
-            _ => refuse("VM-4", VM4),
+            _ => refuse(Code::Vm4),
         },
         Action::Pause => match state {
             VmState::Paused => skip("already PAUSED".into()),
-            VmState::On => act("ON → PAUSED".into()),
-            _ => refuse("VM-4", VM4),
+            VmState::On => act(),
+            _ => refuse(Code::Vm4),
         },
         Action::Resume => match state {
             VmState::On => skip("already ON".into()),
-            VmState::Paused => act("PAUSED → ON (resume)".into()),
+            VmState::Paused => act(),
             _ => Disposition::Refuse {
                 code: None,
                 reason: format!("the VM is {from}, not PAUSED: use the `on` action"),
             },
         },
         Action::Reset => match state {
-            VmState::On => act("ON → reset → ON".into()),
-            _ => refuse("VM-26", VM26),
+            VmState::On => act(),
+            _ => refuse(Code::Vm26),
         },
-    }
-}
-
-/// "OFF (graceful, hard off after 5m)" and the like.
-fn describe_target(action: Action, fallback: Option<&Fallback>) -> String {
-    match (action, fallback) {
-        (Action::Shutdown, Some(f)) => format!(
-            "OFF (graceful, fallback hard off after {})",
-            humantime::format_duration(f.after)
-        ),
-        (Action::Shutdown, None) => "OFF (graceful)".into(),
-        (Action::Off, _) => "OFF (hard)".into(),
-        (Action::Deallocate, _) => "OFF (deallocated)".into(),
-        (Action::Reset, _) => "reset → ON".into(),
-        (Action::Resume, _) => "ON (resume)".into(),
-        (a, _) => a.target_state().to_string(),
     }
 }
 
@@ -136,6 +122,8 @@ pub fn reached(action: Action, state: &VmState, deallocated: Option<bool>) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abiquo::model::{PowerRequest, PowerState};
+    use crate::runbook::model::Fallback;
     use std::time::Duration;
 
     fn kind(d: &Disposition) -> String {
@@ -211,16 +199,57 @@ mod tests {
 
     #[test]
     fn shutdown_transition_mentions_the_fallback() {
-        let f = Fallback {
+        let f = PlannedFallback::of(&Fallback {
             action: Action::Off,
             after: Duration::from_secs(300),
-        };
+        });
         let d = evaluate(Action::Shutdown, &VmState::On, None, None, Some(&f));
         assert_eq!(
             d,
             Disposition::Act {
-                transition: "ON → OFF (graceful, fallback hard off after 5m)".into()
+                from: VmState::On,
+                to: VmState::Off,
+                request: PowerRequest::State {
+                    target: PowerState::Off,
+                    graceful: true,
+                },
+                deallocate: false,
+                fallback: Some(f),
             }
+        );
+        assert_eq!(
+            d.reason(),
+            "ON → OFF (graceful, fallback hard off after 5m)"
+        );
+    }
+
+    #[test]
+    fn acting_dispositions_read_as_before() {
+        use Action::*;
+        let az = Some("AZURE");
+        let cases: &[(Action, VmState, &str)] = &[
+            (On, VmState::Off, "OFF → ON"),
+            (On, VmState::Configured, "CONFIGURED → ON"),
+            (Off, VmState::On, "ON → OFF (hard)"),
+            (Shutdown, VmState::On, "ON → OFF (graceful)"),
+            (Deallocate, VmState::On, "ON → OFF (deallocated)"),
+            (Pause, VmState::On, "ON → PAUSED"),
+            (Resume, VmState::Paused, "PAUSED → ON (resume)"),
+            (Reset, VmState::On, "ON → reset → ON"),
+        ];
+        for (action, state, want) in cases {
+            let d = evaluate(*action, state, Some(false), az, None);
+            assert_eq!(d.reason(), *want, "{action} on {state}");
+        }
+        // The fallback belongs to graceful shutdowns only.
+        let f = PlannedFallback {
+            action: Off,
+            after_ms: 1000,
+        };
+        let d = evaluate(Off, &VmState::On, None, None, Some(&f));
+        assert!(
+            matches!(d, Disposition::Act { fallback: None, .. }),
+            "{d:?}"
         );
     }
 

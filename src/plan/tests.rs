@@ -242,11 +242,51 @@ fn fallback_is_carried_into_the_plan() {
         after: Duration::from_secs(90),
     });
     let plan = build(&runbook(vec![s]), &lab(), "http://x/api");
-    assert_eq!(plan.steps[0].fallback_after_ms, Some(90_000));
+    assert_eq!(
+        plan.steps[0].fallback,
+        Some(PlannedFallback {
+            action: Action::Off,
+            after_ms: 90_000
+        })
+    );
     assert_eq!(
         plan.steps[0].targets[0].disposition.reason(),
         "ON → OFF (graceful, fallback hard off after 1m 30s)"
     );
+}
+
+#[test]
+fn the_plan_carries_what_executing_it_needs() {
+    let mut s = step("s", Action::Off, vec![sel_vm("web-*"), sel_vm("db-*")]);
+    s.task_timeout = Duration::from_secs(42);
+    s.max_failures = Some(Amount::Percent(50));
+    s.on_failure = OnFailure::Continue;
+    s.exclude = vec![sel_vm("db-02")];
+    let mut rb = runbook(vec![s, step("t", Action::On, vec![sel_vm("az-*")])]);
+    rb.limits.max_failures = Some(Amount::Count(2));
+    rb.limits.deadline = Some(Duration::from_secs(600));
+    let plan = build(&rb, &lab(), "http://x/api");
+    let s = &plan.steps[0];
+    assert_eq!(s.task_timeout(), Duration::from_secs(42));
+    assert_eq!(s.on_failure, OnFailure::Continue);
+    // 50% of the 4 live VMs (the excluded one does not count).
+    assert_eq!(
+        s.max_failures,
+        Some(FailureLimit {
+            amount: Amount::Percent(50),
+            tolerated: 2
+        })
+    );
+    assert_eq!(plan.steps[1].max_failures, None);
+    assert_eq!(plan.steps[1].task_timeout(), Runbook::DEFAULT_TASK_TIMEOUT);
+    assert_eq!(
+        plan.max_failures,
+        Some(FailureLimit {
+            amount: Amount::Count(2),
+            tolerated: 2
+        })
+    );
+    assert_eq!(plan.deadline(), Some(Duration::from_secs(600)));
 }
 
 #[test]
@@ -261,8 +301,15 @@ fn step_order_respects_after_even_when_listed_backwards() {
 
 #[test]
 fn plan_round_trips_through_json() {
-    let s = step("s", Action::Shutdown, vec![sel_vm("*")]);
-    let plan = build(&runbook(vec![s]), &lab(), "http://x/api");
+    let mut s = step("s", Action::Shutdown, vec![sel_vm("*")]);
+    s.max_failures = Some(Amount::Percent(10));
+    s.fallback = Some(Fallback {
+        action: Action::Off,
+        after: Duration::from_secs(90),
+    });
+    let mut rb = runbook(vec![s]);
+    rb.limits.max_failures = Some(Amount::Count(3));
+    let plan = build(&rb, &lab(), "http://x/api");
     let text = serde_json::to_string(&plan).unwrap();
     let back: Plan = serde_json::from_str(&text).unwrap();
     assert_eq!(back, plan);

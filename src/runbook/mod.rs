@@ -4,7 +4,6 @@
 //! (values, step graph, conflicts) → [`model::Runbook`]. Every problem found in a file is
 //! reported at once, each with its `file:line:col`.
 
-pub mod cmd;
 pub mod diagnostic;
 mod graph;
 pub mod model;

@@ -1,7 +1,7 @@
 //! Validated runbook: no spans, no strings standing in for enums. Everything after
 //! validation (plan, run, resume) works on these types only.
 
-use crate::abiquo::model::VmState;
+use crate::abiquo::model::{PowerRequest, PowerState, VmState};
 use globset::{Glob, GlobMatcher};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,19 @@ impl Action {
             Action::On | Action::Resume | Action::Reset => VmState::On,
             Action::Off | Action::Shutdown | Action::Deallocate => VmState::Off,
             Action::Pause => VmState::Paused,
+        }
+    }
+
+    /// The request the executor sends for the action (a resume is a PUT ON, a deallocation
+    /// a hard PUT OFF).
+    pub fn request(self) -> PowerRequest {
+        let state = |target, graceful| PowerRequest::State { target, graceful };
+        match self {
+            Action::On | Action::Resume => state(PowerState::On, false),
+            Action::Off | Action::Deallocate => PowerRequest::HARD_OFF,
+            Action::Shutdown => state(PowerState::Off, true),
+            Action::Pause => state(PowerState::Paused, false),
+            Action::Reset => PowerRequest::Reset,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Simulator configuration: the inventory it serves, task timing, fault rates, and the
 //! settings for behaviour the API reference leaves uncertain.
 
+use crate::abiquo::codes::Code;
 use crate::abiquo::model::VmState;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,6 +129,17 @@ pub enum LockedCode {
     /// `ASYNC-TASK-2` "task in progress".
     #[value(name = "async-task-2")]
     AsyncTask2,
+}
+
+impl LockedCode {
+    /// The error code this setting answers a request on a LOCKED VM with.
+    pub(crate) fn code(self) -> Code {
+        match self {
+            LockedCode::Vm11 => Code::Vm11,
+            LockedCode::Vm2 => Code::Vm2,
+            LockedCode::AsyncTask2 => Code::AsyncTask2,
+        }
+    }
 }
 
 /// A simulator account (these are the simulator's own, not secrets).

@@ -5,7 +5,10 @@
 //! [`KillSwitch`]; a handler that flips it makes every later write fail, so hyper drops the
 //! connection without sending a byte of the response.
 
-use super::routes::{Shared, error_response};
+use super::answer::error_response;
+use super::error::ApiError;
+use super::shared::Shared;
+use crate::abiquo::codes::Code;
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
@@ -224,9 +227,7 @@ pub(crate) async fn inject(
     if r503 < faults.http_503 {
         shared.fault("503");
         return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "503-SERVICE-UNAVAILABLE",
-            "The service is not available right now, try again in a few moments",
+            &Code::ServiceUnavailable.into(),
             &version,
             Some("503 injected"),
         );
@@ -234,9 +235,7 @@ pub(crate) async fn inject(
     if r429 < faults.http_429 {
         shared.fault("429");
         let mut resp = error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            "429-TOO-MANY-REQUESTS",
-            "Too many requests, slow down",
+            &ApiError::from(Code::TooManyRequests),
             &version,
             Some("429 injected"),
         );

@@ -3,6 +3,7 @@
 use super::SimError;
 use super::config::{LockedCode, SimAction, SimConfig, SimVapp, SimVdc, SimVmSpec};
 use crate::abiquo::model::VmState;
+use clap::ValueEnum;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -338,14 +339,18 @@ fn apply_settings(
         config.accepted_versions = versions.get_ref().clone();
     }
     if let Some(code) = &s.locked_code {
-        config.locked_code = match code.get_ref().as_str() {
-            "VM-11" | "vm-11" => LockedCode::Vm11,
-            "VM-2" | "vm-2" => LockedCode::Vm2,
-            "ASYNC-TASK-2" | "async-task-2" => LockedCode::AsyncTask2,
-            other => {
+        let text = code.get_ref().as_str();
+        // The code as the API spells it, or all in lower case.
+        let named = |c: &LockedCode| {
+            let api = c.code().code();
+            text == api || text == api.to_ascii_lowercase()
+        };
+        config.locked_code = match LockedCode::value_variants().iter().copied().find(named) {
+            Some(c) => c,
+            None => {
                 return Err(src.at(
                     code,
-                    format!("unknown locked_code `{other}` (expected VM-11, VM-2 or ASYNC-TASK-2)"),
+                    format!("unknown locked_code `{text}` (expected VM-11, VM-2 or ASYNC-TASK-2)"),
                 ));
             }
         };
@@ -421,125 +426,4 @@ fn parse_vm(src: &Source<'_>, raw: &RawVm, azure: bool, id: u64) -> Result<SimVm
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_lab_parses_with_the_documented_vms() {
-        let lab = SimConfig::from_inventory_str("lab.toml", LAB_TOML).unwrap();
-        let find = |n: &str| lab.vms().find(|(_, _, v)| v.name == n).unwrap();
-        assert_eq!(find("web-04").2.state, VmState::Off);
-        assert!(!find("web-legacy").2.guest_tools);
-        assert!(find("vpn-gateway").2.protected);
-        assert_eq!(find("build-runner").2.state, VmState::NotAllocated);
-        assert_eq!(
-            find("batch-worker-2").2.fail_actions,
-            vec![SimAction::Pause]
-        );
-        assert_eq!(find("spark-master").0.hypervisor, "AZURE");
-        assert_eq!(
-            lab.duration_of(SimAction::Shutdown),
-            Duration::from_millis(2500)
-        );
-        assert_eq!(lab.duration_of(SimAction::On), Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn lab_keeps_the_seed_ids() {
-        let lab = SimConfig::lab();
-        let (vdc, vapp, vm) = lab.vms().find(|(_, _, v)| v.id == 47).unwrap();
-        assert_eq!((vdc.id, vapp.id, vm.state.clone()), (2, 1, VmState::On));
-    }
-
-    #[test]
-    fn implicit_ids_continue_after_explicit_ones_and_skip_taken_ids() {
-        let text = r#"
-[[vdc]]
-name = "a"
-  [[vdc.vapp]]
-  name = "x"
-    [[vdc.vapp.vm]]
-    name = "one"
-    [[vdc.vapp.vm]]
-    name = "ten"
-    id = 10
-    [[vdc.vapp.vm]]
-    name = "eleven"
-    [[vdc.vapp.vm]]
-    name = "two"
-    id = 2
-    [[vdc.vapp.vm]]
-    name = "three"
-"#;
-        let c = SimConfig::from_inventory_str("t.toml", text).unwrap();
-        let ids: Vec<_> = c.vms().map(|(_, _, v)| (v.name.as_str(), v.id)).collect();
-        assert_eq!(
-            ids,
-            [
-                ("one", 1),
-                ("ten", 10),
-                ("eleven", 11),
-                ("two", 2),
-                ("three", 3)
-            ]
-        );
-    }
-
-    #[test]
-    fn unknown_key_error_names_file_and_line() {
-        let text = "[[vdc]]\nname = \"a\"\n  [[vdc.vapp]]\n  name = \"x\"\n    [[vdc.vapp.vm]]\n    name = \"v\"\n    colour = \"red\"\n";
-        let e = SimConfig::from_inventory_str("inv.toml", text).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.starts_with("inv.toml:7:"), "{msg}");
-        assert!(msg.contains("colour"), "{msg}");
-    }
-
-    #[test]
-    fn bad_state_duplicate_id_and_non_azure_deallocated_are_rejected_with_lines() {
-        let bad_state = "[[vdc]]\nname = \"a\"\n[[vdc.vapp]]\nname = \"x\"\n[[vdc.vapp.vm]]\nname = \"v\"\nstate = \"RUNNING\"\n";
-        let e = SimConfig::from_inventory_str("a.toml", bad_state)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("a.toml:7:") && e.contains("RUNNING"), "{e}");
-
-        let dup = "[[vdc]]\nname = \"a\"\n[[vdc.vapp]]\nname = \"x\"\n[[vdc.vapp.vm]]\nname = \"v\"\nid = 3\n[[vdc.vapp.vm]]\nname = \"w\"\nid = 3\n";
-        let e = SimConfig::from_inventory_str("b.toml", dup)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("b.toml:10:") && e.contains("duplicate VM id 3"),
-            "{e}"
-        );
-
-        let dealloc = "[[vdc]]\nname = \"a\"\n[[vdc.vapp]]\nname = \"x\"\n[[vdc.vapp.vm]]\nname = \"v\"\ndeallocated = true\n";
-        let e = SimConfig::from_inventory_str("c.toml", dealloc)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("c.toml:7:") && e.contains("AZURE"), "{e}");
-
-        let dur = "[settings]\ntask_duration = \"soon\"\n";
-        let e = SimConfig::from_inventory_str("d.toml", dur)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("d.toml:2:") && e.contains("soon"), "{e}");
-    }
-
-    #[test]
-    fn generated_inventory_has_deterministic_names_and_spread() {
-        let c = SimConfig::generated(10_000);
-        assert_eq!(c.vms().count(), 10_000);
-        assert_eq!(c.vdcs.len(), 50);
-        assert_eq!(c.vdcs[0].name, "vdc-01");
-        assert_eq!(c.vdcs[0].vapps[0].name, "vapp-001");
-        assert_eq!(c.vdcs[0].vapps[0].vms[0].name, "vm-00001");
-        assert_eq!(c.vdcs[49].vapps[9].vms[19].name, "vm-10000");
-        assert!(
-            c.vms()
-                .all(|(_, _, v)| v.state == VmState::On && v.guest_tools)
-        );
-        assert!(c.validate().is_ok());
-        let small = SimConfig::generated(3);
-        assert_eq!(small.vms().count(), 3);
-        assert_eq!(small.vdcs.len(), 1);
-    }
-}
+mod tests;

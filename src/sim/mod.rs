@@ -2,25 +2,31 @@
 //! media types, versions, states, errors, tasks and jobs), with fault injection and
 //! counters for tests. Tests start it in-process with [`SimHandle::start`].
 
-pub mod cmd;
+#[cfg(test)]
+mod agreement;
+mod answer;
 mod config;
+mod error;
 mod faults;
 mod inventory;
 mod negotiate;
 mod routes;
-mod state;
+mod shared;
 mod stats;
+mod transitions;
+mod vm;
+mod world;
 
 pub use config::{
     DEFAULT_PASSWORD, DEFAULT_USER, Faults, LockedCode, SimAction, SimConfig, SimUser, SimVapp,
     SimVdc, SimVmSpec,
 };
-pub use state::SimVm;
 pub use stats::{MutationRecord, SimStats};
+pub use vm::SimVm;
 
 use crate::abiquo::model::VmState;
 use faults::{KillSwitch, SimListener};
-use routes::Shared;
+use shared::Shared;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

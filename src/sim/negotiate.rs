@@ -1,9 +1,10 @@
 //! Media-type and version negotiation on `Accept` and `Content-Type`, as the API's version
 //! filter does it: unknown version → 406 (Accept) / 415 (Content-Type); no version → latest.
 
-use super::state::ApiError;
+use super::error::ApiError;
+use crate::abiquo::codes::Code;
 use crate::abiquo::media;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 
 /// The entity and version an answer will carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +61,8 @@ pub(crate) fn accept(
         };
         if vendor.format != "json" || !allowed.contains(&vendor.entity.as_str()) {
             error.get_or_insert_with(|| {
-                ApiError::new(
-                    StatusCode::NOT_ACCEPTABLE,
-                    "406-NOT-ACCEPTABLE",
+                ApiError::detailed(
+                    Code::NotAcceptable,
                     &format!(
                         "The resource cannot produce '{value}'; it answers {}",
                         allowed
@@ -89,18 +89,13 @@ pub(crate) fn accept(
                 });
             }
             Some(_) => {
-                error = Some(ApiError::new(
-                    StatusCode::NOT_ACCEPTABLE,
-                    "406-NOT-ACCEPTABLE",
-                    "Invalid version parameter for 'Accept' header",
-                ));
+                error = Some(ApiError::from(Code::NotAcceptable));
             }
         }
     }
     Err(error.unwrap_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "406-NOT-ACCEPTABLE",
+        ApiError::detailed(
+            Code::NotAcceptable,
             "The 'Accept' header names no media type this resource produces",
         )
     }))
@@ -114,13 +109,7 @@ pub(crate) fn content_type(
     versions: &[String],
     required: bool,
 ) -> Result<(), ApiError> {
-    let unsupported = |message: &str| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "415-UNSUPPORTED-MEDIA-TYPE",
-            message,
-        )
-    };
+    let unsupported = |message: &str| ApiError::detailed(Code::UnsupportedMediaType, message);
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return if required {
             Err(unsupported(&format!(
@@ -143,11 +132,9 @@ pub(crate) fn content_type(
     }
     match media::parse_vendor(value) {
         Some(v) if v.entity == entity && v.format == "json" => match v.version {
-            Some(ver) if !versions.contains(&ver) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "415-UNSUPPORTED-MEDIA-TYPE-VERSION",
-                "Invalid 'Content-type' version",
-            )),
+            Some(ver) if !versions.contains(&ver) => {
+                Err(ApiError::from(Code::UnsupportedMediaTypeVersion))
+            }
             _ => Ok(()),
         },
         _ if !required && essence == "text/plain" => Ok(()),

@@ -1,89 +1,31 @@
 //! Journal, resume, restore and run history against the in-process simulator: the real
 //! binary is killed (SIGKILL, SIGINT) mid-run and resumed while the simulator lives on.
+//! Long because it is one command family's whole acceptance suite.
 
-use crate::support::{against, runtime, write};
+use crate::support::{Output, Test, wait_until};
 use powerbook::abiquo::model::VmState;
 use powerbook::journal::{Record, RunView, TORN_NOTE};
-use powerbook::sim::{SimConfig, SimHandle, SimUser};
+use powerbook::sim::SimUser;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// `n` generated VMs (all ON), tasks of ~`ms` milliseconds.
-fn generated(n: usize, ms: u64) -> SimConfig {
-    let mut c = SimConfig::generated(n);
-    c.task_duration = Duration::from_millis(ms);
-    c.task_jitter = Duration::from_millis(ms / 5);
-    c.durations.clear();
-    c
+/// A test with `n` generated VMs whose tasks take ~`ms` ms.
+fn cloud(n: usize, ms: u64) -> Test {
+    Test::new().generated(n, ms)
 }
 
-/// The binary, set up like an operator's shell pointed at the simulator, run from `dir`.
-fn powerbook(sim: &SimHandle, dir: &Path) -> Command {
-    let mut cmd = against(sim);
-    cmd.current_dir(dir)
-        .env_remove("POWERBOOK_RUNS_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-const TIMING: [&str; 8] = [
-    "--poll-initial",
-    "20ms",
-    "--poll-max",
-    "100ms",
-    "--lock-wait",
-    "20s",
-    "--request-timeout",
-    "5s",
-];
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn states(sim: &SimHandle) -> BTreeMap<String, (VmState, Option<bool>)> {
-    sim.vm_states()
+fn states(t: &Test) -> BTreeMap<String, (VmState, Option<bool>)> {
+    t.sim()
+        .vm_states()
         .into_iter()
         .map(|v| (v.name, (v.state, v.deallocated)))
         .collect()
 }
 
-fn actions(sim: &SimHandle) -> BTreeMap<String, Vec<String>> {
-    sim.stats()
-        .mutations
-        .into_iter()
-        .map(|(vm, recs)| (vm, recs.into_iter().map(|r| r.action).collect()))
-        .collect()
-}
-
-/// Waits for the child, failing the test after `limit`.
-fn wait(mut child: std::process::Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("powerbook did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+fn text(out: &Output) -> String {
+    out.context()
 }
 
 const OFF_ON_RESET: &str = r#"
@@ -110,31 +52,29 @@ targets = [{ vm = "vm-*" }]
 
 #[test]
 fn sigkill_at_random_moments_then_resume_acts_exactly_once_per_vm_and_action() {
-    let rt = runtime();
     let mut killed_mid_run = 0;
     for seed in [1u64, 2, 3, 4, 5] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         // Slow answers widen the window between a request and its answer, so that kills
         // also land after an intent was recorded but before its task link was.
-        let mut config = generated(18, 120);
-        config.faults.slow = 0.15;
-        config.faults.slow_delay = Duration::from_millis(200);
-        let sim = rt.block_on(SimHandle::start(config)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let rb = write(dir.path(), "rb.toml", OFF_ON_RESET);
-        let journal = dir.path().join("run.jsonl");
+        let t = cloud(18, 120)
+            .faults(|f| {
+                f.slow = 0.15;
+                f.slow_delay = Duration::from_millis(200);
+            })
+            .runbook(OFF_ON_RESET);
+        let journal = t.path("run.jsonl");
         for attempt in 0.. {
             assert!(attempt < 5, "seed {seed}: never got past planning");
-            let mut child = powerbook(&sim, dir.path())
-                .args(["run", rb.to_str().unwrap(), "--yes", "--journal"])
+            let mut child = t
+                .clone()
+                .args(["run", "runbook.toml", "--yes", "--journal"])
                 .arg(&journal)
-                .args(TIMING)
-                .spawn()
-                .unwrap();
+                .fast_polling()
+                .spawn();
             std::thread::sleep(Duration::from_millis(rng.random_range(150..2500)));
-            let running = child.try_wait().unwrap().is_none();
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            let running = child.is_running();
+            child.kill(); // SIGKILL
             let planned =
                 powerbook::journal::load(&journal).is_ok_and(|j| RunView::of(&j).plan.is_some());
             if planned {
@@ -142,7 +82,7 @@ fn sigkill_at_random_moments_then_resume_acts_exactly_once_per_vm_and_action() {
                 break;
             }
             // Killed before the plan was recorded: nothing can have been sent.
-            assert!(sim.stats().mutations.is_empty(), "seed {seed}");
+            assert!(t.stats().mutations.is_empty(), "seed {seed}");
             let _ = std::fs::remove_file(&journal);
         }
         // Resume until done; the first resume of odd seeds is itself killed.
@@ -150,26 +90,23 @@ fn sigkill_at_random_moments_then_resume_acts_exactly_once_per_vm_and_action() {
         loop {
             rounds += 1;
             assert!(rounds <= 4, "seed {seed}: resume does not finish");
-            let child = powerbook(&sim, dir.path())
-                .args(["resume", journal.to_str().unwrap(), "--yes"])
-                .args(TIMING)
-                .spawn()
-                .unwrap();
+            let resume = t
+                .clone()
+                .args(["resume", "run.jsonl", "--yes"])
+                .fast_polling();
             if rounds == 1 && seed % 2 == 1 {
-                let mut child = child;
+                let child = resume.spawn();
                 std::thread::sleep(Duration::from_millis(rng.random_range(100..1200)));
-                child.kill().unwrap();
-                child.wait().unwrap();
+                child.kill();
                 continue;
             }
-            let out = wait(child, Duration::from_secs(60));
-            assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));
+            resume.success().run();
             break;
         }
-        for (vm, (state, _)) in states(&sim) {
+        for (vm, (state, _)) in states(&t) {
             assert_eq!(state, VmState::On, "seed {seed}: {vm}");
         }
-        let acts = actions(&sim);
+        let acts = t.actions();
         assert_eq!(acts.len(), 18, "seed {seed}");
         for (vm, a) in &acts {
             assert_eq!(a, &["OFF", "ON", "reset"], "seed {seed}: {vm}");
@@ -191,11 +128,8 @@ fn sigkill_at_random_moments_then_resume_acts_exactly_once_per_vm_and_action() {
 
 #[test]
 fn ctrl_c_drains_prints_the_resume_command_and_exits_130_then_resume_finishes() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(12, 600))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
+    // The binary's own journal directory (relative to where it runs) is what it prints.
+    let t = cloud(12, 600).env_remove("POWERBOOK_RUNS_DIR").file(
         "c.toml",
         r#"
 name = "interrupt me"
@@ -207,42 +141,31 @@ action = "off"
 targets = [{ vm = "vm-*" }]
 "#,
     );
-    let child = powerbook(&sim, dir.path())
+    let child = t
+        .clone()
         .args(["run", "c.toml", "--yes"])
-        .args(TIMING)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while sim.stats().mutations.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(20), "never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .fast_polling()
+        .spawn();
+    wait_until("the run starts", Duration::from_secs(20), || {
+        !t.stats().mutations.is_empty()
+    });
     // A resume while the run is still going is refused before it sends anything.
-    let runs: Vec<PathBuf> = std::fs::read_dir(dir.path().join(".powerbook/runs"))
+    let runs: Vec<PathBuf> = std::fs::read_dir(t.path(".powerbook/runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(runs.len(), 1);
-    let early = powerbook(&sim, dir.path())
+    t.clone()
         .args(["resume", "--yes"])
         .arg(&runs[0])
-        .output()
-        .unwrap();
-    assert_eq!(early.status.code(), Some(2), "{}", text(&early));
-    assert!(
-        stderr(&early).contains("is the run still going?"),
-        "{}",
-        text(&early)
-    );
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = wait(child, Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    let so = stdout(&out);
-    let in_flight = sim.stats().mutations.len();
+        .code(2)
+        .stderr_contains("is the run still going?")
+        .run();
+    child.interrupt();
+    let out = child.wait();
+    assert_eq!(out.code, 130, "{}", text(&out));
+    let so = &out.stdout;
+    let in_flight = t.stats().mutations.len();
     assert!(in_flight < 12, "stopped early: {in_flight}");
     // Drained: every accepted task was followed to its end.
     assert!(so.contains(&format!("{in_flight} ok")), "{}", text(&out));
@@ -250,32 +173,22 @@ targets = [{ vm = "vm-*" }]
     let prefix = "Resume with: powerbook resume .powerbook/runs/interrupt-me-";
     assert!(last.starts_with(prefix), "{}", text(&out));
     let journal = last.trim_start_matches("Resume with: powerbook resume ");
-    let out = powerbook(&sim, dir.path())
+    t.clone()
         .args(["resume", journal, "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        stderr(&out).contains(&format!("{in_flight} VMs done (not touched)")),
-        "{}",
-        text(&out)
-    );
-    assert!(states(&sim).values().all(|(s, _)| *s == VmState::Off));
-    assert!(actions(&sim).values().all(|a| a == &["OFF"]));
-    assert_eq!(actions(&sim).len(), 12);
+        .fast_polling()
+        .success()
+        .stderr_contains(format!("{in_flight} VMs done (not touched)"))
+        .actions_per_vm(&["OFF"])
+        .mutations(12)
+        .run();
+    assert!(states(&t).values().all(|(s, _)| *s == VmState::Off));
 }
 
 #[test]
 fn restore_runbook_validates_and_returns_every_vm_to_its_state_before() {
-    let rt = runtime();
-    let mut lab = SimConfig::lab();
-    lab.speed = 20.0;
-    let sim = rt.block_on(SimHandle::start(lab)).unwrap();
-    let before = states(&sim);
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
+    let t = Test::new().lab(20.0);
+    let before = states(&t);
+    let t = t.file(
         "mixed.toml",
         r#"
 name = "mixed changes"
@@ -301,39 +214,36 @@ on_failure = "continue"
 targets = [{ state = "PAUSED" }]
 "#,
     );
-    let out = powerbook(&sim, dir.path())
+    let out = t
+        .clone()
         .args(["run", "mixed.toml", "--yes", "--journal", "j.jsonl"])
         .args(["--emit-restore", "restore.toml"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
-    let now = states(&sim);
+        .fast_polling()
+        .run();
+    assert!(matches!(out.code, 0 | 1), "{}", text(&out));
+    let now = states(&t);
     let changed: Vec<&String> = now
         .iter()
         .filter(|(vm, s)| before[*vm] != **s)
         .map(|(vm, _)| vm)
         .collect();
     assert!(changed.len() >= 4, "the run changed little: {changed:?}");
-    let restore = std::fs::read_to_string(dir.path().join("restore.toml")).unwrap();
+    let restore = t.read("restore.toml");
     // `restore JOURNAL` writes the same runbook.
-    let again = powerbook(&sim, dir.path())
-        .args(["restore", "j.jsonl"])
-        .output()
-        .unwrap();
-    assert_eq!(stdout(&again), restore);
-    let valid = powerbook(&sim, dir.path())
+    let again = t.clone().args(["restore", "j.jsonl"]).run();
+    assert_eq!(again.stdout, restore);
+    let valid = t
+        .clone()
         .args(["validate", "--strict", "restore.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(valid.status.code(), Some(0), "{}\n{restore}", text(&valid));
-    let undo = powerbook(&sim, dir.path())
+        .run();
+    assert_eq!(valid.code, 0, "{}\n{restore}", text(&valid));
+    let undo = t
+        .clone()
         .args(["run", "restore.toml", "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(undo.status.code(), Some(0), "{}\n{restore}", text(&undo));
-    assert_eq!(states(&sim), before, "{restore}");
+        .fast_polling()
+        .run();
+    assert_eq!(undo.code, 0, "{}\n{restore}", text(&undo));
+    assert_eq!(states(&t), before, "{restore}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -342,84 +252,64 @@ targets = [{ state = "PAUSED" }]
 
 #[test]
 fn a_changed_runbook_is_refused_unless_forced() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(4, 50))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
+    let t = cloud(4, 50).file(
         "r.toml",
         "name = \"x\"\n[[step]]\nname = \"off\"\naction = \"off\"\ntargets = [{ vm = \"vm-*\" }]\n",
     );
-    let out = powerbook(&sim, dir.path())
+    t.clone()
         .args(["run", "r.toml", "--yes", "--journal", "j.jsonl"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    std::fs::write(&rb, std::fs::read_to_string(&rb).unwrap() + "# edited\n").unwrap();
-    let out = powerbook(&sim, dir.path())
+        .fast_polling()
+        .success()
+        .run();
+    t.write("r.toml", &(t.read("r.toml") + "# edited\n"));
+    t.clone()
         .args(["resume", "j.jsonl", "--yes"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("changed since the journal was written"));
-    let out = powerbook(&sim, dir.path())
+        .code(2)
+        .stderr_contains("changed since the journal was written")
+        .run();
+    // Nothing sent twice.
+    t.clone()
         .args(["resume", "j.jsonl", "--yes", "--force"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(stderr(&out).contains("Nothing to resume"), "{}", text(&out));
-    assert!(
-        actions(&sim).values().all(|a| a == &["OFF"]),
-        "nothing sent twice"
-    );
+        .fast_polling()
+        .success()
+        .stderr_contains("Nothing to resume")
+        .actions_per_vm(&["OFF"])
+        .run();
 }
 
 #[test]
 fn retry_failed_acts_again_only_on_the_failed_vms() {
-    let rt = runtime();
-    let mut config = generated(6, 50);
-    config.vdcs[0].vapps[0].vms[2].forbidden = true;
-    let sim = rt.block_on(SimHandle::start(config)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "r.toml",
-        "name = \"x\"\n[[step]]\nname = \"off\"\naction = \"off\"\non_failure = \"continue\"\n\
-         targets = [{ vm = \"vm-*\" }]\n",
-    );
-    let out = powerbook(&sim, dir.path())
+    let t = cloud(6, 50)
+        .configure(|c| c.vdcs[0].vapps[0].vms[2].forbidden = true)
+        .file(
+            "r.toml",
+            "name = \"x\"\n[[step]]\nname = \"off\"\naction = \"off\"\non_failure = \"continue\"\n\
+             targets = [{ vm = \"vm-*\" }]\n",
+        );
+    t.clone()
         .args(["run", "r.toml", "--yes", "--journal", "j.jsonl"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let out = powerbook(&sim, dir.path())
+        .fast_polling()
+        .failure()
+        .run();
+    // The failure stands.
+    t.clone()
         .args(["resume", "j.jsonl", "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the failure stands: {}",
-        text(&out)
-    );
-    let before = sim.stats().total_requests;
-    let out = powerbook(&sim, dir.path())
+        .fast_polling()
+        .failure()
+        .run();
+    let before = t.stats().total_requests;
+    t.clone()
         .args(["resume", "j.jsonl", "--yes", "--retry-failed"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(stderr(&out).contains("1 failed to retry"), "{}", text(&out));
+        .fast_polling()
+        .failure()
+        .stderr_contains("1 failed to retry")
+        .actions_per_vm(&["OFF"])
+        .mutations(5)
+        .run();
     assert!(
-        sim.stats().total_requests > before,
+        t.stats().total_requests > before,
         "the failed VM was tried again"
     );
-    assert_eq!(actions(&sim).len(), 5);
-    assert!(actions(&sim).values().all(|a| a == &["OFF"]));
 }
 
 /// The journal as a crash right after the intents of `steps` would leave it: for those
@@ -454,51 +344,39 @@ fn cut_after_intents(full: &str, steps: &[usize]) -> String {
 
 #[test]
 fn an_unanswered_intent_is_adopted_if_its_task_exists_and_acted_on_only_if_not() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(4, 50))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "r.toml", OFF_ON_RESET);
-    let out = powerbook(&sim, dir.path())
+    let t = cloud(4, 50).file("r.toml", OFF_ON_RESET);
+    t.clone()
         .args(["run", "r.toml", "--yes", "--journal", "full.jsonl"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let full = std::fs::read_to_string(dir.path().join("full.jsonl")).unwrap();
-    let cut = cut_after_intents(&full, &[1, 2]);
+        .fast_polling()
+        .success()
+        .run();
+    let cut = cut_after_intents(&t.read("full.jsonl"), &[1, 2]);
 
     // Same cloud: the ON and reset tasks exist, so they are adopted and nothing is sent.
-    write(dir.path(), "cut.jsonl", &cut);
-    let out = powerbook(&sim, dir.path())
+    t.write("cut.jsonl", &cut);
+    t.clone()
         .args(["resume", "cut.jsonl", "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("8 to check before acting"),
-        "{}",
-        text(&out)
-    );
-    assert!(actions(&sim).values().all(|a| a == &["OFF", "ON", "reset"]));
+        .fast_polling()
+        .success()
+        .stderr_contains("8 to check before acting")
+        .actions_per_vm(&["OFF", "ON", "reset"])
+        .run();
 
     // A cloud where none of those requests arrived (a fresh simulator, every VM ON, no
     // tasks): `on` is skipped since the VMs already are ON; the reset is sent, once.
-    let fresh = rt.block_on(SimHandle::start(generated(4, 50))).unwrap();
-    write(
-        dir.path(),
+    let fresh = t.other_cloud().generated(4, 50);
+    fresh.write(
         "elsewhere.jsonl",
-        &cut.replace(sim.base_url(), fresh.base_url()),
+        &cut.replace(t.sim().base_url(), fresh.sim().base_url()),
     );
-    let out = powerbook(&fresh, dir.path())
+    fresh
+        .clone()
         .args(["resume", "elsewhere.jsonl", "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let acts = actions(&fresh);
-    assert_eq!(acts.len(), 4);
-    assert!(acts.values().all(|a| a == &["reset"]), "{acts:?}");
+        .fast_polling()
+        .success()
+        .mutations(4)
+        .actions_per_vm(&["reset"])
+        .run();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -507,31 +385,29 @@ fn an_unanswered_intent_is_adopted_if_its_task_exists_and_acted_on_only_if_not()
 
 #[test]
 fn runs_lists_journals_and_show_prints_the_table_the_run_printed() {
-    let rt = runtime();
     let secret = "Pw-Journal-5e1c";
-    let mut config = generated(5, 50);
-    config.vdcs[0].vapps[0].vms[1].forbidden = true;
-    config.users = vec![SimUser {
-        name: "operator".into(),
-        password: secret.into(),
-    }];
-    let sim = rt.block_on(SimHandle::start(config)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "h.toml",
-        "name = \"history\"\n[[step]]\nname = \"off\"\naction = \"off\"\non_failure = \"continue\"\n\
-         targets = [{ vm = \"vm-*\" }]\n",
-    );
-    let run = powerbook(&sim, dir.path())
+    let t = cloud(5, 50)
+        .configure(|c| {
+            c.vdcs[0].vapps[0].vms[1].forbidden = true;
+            c.users = vec![SimUser {
+                name: "operator".into(),
+                password: secret.into(),
+            }];
+        })
+        .file(
+            "h.toml",
+            "name = \"history\"\n[[step]]\nname = \"off\"\naction = \"off\"\non_failure = \"continue\"\n\
+             targets = [{ vm = \"vm-*\" }]\n",
+        );
+    let run = t
+        .clone()
         .env("ABIQUO_API_USERNAME", "operator")
         .env("ABIQUO_API_PASSWORD", secret)
         .args(["run", "h.toml", "--yes", "--runs-dir", "hist"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
-    let files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("hist"))
+        .fast_polling()
+        .failure()
+        .run();
+    let files: Vec<PathBuf> = std::fs::read_dir(t.path("hist"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -544,32 +420,33 @@ fn runs_lists_journals_and_show_prints_the_table_the_run_printed() {
         "{name}"
     );
 
-    let list = powerbook(&sim, dir.path())
+    let list = t
+        .clone()
         .args(["runs", "--runs-dir", "hist"])
-        .output()
-        .unwrap();
-    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
-    let row = stdout(&list)
+        .success()
+        .run();
+    let row = list
+        .stdout
         .lines()
         .find(|l| l.contains("history"))
         .unwrap_or_default()
         .to_owned();
     let cells: Vec<&str> = row.split(['│', '┆']).map(str::trim).collect();
     assert_eq!(&cells[4..9], ["4", "1", "0", "0", "failed"], "{row}");
-    let show = powerbook(&sim, dir.path())
+    let show = t
+        .clone()
         .args(["runs", "show"])
         .arg(&files[0])
-        .output()
-        .unwrap();
-    assert_eq!(show.status.code(), Some(0), "{}", text(&show));
-    assert_eq!(stdout(&show), stdout(&run));
+        .success()
+        .run();
+    assert_eq!(show.stdout, run.stdout);
     // JSON listing for scripts.
-    let json = powerbook(&sim, dir.path())
+    let v: serde_json::Value = t
+        .clone()
         .env("POWERBOOK_RUNS_DIR", "hist")
         .args(["runs", "--output", "json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        .run()
+        .json();
     assert_eq!(v[0]["counts"]["ok"], 4);
     assert_eq!(v[0]["not_done"], 0);
     assert_eq!(v[0]["status"], "failed");
@@ -577,54 +454,47 @@ fn runs_lists_journals_and_show_prints_the_table_the_run_printed() {
 
 #[test]
 fn a_torn_last_record_is_reported_and_resume_still_works() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(3, 50))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
+    let t = cloud(3, 50).file(
         "t.toml",
         "name = \"torn\"\n[[step]]\nname = \"off\"\naction = \"off\"\ntargets = [{ vm = \"vm-*\" }]\n",
     );
-    let out = powerbook(&sim, dir.path())
+    t.clone()
         .args(["run", "t.toml", "--yes", "--journal", "j.jsonl"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let path = dir.path().join("j.jsonl");
+        .fast_polling()
+        .success()
+        .run();
+    let path = t.path("j.jsonl");
     // As if the crash came right after the first task was accepted, mid-way through a write.
-    let full = std::fs::read_to_string(&path).unwrap();
+    let full = t.read("j.jsonl");
     let end = full.find("\"task_accepted\"").unwrap();
     let end = end + full[end..].find('\n').unwrap() + 1;
     let mut bytes = full.as_bytes()[..end].to_vec();
     let whole = bytes.len();
     bytes.extend_from_slice(br#"{"record":"event","at_ms":1,"event":{"event":"vm_sta"#);
     std::fs::write(&path, &bytes).unwrap();
-    let show = powerbook(&sim, dir.path())
+    t.clone()
         .args(["runs", "show", "j.jsonl"])
-        .output()
-        .unwrap();
-    assert_eq!(show.status.code(), Some(0), "{}", text(&show));
-    assert!(stderr(&show).contains(TORN_NOTE), "{}", text(&show));
-    let list = powerbook(&sim, dir.path())
+        .success()
+        .stderr_contains(TORN_NOTE)
+        .run();
+    let v: serde_json::Value = t
+        .clone()
         .args(["runs", "--runs-dir", ".", "--output", "json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        .run()
+        .json();
     assert_eq!(v[0]["status"], "incomplete", "{v}");
     assert_eq!(v[0]["not_done"], 3, "{v}");
-    let out = powerbook(&sim, dir.path())
+    t.clone()
         .args(["resume", "j.jsonl", "--yes"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(stderr(&out).contains(TORN_NOTE));
+        .fast_polling()
+        .success()
+        .stderr_contains(TORN_NOTE)
+        .actions_per_vm(&["OFF"])
+        .run();
     let after = std::fs::read(&path).unwrap();
     assert!(after.len() > whole);
     let j = powerbook::journal::load(&path).unwrap();
     assert!(!j.torn, "the torn tail was cut before appending");
-    assert!(actions(&sim).values().all(|a| a == &["OFF"]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -634,13 +504,10 @@ fn a_torn_last_record_is_reported_and_resume_still_works() {
 #[test]
 fn a_step_that_ends_at_once_does_not_stall_the_steps_after_it() {
     // Every VM of the first step is excluded, so it finishes before the next step waits.
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(3, 50))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "x.toml",
-        r#"
+    cloud(3, 50)
+        .file(
+            "x.toml",
+            r#"
 name = "instant first step"
 [[step]]
 name = "nothing"
@@ -652,53 +519,46 @@ name = "off"
 action = "off"
 targets = [{ vm = "vm-*" }]
 "#,
-    );
-    let child = powerbook(&sim, dir.path())
+        )
         .args(["run", "x.toml", "--yes"])
-        .args(TIMING)
-        .spawn()
-        .unwrap();
-    let out = wait(child, Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(actions(&sim).len(), 3);
+        .fast_polling()
+        .timeout(Duration::from_secs(20))
+        .success()
+        .touched(&["vm-00001", "vm-00002", "vm-00003"])
+        .run();
 }
 
 #[test]
 fn resuming_a_finished_run_sends_nothing_and_shows_its_results() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(3, 50))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
+    let t = cloud(3, 50).file(
         "f.toml",
         "name = \"done\"\n[[step]]\nname = \"off\"\naction = \"off\"\ntargets = [{ vm = \"vm-*\" }]\n",
     );
-    let run = powerbook(&sim, dir.path())
+    let run = t
+        .clone()
         .args(["run", "f.toml", "--yes", "--journal", "j.jsonl"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
-    let requests = sim.stats().total_requests;
+        .fast_polling()
+        .success()
+        .run();
+    let requests = t.stats().total_requests;
     // Run again: everything is skipped, so the restore runbook is left out with a note.
-    let again = powerbook(&sim, dir.path())
+    t.clone()
         .args(["run", "f.toml", "--yes", "--journal", "again.jsonl"])
         .args(["--emit-restore", "undo.toml"])
-        .args(TIMING)
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    assert!(stderr(&again).contains("touched no VM"), "{}", text(&again));
-    assert!(!dir.path().join("undo.toml").exists());
-    let requests_after_rerun = sim.stats().total_requests;
+        .fast_polling()
+        .success()
+        .stderr_contains("touched no VM")
+        .run();
+    assert!(!t.path("undo.toml").exists());
+    let requests_after_rerun = t.stats().total_requests;
     assert!(requests_after_rerun > requests);
     let requests = requests_after_rerun;
-    let out = powerbook(&sim, dir.path())
+    let out = t
+        .clone()
         .args(["resume", "j.jsonl", "--yes"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(stderr(&out).contains("Nothing to resume"), "{}", text(&out));
-    assert_eq!(stdout(&out), stdout(&run));
-    assert_eq!(sim.stats().total_requests, requests, "not even a login");
+        .success()
+        .stderr_contains("Nothing to resume")
+        .run();
+    assert_eq!(out.stdout, run.stdout);
+    assert_eq!(t.stats().total_requests, requests, "not even a login");
 }

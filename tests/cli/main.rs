@@ -2,6 +2,7 @@
 //! (or the library), with the simulator on 127.0.0.1 where a cloud is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod architecture;
 mod journal;
 mod perf;
 mod plan;

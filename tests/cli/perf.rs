@@ -1,35 +1,27 @@
 //! Adaptive polling end to end: the executor against the in-process simulator, counted by
 //! the simulator itself.
+use crate::support::Test;
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::exec::event::Event;
 use powerbook::exec::{RunControl, RunOptions, execute};
 use powerbook::runbook::model::Action;
-use powerbook::sim::{SimConfig, SimHandle};
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap())
-}
+use powerbook::sim::SimConfig;
+use std::time::Duration;
 
 const VMS: usize = 60;
 const CONCURRENCY: usize = 20;
 
 #[test]
 fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut config = SimConfig::generated(VMS);
-        config.task_duration = Duration::from_millis(500);
-        config.task_jitter = Duration::from_millis(50);
-        let sim = SimHandle::start(config).await.unwrap();
+    let t = Test::new()
+        .sim_config(SimConfig::generated(VMS))
+        .configure(|c| {
+            c.task_duration = Duration::from_millis(500);
+            c.task_jitter = Duration::from_millis(50);
+        });
+    let sim = t.sim();
+    t.block_on(async {
         let runbook = powerbook::runbook::parse(
             "perf.toml",
             &format!(
@@ -52,21 +44,18 @@ fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
         client.login().await.unwrap();
         let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
         let options = RunOptions::default();
-        // When each task's end was noticed, by task id.
+        // Tasks whose end the executor noticed.
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let noticed = tokio::spawn(async move {
-            let mut at = HashMap::new();
+            let mut finished = 0;
             while let Some(event) = rx.recv().await {
-                if let Event::TaskFinished { task_href, .. } = event {
-                    let id = task_href.rsplit('/').next().unwrap().to_owned();
-                    at.insert(id, epoch_ms());
-                }
+                finished += usize::from(matches!(event, Event::TaskFinished { .. }));
             }
-            at
+            finished
         });
-        let summary = execute(&client, &plan, &runbook, &options, &tx, &RunControl::new()).await;
+        let summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         drop(tx);
-        let noticed = noticed.await.unwrap();
+        assert_eq!(noticed.await.unwrap(), VMS);
         assert_eq!(summary.counts.ok, VMS);
 
         let stats = sim.stats();
@@ -82,22 +71,24 @@ fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
             "learned {window:?} for 450–550 ms tasks"
         );
         assert_eq!(stats.mutation_count(), VMS, "one power action per VM");
-        // Detection delay: the simulator's finish to the executor's TaskFinished. Fixed
-        // backoff (polls at 250 and 625 ms) notices these tasks ~140 ms late on average;
-        // once the first round has taught the durations, learned polling within a few tens
-        // of ms.
+        // Quiet until the expected finish: fixed backoff (polls at 250 and 625 ms) needs two
+        // polls for every one of these tasks and finds none finished at its first poll. Once
+        // the first round has taught the durations, the first poll lands just past the
+        // earliest expected finish, so some tasks are found finished by it (how late the rest
+        // are noticed is a figure of `cargo bench --bench scale`, not a timed test).
         let mut records: Vec<_> = stats.mutations.values().flatten().collect();
         records.sort_by_key(|r| r.accepted_ms);
-        let delays: Vec<u64> = records
+        let later: Vec<u64> = records
             .iter()
             .skip(CONCURRENCY)
-            .map(|r| {
-                let finished = stats.started_epoch_ms + r.finished_ms.unwrap();
-                noticed[&r.task_id].saturating_sub(finished)
-            })
+            .map(|r| stats.task_gets[&r.task_id])
             .collect();
-        let mean = delays.iter().sum::<u64>() / delays.len() as u64;
-        assert!(mean <= 60, "mean detection delay {mean} ms: {delays:?}");
+        let first_poll_hits = later.iter().filter(|&&n| n == 1).count();
+        assert!(
+            first_poll_hits * 10 >= later.len(),
+            "{first_poll_hits} of {} later tasks found finished at their first poll: {later:?}",
+            later.len()
+        );
         // One pooled client with keep-alive: connections follow concurrency, not requests.
         assert!(
             stats.connections <= (CONCURRENCY as u64) * 2 + 4,
@@ -105,6 +96,5 @@ fn a_run_learns_task_durations_and_polls_few_times_over_few_connections() {
             stats.connections,
             stats.total_requests
         );
-        sim.shutdown().await;
     });
 }

@@ -2,32 +2,27 @@
 //! on loopback: every skip and refusal kind, GET-only planning, the JSON document against its
 //! committed schema, `--strict`, and saved plans refused when the runbook or a VM changed.
 
-use crate::support::root;
-use crate::support::{against, runtime, write};
+use crate::support::{Test, root, wait_until};
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::abiquo::model::{PowerRequest, PowerState, VmState};
-use powerbook::sim::{SimConfig, SimHandle, SimStats};
+use powerbook::sim::SimStats;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
+use std::time::Duration;
 
-fn start(rt: &tokio::runtime::Runtime, inventory: &str) -> SimHandle {
-    let config = SimConfig::from_inventory_str("plan-inventory.toml", inventory).unwrap();
-    rt.block_on(SimHandle::start(config)).unwrap()
+/// A test whose simulator serves `inventory`.
+fn start(inventory: &str) -> Test {
+    Test::new().inventory(inventory)
 }
 
-fn run<I, S>(sim: &SimHandle, args: I) -> (i32, String, String)
+fn run<I, S>(t: &Test, args: I) -> (i32, String, String)
 where
     I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
+    S: Into<std::ffi::OsString>,
 {
-    let out: Output = against(sim).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = t.clone().args(args).run();
+    (out.code, out.stdout, out.stderr)
 }
 
 /// `run` with fast polling.
@@ -177,8 +172,9 @@ targets = [{ vm = "db-*" }]
 "#;
 
 /// Starts a POWER_ON that keeps `busy` LOCKED for a minute (a mutation made before planning).
-fn lock_busy(rt: &tokio::runtime::Runtime, sim: &SimHandle) {
-    rt.block_on(async {
+fn lock_busy(t: &Test) {
+    let sim = t.sim();
+    t.block_on(async {
         let client = Client::new(ClientConfig::new(
             sim.base_url(),
             "5.0",
@@ -205,25 +201,19 @@ fn lock_busy(rt: &tokio::runtime::Runtime, sim: &SimHandle) {
     let state = sim.vm_states().into_iter().find(|v| v.name == "busy");
     assert_eq!(state.map(|v| v.state), Some(VmState::Locked));
     // Plans name the holder's state: wait until it is past PENDING so it stays the same.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sim.stats().mutations["busy"][0].started_ms.is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the task starts", Duration::from_secs(10), || {
+        sim.stats().mutations["busy"][0].started_ms.is_some()
+    });
 }
 
 #[test]
 fn plan_shows_every_skip_and_refusal_kind_and_sends_only_gets() {
-    let rt = runtime();
-    let sim = start(&rt, KINDS_INVENTORY);
-    lock_busy(&rt, &sim);
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(dir.path(), "kinds.toml", KINDS_RUNBOOK);
+    let t = start(KINDS_INVENTORY);
+    let sim = t.sim();
+    lock_busy(&t);
+    let rb = t.write("kinds.toml", KINDS_RUNBOOK);
     let before = sim.stats();
-    let (code, stdout, stderr) = run(&sim, ["plan".as_ref(), rb.as_os_str()]);
+    let (code, stdout, stderr) = run(&t, ["plan".as_ref(), rb.as_os_str()]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_only_reads(&before, &sim.stats());
     for needle in [
@@ -259,14 +249,13 @@ fn plan_shows_every_skip_and_refusal_kind_and_sends_only_gets() {
 
 #[test]
 fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
-    let rt = runtime();
-    let sim = start(&rt, KINDS_INVENTORY);
-    lock_busy(&rt, &sim);
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(dir.path(), "kinds.toml", KINDS_RUNBOOK);
+    let t = start(KINDS_INVENTORY);
+    let sim = t.sim();
+    lock_busy(&t);
+    let rb = t.write("kinds.toml", KINDS_RUNBOOK);
     let before = sim.stats();
     let (code, stdout, stderr) = run(
-        &sim,
+        &t,
         [
             "plan".as_ref(),
             rb.as_os_str(),
@@ -295,7 +284,7 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
     assert!(!validator.is_valid(&broken));
 
     assert_eq!(doc["format"], 1);
-    assert_eq!(doc["plan"]["format"], 1);
+    assert_eq!(doc["plan"]["format"], 2);
     let kinds: BTreeSet<String> = doc["plan"]["steps"]
         .as_array()
         .unwrap()
@@ -322,6 +311,23 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
     .map(String::from)
     .into();
     assert_eq!(kinds, want);
+    // An acting VM: the typed transition, and the same words as the human plan.
+    let web_01 = doc["plan"]["steps"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["vm"]["name"] == "web-01")
+        .unwrap();
+    assert_eq!(
+        web_01["disposition"],
+        serde_json::json!({
+            "kind": "act",
+            "from": "ON",
+            "to": "OFF",
+            "request": { "kind": "state", "target": "OFF", "graceful": false },
+            "transition": "ON → OFF (hard)",
+        })
+    );
     assert_eq!(doc["totals"]["refuse"], 6);
     let warnings: Vec<&str> = doc["warnings"]
         .as_array()
@@ -347,7 +353,7 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
 
     // `run --dry-run` is the same plan.
     let (code, dry, stderr) = run(
-        &sim,
+        &t,
         [
             "run".as_ref(),
             rb.as_os_str(),
@@ -372,18 +378,16 @@ fn plan_json_matches_its_committed_schema_and_dry_run_is_the_same_plan() {
 
 #[test]
 fn strict_fails_a_plan_with_warnings_and_passes_a_clean_one() {
-    let rt = runtime();
-    let sim = start(&rt, KINDS_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let noisy = write(dir.path(), "noisy.toml", KINDS_RUNBOOK);
+    let t = start(KINDS_INVENTORY);
+    let sim = t.sim();
+    let noisy = t.write("noisy.toml", KINDS_RUNBOOK);
     let (code, _, stderr) = run(
-        &sim,
+        &t,
         ["plan".as_ref(), noisy.as_os_str(), "--strict".as_ref()],
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("error: --strict: the plan has"), "{stderr}");
-    let clean = write(
-        dir.path(),
+    let clean = t.write(
         "clean.toml",
         r#"
 name = "clean"
@@ -395,7 +399,7 @@ allow_protected = true
 "#,
     );
     let (code, stdout, stderr) = run(
-        &sim,
+        &t,
         ["plan".as_ref(), clean.as_os_str(), "--strict".as_ref()],
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -443,11 +447,11 @@ targets = [{ vapp = "web" }]
 "#;
 
 /// Plans `SMALL_RUNBOOK` and saves it; returns (runbook path, plan path).
-fn save_plan(sim: &SimHandle, dir: &Path) -> (PathBuf, PathBuf) {
-    let rb = write(dir, "web.toml", SMALL_RUNBOOK);
-    let saved = dir.join("plan.json");
+fn save_plan(t: &Test) -> (PathBuf, PathBuf) {
+    let rb = t.write("web.toml", SMALL_RUNBOOK);
+    let saved = t.path("plan.json");
     let (code, _, stderr) = run(
-        sim,
+        t,
         [
             "plan".as_ref(),
             rb.as_os_str(),
@@ -462,12 +466,11 @@ fn save_plan(sim: &SimHandle, dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn a_saved_plan_runs_exactly_its_vms_without_naming_the_runbook_again() {
-    let rt = runtime();
-    let sim = start(&rt, SMALL_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let (_, saved) = save_plan(&sim, dir.path());
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let (_, saved) = save_plan(&t);
     let (code, stdout, stderr) = run(
-        &sim,
+        &t,
         ["run", "--plan", saved.to_str().unwrap()]
             .into_iter()
             .chain(FAST),
@@ -483,10 +486,9 @@ fn a_saved_plan_runs_exactly_its_vms_without_naming_the_runbook_again() {
 
 #[test]
 fn a_saved_plan_is_refused_when_a_vm_changed_behind_its_back_unless_replan() {
-    let rt = runtime();
-    let sim = start(&rt, SMALL_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let (rb, saved) = save_plan(&sim, dir.path());
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let (rb, saved) = save_plan(&t);
     assert!(sim.set_vm_state("web-02", VmState::Off));
     let args = |extra: &[&str]| -> Vec<String> {
         [
@@ -501,7 +503,7 @@ fn a_saved_plan_is_refused_when_a_vm_changed_behind_its_back_unless_replan() {
         .map(String::from)
         .collect()
     };
-    let (code, stdout, stderr) = run(&sim, args(&[]));
+    let (code, stdout, stderr) = run(&t, args(&[]));
     assert_eq!(code, 3, "{stdout}\n{stderr}");
     assert!(stderr.contains("1 VM changed since the plan"), "{stderr}");
     assert!(stderr.contains("--replan"), "{stderr}");
@@ -516,7 +518,7 @@ fn a_saved_plan_is_refused_when_a_vm_changed_behind_its_back_unless_replan() {
         insta::assert_snapshot!("stale_plan_refused", stderr);
     });
 
-    let (code, stdout, stderr) = run(&sim, args(&["--replan"]));
+    let (code, stdout, stderr) = run(&t, args(&["--replan"]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stderr.contains("--replan: planning again"), "{stderr}");
     let touched: Vec<String> = sim.stats().mutations.keys().cloned().collect();
@@ -525,13 +527,12 @@ fn a_saved_plan_is_refused_when_a_vm_changed_behind_its_back_unless_replan() {
 
 #[test]
 fn a_saved_plan_is_refused_when_the_runbook_changed() {
-    let rt = runtime();
-    let sim = start(&rt, SMALL_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let (rb, saved) = save_plan(&sim, dir.path());
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let (rb, saved) = save_plan(&t);
     std::fs::write(&rb, SMALL_RUNBOOK.replace("\"web\"", "\"db\"")).unwrap();
     let (code, stdout, stderr) = run(
-        &sim,
+        &t,
         ["run", "--plan", saved.to_str().unwrap()]
             .into_iter()
             .chain(FAST),
@@ -543,14 +544,51 @@ fn a_saved_plan_is_refused_when_the_runbook_changed() {
 }
 
 #[test]
-fn a_file_that_is_not_a_saved_plan_is_a_usage_error() {
-    let rt = runtime();
-    let sim = start(&rt, SMALL_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(dir.path(), "web.toml", SMALL_RUNBOOK);
-    let bogus = write(dir.path(), "bogus.json", "{\"format\": 1}");
+fn a_plan_saved_by_an_older_powerbook_is_refused_for_its_format() {
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let (rb, saved) = save_plan(&t);
+    // Format 1: dispositions in words only, steps without what executing them needs.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    doc["plan"]["format"] = 1.into();
+    for step in doc["plan"]["steps"].as_array_mut().unwrap() {
+        let step = step.as_object_mut().unwrap();
+        step.remove("task_timeout_ms");
+        step.remove("on_failure");
+        for t in step["targets"].as_array_mut().unwrap() {
+            let d = &mut t["disposition"];
+            if d["kind"] == "act" {
+                *d = serde_json::json!({ "kind": "act", "transition": d["transition"] });
+            }
+        }
+    }
+    std::fs::write(&saved, doc.to_string()).unwrap();
     let (code, _, stderr) = run(
-        &sim,
+        &t,
+        [
+            "run",
+            rb.to_str().unwrap(),
+            "--plan",
+            saved.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("has plan format 1/1, this powerbook reads 1/2: make the plan again"),
+        "{stderr}"
+    );
+    assert_eq!(sim.stats().mutation_count(), 0);
+}
+
+#[test]
+fn a_file_that_is_not_a_saved_plan_is_a_usage_error() {
+    let t = start(SMALL_INVENTORY);
+    let rb = t.write("web.toml", SMALL_RUNBOOK);
+    let bogus = t.write("bogus.json", "{\"format\": 1}");
+    let (code, _, stderr) = run(
+        &t,
         [
             "run",
             rb.to_str().unwrap(),
@@ -561,7 +599,7 @@ fn a_file_that_is_not_a_saved_plan_is_a_usage_error() {
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is not a plan saved by"), "{stderr}");
-    let (code, _, stderr) = run(&sim, ["run", "--yes"]);
+    let (code, _, stderr) = run(&t, ["run", "--yes"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("name the RUNBOOK"), "{stderr}");
 }
@@ -586,12 +624,12 @@ fn every_example_runbook_plans_against_the_lab_with_a_valid_document() {
         {
             continue;
         }
-        let out = crate::support::Powerbook::new()
+        let out = Test::new()
             .args(["plan", "--simulate", "--output", "json"])
             .arg(&path)
+            .success()
             .run();
-        out.success();
-        let doc = out.json();
+        let doc: serde_json::Value = out.json();
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
         assert!(
@@ -606,17 +644,16 @@ fn every_example_runbook_plans_against_the_lab_with_a_valid_document() {
 
 #[test]
 fn plan_learns_task_durations_from_earlier_runs_of_the_same_runbook() {
-    let rt = runtime();
-    let sim = start(&rt, SMALL_INVENTORY);
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(dir.path(), "web.toml", SMALL_RUNBOOK);
-    let runs = dir.path().join("runs");
+    let t = start(SMALL_INVENTORY);
+    let sim = t.sim();
+    let rb = t.write("web.toml", SMALL_RUNBOOK);
+    let runs = t.path("runs");
     let runs_arg = runs.to_str().unwrap();
     let rb_arg = rb.to_str().unwrap();
 
     // Without history the step's duration is the built-in guess.
     let (code, out, err) = run(
-        &sim,
+        &t,
         ["plan", rb_arg, "--output", "json", "--runs-dir", runs_arg],
     );
     assert_eq!(code, 0, "{err}");
@@ -626,12 +663,12 @@ fn plan_learns_task_durations_from_earlier_runs_of_the_same_runbook() {
     // A real run writes its journal there; the next plan learns from it.
     let mut args = vec!["run", rb_arg, "--runs-dir", runs_arg];
     args.extend(FAST);
-    let (code, _, err) = run(&sim, args);
+    let (code, _, err) = run(&t, args);
     assert_eq!(code, 0, "{err}");
-    assert!(rt.block_on(async { sim.set_vm_state("web-01", VmState::On) }));
+    assert!(sim.set_vm_state("web-01", VmState::On));
 
     let (code, out, err) = run(
-        &sim,
+        &t,
         ["plan", rb_arg, "--output", "json", "--runs-dir", runs_arg],
     );
     assert_eq!(code, 0, "{err}");

@@ -1,63 +1,29 @@
 //! `powerbook run` against the in-process simulator over HTTP on loopback: the real binary
 //! where exit codes and output matter, the library where timing and counts need detail.
+//! Long because it is one command's whole acceptance suite; its helpers are shared by all.
 
-use crate::support::{BIN, against, runtime, write};
+use crate::support::{FAST_POLLING, Test, root, wait_until};
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
 use powerbook::abiquo::model::VmState;
 use powerbook::abiquo::retry::RetryPolicy;
-use powerbook::exec::cmd::execute_with_reporters;
-use powerbook::exec::event::{PathTaken, Summary, VmOutcome, VmResult};
+use powerbook::commands::session::execute_with_reporters;
+use powerbook::exec::event::{Event, PathTaken, Summary, VmOutcome, VmResult};
 use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
+use powerbook::journal::Record;
 use powerbook::report::RunReport;
-use powerbook::sim::{MutationRecord, SimConfig, SimHandle, SimUser};
+use powerbook::sim::{MutationRecord, SimHandle, SimUser};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A simulator with a custom inventory and short tasks.
-fn inventory(toml: &str) -> SimConfig {
-    SimConfig::from_inventory_str("test-inventory.toml", toml).unwrap()
-}
-
-/// `n` generated VMs (vapps of 20: vapp-001, vapp-002...), tasks of ~`ms` milliseconds.
-fn generated(n: usize, ms: u64) -> SimConfig {
-    let mut c = SimConfig::generated(n);
-    c.task_duration = Duration::from_millis(ms);
-    c.task_jitter = Duration::from_millis(ms / 5);
-    c.durations.clear();
-    c
-}
-
-fn run_args(runbook: &Path) -> Vec<String> {
-    [
-        "run",
-        runbook.to_str().unwrap(),
-        "--yes",
-        "--poll-initial",
-        "20ms",
-        "--poll-max",
-        "100ms",
-        "--lock-wait",
-        "20s",
-        "--request-timeout",
-        "5s",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `run RUNBOOK --yes` with fast polling.
+fn run(t: &Test, runbook: &str) -> Test {
+    t.clone().args(["run", runbook, "--yes"]).args(FAST_POLLING)
 }
 
 /// Runs a runbook through the library against `sim`.
@@ -107,7 +73,7 @@ async fn run_lib_with(
         drain_timeout: Duration::from_secs(10),
         ..RunOptions::default()
     };
-    execute_with_reporters(&client, &plan, &runbook, &options, &control, false).await
+    execute_with_reporters(&client, &plan, &options, &control, false).await
 }
 
 fn result<'a>(report: &'a RunReport, step: &str, vm: &str) -> &'a VmResult {
@@ -118,8 +84,8 @@ fn result<'a>(report: &'a RunReport, step: &str, vm: &str) -> &'a VmResult {
         .unwrap_or_else(|| panic!("no result for {vm} in step {step}"))
 }
 
-fn mutations(sim: &SimHandle) -> BTreeMap<String, Vec<MutationRecord>> {
-    sim.stats().mutations
+fn mutations(t: &Test) -> BTreeMap<String, Vec<MutationRecord>> {
+    t.stats().mutations
 }
 
 /// Most intervals [accepted, finished] open at once.
@@ -210,12 +176,7 @@ hypervisor = "KVM"
 
 #[test]
 fn failed_graceful_shutdown_shows_its_job_with_rollback_done() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "graceful.toml",
+    let t = Test::new().inventory(TWO_TIER).runbook(
         r#"
 name = "graceful only"
 [[step]]
@@ -225,21 +186,18 @@ targets = [{ vapp = "front" }]
 on_failure = "continue"
 "#,
     );
-    let out = against(&sim).args(run_args(&rb)).output().unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    let legacy_id = sim
+    let out = run(&t, "runbook.toml").failure().run();
+    let legacy_id = t
+        .sim()
         .vm_states()
         .into_iter()
         .find(|v| v.name == "legacy")
         .unwrap()
         .id;
-    let json = against(&sim)
-        .args(run_args(&rb))
+    let report: RunReport = run(&t, "runbook.toml")
         .args(["--output", "json"])
-        .output()
-        .unwrap();
-    let report: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+        .run()
+        .json();
     let job = &report.failed_jobs[0];
     assert_eq!(
         job.description,
@@ -255,16 +213,16 @@ on_failure = "continue"
     );
     assert_eq!(job.vm, "legacy");
     insta::with_settings!({ filters => uuid_filters() }, {
-        insta::assert_snapshot!("graceful_shutdown_failed_job", stdout);
+        insta::assert_snapshot!("graceful_shutdown_failed_job", out.stdout);
     });
 }
 
 #[test]
 fn in_flight_tasks_never_exceed_run_and_step_concurrency() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(60, 150))).unwrap();
-    let (report, summary) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().generated(60, 150);
+    let sim = t.sim();
+    let (report, summary) = t.block_on(run_lib(
+        sim,
         r#"
 name = "concurrency"
 [limits]
@@ -316,10 +274,9 @@ targets = [{ vapp = "vapp-003" }]
 
 #[test]
 fn sequential_step_starts_tasks_in_list_order_one_at_a_time() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
-    let (report, _) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().inventory(TWO_TIER);
+    let (report, _) = t.block_on(run_lib(
+        t.sim(),
         r#"
 name = "sequential"
 [[step]]
@@ -330,24 +287,26 @@ targets = [{ vm = "back-5" }, { vm = "back-3" }, { vm = "other-*" }, { vm = "bac
 "#,
     ));
     assert!(report.results.iter().all(|r| r.outcome == VmOutcome::Ok));
-    let m = mutations(&sim);
-    let order = ["back-5", "back-3", "other-1", "other-2", "back-4"];
-    let records: Vec<&MutationRecord> = order.iter().map(|n| &m[*n][0]).collect();
-    for pair in records.windows(2) {
-        assert!(
-            pair[1].accepted_ms >= pair[0].finished_ms.unwrap(),
-            "a task started before the previous one finished: {pair:#?}"
-        );
-    }
-    assert_eq!(m.len(), order.len());
+    let stats = t.stats();
+    // One at a time: the simulator never had two of these tasks running.
+    assert_eq!(
+        stats.max_tasks_in_flight, 1,
+        "a task started before the previous one finished"
+    );
+    let mut started: Vec<(&String, u64)> = stats
+        .mutations
+        .iter()
+        .map(|(vm, records)| (vm, records[0].accepted_ms))
+        .collect();
+    started.sort_by_key(|&(_, at)| at);
+    let order: Vec<&str> = started.iter().map(|(vm, _)| vm.as_str()).collect();
+    assert_eq!(order, ["back-5", "back-3", "other-1", "other-2", "back-4"]);
+    assert_eq!(stats.mutation_count(), order.len());
 }
 
 #[test]
 fn after_orders_steps_and_independent_steps_run_in_parallel() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(60, 300))).unwrap();
-    let (_, summary) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().generated(60, 300).runbook(
         r#"
 name = "graph"
 [[step]]
@@ -364,31 +323,47 @@ after = []
 action = "off"
 targets = [{ vapp = "vapp-003" }]
 "#,
-    ));
-    assert_eq!(summary.counts.ok, 60);
-    let stats = sim.stats();
-    let vapp_of: BTreeMap<u64, String> = sim
-        .vm_states()
-        .into_iter()
-        .map(|v| (v.id, v.vapp))
+    );
+    run(&t, "runbook.toml")
+        .args(["--journal", "j.jsonl"])
+        .success()
+        .mutations(60)
+        .run();
+    // The order the executor saw things in, from its journal: (record index, event).
+    let journal = powerbook::journal::load(&t.path("j.jsonl")).unwrap();
+    let events: Vec<(usize, &Event)> = journal
+        .records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Record::Event { event, .. } => Some((i, event)),
+            _ => None,
+        })
         .collect();
-    let span = |vapp: &str| {
-        let recs: Vec<&MutationRecord> = stats
-            .mutations
-            .values()
-            .flatten()
-            .filter(|m| vapp_of[&m.vm_id] == vapp)
-            .collect();
-        let first_start = recs.iter().map(|r| r.accepted_ms).min().unwrap();
-        let last_end = recs.iter().map(|r| r.finished_ms.unwrap()).max().unwrap();
-        (first_start, last_end)
+    let accepted = |step: usize| -> Vec<usize> {
+        events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::TaskAccepted { step: s, .. } if *s == step))
+            .map(|(i, _)| *i)
+            .collect()
     };
-    let (first_start, first_end) = span("vapp-001");
-    let (second_start, _) = span("vapp-002");
-    let (side_start, side_end) = span("vapp-003");
+    let finished = |step: usize| -> Vec<usize> {
+        events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::TaskFinished { step: s, .. } if *s == step))
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    let (first_start, first_end) = (accepted(0)[0], *finished(0).last().unwrap());
+    let second_start = accepted(1)[0];
+    let (side_start, side_end) = (accepted(2)[0], *finished(2).last().unwrap());
+    assert_eq!(
+        accepted(0).len() + accepted(1).len() + accepted(2).len(),
+        60
+    );
     assert!(
-        second_start >= first_end,
-        "`second` started at {second_start} ms before `first` ended at {first_end} ms"
+        second_start > first_end,
+        "`second` started (record {second_start}) before `first` ended (record {first_end})"
     );
     assert!(
         side_start < first_end && first_start < side_end,
@@ -398,12 +373,7 @@ targets = [{ vapp = "vapp-003" }]
 
 #[test]
 fn threshold_abort_leaves_the_rest_not_started_and_exits_3() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "abort.toml",
+    let t = Test::new().inventory(TWO_TIER).runbook(
         r#"
 name = "abort at two failures"
 [[step]]
@@ -418,25 +388,20 @@ action = "off"
 targets = [{ vapp = "other" }]
 "#,
     );
-    let out = against(&sim).args(run_args(&rb)).output().unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
-    let m = mutations(&sim);
-    let touched: Vec<&str> = m.keys().map(String::as_str).collect();
-    assert_eq!(
-        touched,
-        ["back-1", "back-2"],
-        "only the first two were started"
-    );
+    // Only the first two were started.
+    let out = run(&t, "runbook.toml")
+        .code(3)
+        .touched(&["back-1", "back-2"])
+        .run();
     insta::with_settings!({ filters => uuid_filters() }, {
-        insta::assert_snapshot!("threshold_abort", stdout);
+        insta::assert_snapshot!("threshold_abort", out.stdout);
     });
 }
 
 #[test]
 fn rerunning_a_finished_runbook_skips_every_vm_and_mutates_nothing() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
+    let t = Test::new().inventory(TWO_TIER);
+    let sim = t.sim();
     let runbook = r#"
 name = "idempotent"
 [[step]]
@@ -449,11 +414,11 @@ name = "others paused"
 action = "pause"
 targets = [{ vapp = "other" }, { vm = "back-3" }]
 "#;
-    let (first, summary) = rt.block_on(run_lib(&sim, runbook));
+    let (first, summary) = t.block_on(run_lib(sim, runbook));
     assert_eq!(summary.counts.failed, 0, "{:#?}", first.results);
-    let before = mutations(&sim);
-    let (second, summary) = rt.block_on(run_lib(&sim, runbook));
-    assert_eq!(mutations(&sim), before, "the second run must not mutate");
+    let before = mutations(&t);
+    let (second, summary) = t.block_on(run_lib(sim, runbook));
+    assert_eq!(mutations(&t), before, "the second run must not mutate");
     assert_eq!(summary.counts.skipped, second.results.len());
     assert!(
         second
@@ -477,18 +442,20 @@ targets = [{ vapp = "other" }, { vm = "back-3" }]
 
 #[test]
 fn under_503_429_drops_and_lost_answers_every_vm_ends_definitively_with_one_mutation() {
-    let rt = runtime();
-    let mut config = generated(40, 120);
-    config.faults.http_503 = 0.1;
-    config.faults.http_429 = 0.05;
-    config.faults.retry_after = Duration::from_secs(1);
-    config.faults.drop_connection = 0.1;
-    config.faults.lose_answer = 0.3;
-    config.faults.malformed_json = 0.05;
-    config.seed = 7;
-    let sim = rt.block_on(SimHandle::start(config)).unwrap();
-    let (report, summary) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new()
+        .generated(40, 120)
+        .faults(|f| {
+            f.http_503 = 0.1;
+            f.http_429 = 0.05;
+            f.retry_after = Duration::from_secs(1);
+            f.drop_connection = 0.1;
+            f.lose_answer = 0.3;
+            f.malformed_json = 0.05;
+        })
+        .seed(7);
+    let sim = t.sim();
+    let (report, summary) = t.block_on(run_lib(
+        sim,
         r#"
 name = "faults"
 [limits]
@@ -537,20 +504,14 @@ targets = [{ vm = "vm-*" }]
 
 #[test]
 fn deallocate_leaves_azure_vms_deallocated() {
-    let rt = runtime();
-    let mut lab = SimConfig::lab();
-    lab.speed = 20.0;
-    let sim = rt.block_on(SimHandle::start(lab)).unwrap();
-    let rb = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/azure-deallocate.toml");
-    let out = against(&sim)
-        .args(run_args(&rb))
+    let t = Test::new().lab(20.0);
+    let rb = root().join("runbooks/azure-deallocate.toml");
+    let out = run(&t, rb.to_str().unwrap())
         .args(["--output", "json"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    let report: RunReport =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-    let states: BTreeMap<String, (VmState, Option<bool>)> = sim
+        .run();
+    let report: RunReport = out.json();
+    let states: BTreeMap<String, (VmState, Option<bool>)> = t
+        .sim()
         .vm_states()
         .into_iter()
         .map(|v| (v.name, (v.state, v.deallocated)))
@@ -571,18 +532,13 @@ fn deallocate_leaves_azure_vms_deallocated() {
         matches!(&w3.outcome, VmOutcome::Failed { reason } if reason.starts_with("VM-4")),
         "{w3:?}"
     );
-    assert!(!sim.stats().mutations.contains_key("spark-worker-3"));
-    assert_eq!(out.status.code(), Some(1));
+    assert!(!t.stats().mutations.contains_key("spark-worker-3"));
+    assert_eq!(out.code, 1);
 }
 
 #[test]
 fn deadline_stops_launching_and_exits_3() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(8, 400))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "deadline.toml",
+    let t = Test::new().generated(8, 400).runbook(
         r#"
 name = "deadline"
 [limits]
@@ -594,14 +550,11 @@ order = "sequential"
 targets = [{ vm = "vm-*" }]
 "#,
     );
-    let out = against(&sim)
-        .args(run_args(&rb))
+    let report: RunReport = run(&t, "runbook.toml")
         .args(["--output", "json"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
-    let report: RunReport = serde_json::from_str(&stdout).unwrap();
+        .code(3)
+        .run()
+        .json();
     let summary = report.summary.unwrap();
     assert_eq!(
         summary.aborted.as_deref(),
@@ -611,7 +564,7 @@ targets = [{ vm = "vm-*" }]
     assert!(c.ok >= 1 && c.ok <= 4, "{c:?}");
     assert_eq!(c.ok + c.not_started, 8, "in-flight VMs finish: {c:?}");
     assert_eq!(
-        sim.stats().mutations.len(),
+        t.stats().mutations.len(),
         c.ok,
         "exactly the finished VMs were touched"
     );
@@ -630,19 +583,17 @@ targets = [{ vm = "vm-*" }]
 
 #[test]
 fn the_password_never_appears_in_any_output() {
-    let rt = runtime();
     let secret = "Pw-Sekret-9d3f77";
-    let mut config = inventory(TWO_TIER);
-    config.users = vec![SimUser {
-        name: "operator".into(),
-        password: secret.into(),
-    }];
-    let sim = rt.block_on(SimHandle::start(config)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "p.toml",
-        r#"
+    let t = Test::new()
+        .inventory(TWO_TIER)
+        .configure(|c| {
+            c.users = vec![SimUser {
+                name: "operator".into(),
+                password: secret.into(),
+            }];
+        })
+        .runbook(
+            r#"
 name = "secrets"
 [[step]]
 name = "s"
@@ -650,39 +601,33 @@ action = "shutdown"
 on_failure = "continue"
 targets = [{ vapp = "front" }, { vapp = "back" }]
 "#,
-    );
-    let report_file = dir.path().join("report.json");
+        );
+    let report_file = t.path("report.json");
     let mut outputs = Vec::new();
     for extra in [
         vec![],
         vec!["--output", "json"],
         vec!["--report", report_file.to_str().unwrap()],
     ] {
-        let out = against(&sim)
+        let out = run(&t, "runbook.toml")
             .env("ABIQUO_API_USERNAME", "operator")
             .env("ABIQUO_API_PASSWORD", secret)
             .env("RUST_LOG", "trace")
-            .args(run_args(&rb))
             .args(extra)
-            .output()
-            .unwrap();
-        let (o, e) = text(&out);
-        assert!(out.status.code() == Some(1), "{o}\n{e}");
-        outputs.push(o);
-        outputs.push(e);
+            .failure()
+            .run();
+        outputs.push(out.stdout);
+        outputs.push(out.stderr);
     }
     // Refused credentials: the error must not echo them either.
-    let out = against(&sim)
+    let out = run(&t, "runbook.toml")
         .env("ABIQUO_API_USERNAME", "operator")
         .env("ABIQUO_API_PASSWORD", format!("{secret}-wrong"))
-        .args(run_args(&rb))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let (o, e) = text(&out);
-    assert!(e.contains("authentication refused"), "{e}");
-    outputs.push(o);
-    outputs.push(e);
+        .code(3)
+        .stderr_contains("authentication refused")
+        .run();
+    outputs.push(out.stdout);
+    outputs.push(out.stderr);
     outputs.push(std::fs::read_to_string(&report_file).unwrap());
     for text in &outputs {
         assert!(!text.contains(secret), "the password leaked:\n{text}");
@@ -699,11 +644,8 @@ targets = [{ vapp = "front" }, { vapp = "back" }]
 
 #[test]
 fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let original = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/maintenance-shutdown.toml"),
-    )
-    .unwrap();
+    let original =
+        std::fs::read_to_string(root().join("runbooks/maintenance-shutdown.toml")).unwrap();
     // Same runbook with short wave pauses, so the test stays fast.
     let fast: String = original
         .lines()
@@ -717,23 +659,17 @@ fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let rb = write(dir.path(), "maintenance-shutdown.toml", &fast);
-    let out = Command::new(BIN)
-        .args(run_args(&rb))
+    // No simulator of the test's own: `--simulate` starts the built-in one.
+    let t = Test::new().file("maintenance-shutdown.toml", &fast);
+    let out = run(&t, "maintenance-shutdown.toml")
         .args(["--simulate", "--simulate-speed", "20"])
-        .env("POWERBOOK_TEST_MODE", "1")
-        .env("POWERBOOK_RUNS_DIR", dir.path().join("runs"))
-        .env_remove("ABIQUO_API_URL")
-        .env_remove("ABIQUO_API_USERNAME")
-        .env_remove("ABIQUO_API_PASSWORD")
-        .env_remove("ABIQUO_API_TOKEN")
-        .env_remove("ABIQUO_API_BEARER")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("running against the built-in simulator at http://127.0.0.1:"));
+        .failure()
+        .stderr_contains("running against the built-in simulator at http://127.0.0.1:")
+        .stdout_contains("Failed jobs:")
+        .stdout_contains("ROLLBACK_DONE")
+        .stdout_contains("Summary: ")
+        .run();
+    let stdout = &out.stdout;
     let row = |vm: &str| {
         stdout
             .lines()
@@ -745,32 +681,21 @@ fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
     assert!(row("web-04").contains("skipped: already OFF"));
     assert!(row("web-legacy").contains("forced") && row("web-legacy").contains(" ok "));
     assert!(row("batch-worker-2").contains("failed"));
-    assert!(stdout.contains("Failed jobs:"));
-    assert!(stdout.contains("ROLLBACK_DONE"));
-    assert!(stdout.contains("Summary: "));
 }
 
 #[test]
 fn without_yes_and_without_a_terminal_run_refuses_with_exit_2() {
-    let out = Command::new(BIN)
+    Test::new()
+        .current_dir(root())
         .args(["run", "runbooks/maintenance-shutdown.toml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("pass --yes"), "{stderr}");
+        .code(2)
+        .stderr_contains("pass --yes")
+        .run();
 }
 
 #[test]
 fn json_report_is_versioned_and_matches_the_run() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "j.toml",
+    let t = Test::new().inventory(TWO_TIER).runbook(
         r#"
 name = "json"
 [[step]]
@@ -781,36 +706,26 @@ targets = [{ vapp = "back" }]
 exclude = [{ vm = "back-5" }]
 "#,
     );
-    let file = dir.path().join("out.json");
-    let out = against(&sim)
-        .args(run_args(&rb))
-        .args(["--output", "json", "--report", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let report: RunReport = serde_json::from_str(&stdout).unwrap();
-    let from_file: RunReport =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let out = run(&t, "runbook.toml")
+        .args(["--output", "json", "--report", "out.json"])
+        .success()
+        .run();
+    let report: RunReport = out.json();
+    let from_file: RunReport = serde_json::from_str(&t.read("out.json")).unwrap();
     assert_eq!(report, from_file);
     assert_eq!(report.format, 1);
     assert_eq!(report.runbook, "json");
     assert_eq!(report.results.len(), 5);
     let summary = report.summary.unwrap();
     assert_eq!((summary.counts.ok, summary.counts.skipped), (4, 1));
-    let raw: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let raw: serde_json::Value = out.json();
     assert_eq!(raw["results"][4]["result"], "skipped");
     assert_eq!(raw["results"][4]["reason"], "excluded");
 }
 
 #[test]
 fn ctrl_c_drains_in_flight_tasks_and_exits_130() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(generated(12, 800))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write(
-        dir.path(),
-        "c.toml",
+    let t = Test::new().generated(12, 800).runbook(
         r#"
 name = "interrupt me"
 [limits]
@@ -821,30 +736,16 @@ action = "off"
 targets = [{ vm = "vm-*" }]
 "#,
     );
-    let child = against(&sim)
-        .args(run_args(&rb))
+    let child = run(&t, "runbook.toml")
         .args(["--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while sim.stats().mutations.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
-    let report: RunReport = serde_json::from_str(&stdout).unwrap();
+        .code(130)
+        .stderr_contains("interrupted")
+        .spawn();
+    wait_until("the run starts", Duration::from_secs(20), || {
+        !t.stats().mutations.is_empty()
+    });
+    child.interrupt();
+    let report: RunReport = child.wait().json();
     let summary = report.summary.unwrap();
     assert!(summary.interrupted);
     let c = summary.counts;
@@ -854,8 +755,7 @@ targets = [{ vm = "vm-*" }]
         12,
         "in-flight VMs were drained: {c:?}"
     );
-    assert_eq!(sim.stats().mutations.len(), c.ok);
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(t.stats().mutations.len(), c.ok);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -891,10 +791,10 @@ hypervisor = "KVM"
 
 #[test]
 fn a_slow_graceful_shutdown_holding_the_lock_is_followed_not_doubled() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
-    let (report, _) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().inventory(CORNERS);
+    let sim = t.sim();
+    let (report, _) = t.block_on(run_lib(
+        sim,
         r#"
 name = "slow"
 [[step]]
@@ -908,7 +808,7 @@ fallback = { action = "off", after = "300ms" }
     assert_eq!(r.outcome, VmOutcome::Ok);
     // The hard off was refused while the graceful task held the VM: it finished gracefully.
     assert_eq!(r.path, PathTaken::Graceful);
-    let m = mutations(&sim);
+    let m = mutations(&t);
     let actions: Vec<&str> = m["slow-shutdown"]
         .iter()
         .map(|r| r.action.as_str())
@@ -918,16 +818,16 @@ fallback = { action = "off", after = "300ms" }
 
 #[test]
 fn a_locked_vm_is_waited_for_then_acted_on() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
+    let t = Test::new().inventory(CORNERS);
+    let sim = t.sim();
     assert!(sim.set_vm_state("busy", VmState::Locked));
-    let (report, _) = rt.block_on(async {
+    let (report, _) = t.block_on(async {
         let unlock = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             assert!(sim.set_vm_state("busy", VmState::On));
         };
         let run = run_lib(
-            &sim,
+            sim,
             r#"
 name = "locked"
 [[step]]
@@ -945,16 +845,30 @@ targets = [{ vm = "busy" }]
         Some(VmState::On),
         "decided on the state after the wait"
     );
-    assert!(r.duration_ms >= 400);
-    assert_eq!(mutations(&sim)["busy"].len(), 1);
+    // It waited by reading the VM again until the lock was gone, and never sent the
+    // action into the lock (which the simulator would have refused).
+    let stats = t.stats();
+    assert!(stats.rejected.is_empty(), "{:?}", stats.rejected);
+    let reads: u64 = stats
+        .requests
+        .iter()
+        .filter(|(k, _)| k.starts_with("GET ") && k.ends_with("/virtualmachines/{vm}"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        reads >= 2,
+        "the VM was read {reads} times: {:?}",
+        stats.requests
+    );
+    assert_eq!(mutations(&t)["busy"].len(), 1);
 }
 
 #[test]
 fn a_forbidden_vm_fails_with_the_api_reason_and_the_run_goes_on() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(CORNERS))).unwrap();
-    let (report, summary) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().inventory(CORNERS);
+    let sim = t.sim();
+    let (report, summary) = t.block_on(run_lib(
+        sim,
         r#"
 name = "forbidden"
 [[step]]
@@ -975,12 +889,12 @@ targets = [{ vm = "forbidden" }, { vm = "fine" }]
 
 #[test]
 fn a_task_that_never_finishes_fails_at_the_task_timeout() {
-    let rt = runtime();
-    let mut config = inventory(CORNERS);
-    config.faults.stuck_task = 1.0;
-    let sim = rt.block_on(SimHandle::start(config)).unwrap();
-    let (report, _) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new()
+        .inventory(CORNERS)
+        .faults(|f| f.stuck_task = 1.0);
+    let sim = t.sim();
+    let (report, _) = t.block_on(run_lib(
+        sim,
         r#"
 name = "stuck"
 [[step]]
@@ -1002,15 +916,15 @@ targets = [{ vm = "fine" }]
         other => panic!("{other:?}"),
     }
     assert!(r.task_href.is_some());
-    assert_eq!(mutations(&sim)["fine"].len(), 1, "no second reset");
+    assert_eq!(mutations(&t)["fine"].len(), 1, "no second reset");
 }
 
 #[test]
 fn the_run_wide_failure_threshold_stops_later_steps() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
-    let (report, summary) = rt.block_on(run_lib(
-        &sim,
+    let t = Test::new().inventory(TWO_TIER);
+    let sim = t.sim();
+    let (report, summary) = t.block_on(run_lib(
+        sim,
         r#"
 name = "run-wide"
 [limits]
@@ -1037,16 +951,16 @@ targets = [{ vapp = "other" }]
             VmOutcome::NotStarted { .. }
         ));
     }
-    assert!(!mutations(&sim).contains_key("other-1"));
+    assert!(!mutations(&t).contains_key("other-1"));
 }
 
 #[test]
 fn a_step_that_finishes_at_once_still_releases_the_steps_after_it() {
-    let rt = runtime();
-    let sim = rt.block_on(SimHandle::start(inventory(TWO_TIER))).unwrap();
+    let t = Test::new().inventory(TWO_TIER);
+    let sim = t.sim();
     // The first step has nothing to read: it is over within its first poll.
     let run = run_lib(
-        &sim,
+        sim,
         r#"
 name = "instant first step"
 [[step]]
@@ -1060,7 +974,7 @@ action = "off"
 targets = [{ vm = "other-1" }]
 "#,
     );
-    let (report, summary) = rt
+    let (report, summary) = t
         .block_on(async { tokio::time::timeout(Duration::from_secs(20), run).await })
         .expect("the second step never started");
     assert_eq!(summary.counts.skipped, 4);

@@ -1,91 +1,266 @@
-//! Runs the real `powerbook` binary and checks what it did. Generic on purpose: any command,
-//! arguments, environment and stdin; results are the exit code and both output streams.
+//! One fluent builder for every integration test: an in-process simulator (inventory, seed
+//! and faults given fluently, started on 127.0.0.1:0 at first use), a temporary directory
+//! holding the runbook and the journals, the real binary, and assertions on its exit code,
+//! its output and what the simulator counted.
 //!
 //! ```ignore
-//! let out = Powerbook::new().args(["validate", "x.toml"]).run();
-//! out.code(2).stderr_contains("unknown key");
+//! let t = Test::new().inventory(TWO_TIER).runbook(RUNBOOK);
+//! t.clone().args(["run", "runbook.toml", "--yes"]).fast_polling()
+//!     .code(1).stdout_contains("Failed jobs:").touched(&["legacy"]).run();
+//! t.clone().args(["plan", "runbook.toml"]).success().run();
 //! ```
+//!
+//! Clones share the directory and the simulator, so one test can run the binary many times
+//! against the same cloud. One file on purpose: it is the single builder every module uses.
 #![allow(dead_code)]
 
+use powerbook::sim::{Faults, SimConfig, SimHandle, SimStats};
+use std::cell::{OnceCell, RefCell};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_powerbook");
-
-/// A small runtime for tests that drive an in-process simulator from sync code.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Writes `text` to `dir/name` and returns the path.
-pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The binary set up like an operator's shell pointed at the simulator: its account,
-/// deterministic output, no stray credentials from the developer's environment, and journals
-/// kept out of the work tree (a test that cares passes `--runs-dir` or sets its own).
-pub fn against(sim: &powerbook::sim::SimHandle) -> Command {
-    let runs = std::env::temp_dir().join(format!("powerbook-test-runs-{}", std::process::id()));
-    let mut cmd = Command::new(BIN);
-    cmd.env("ABIQUO_API_URL", sim.base_url())
-        .env("ABIQUO_API_USERNAME", "admin")
-        .env("ABIQUO_API_PASSWORD", "xabiquo")
-        .env("POWERBOOK_TEST_MODE", "1")
-        .env("NO_COLOR", "1")
-        .env("POWERBOOK_RUNS_DIR", runs)
-        .env_remove("ABIQUO_API_TOKEN")
-        .env_remove("ABIQUO_API_BEARER")
-        .env_remove("ABIQUO_API_INSECURE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
+/// Fast task polling and short bounds for `run` and `resume`, so tests stay quick and a
+/// stall fails instead of hanging.
+pub const FAST_POLLING: [&str; 8] = [
+    "--poll-initial",
+    "20ms",
+    "--poll-max",
+    "100ms",
+    "--lock-wait",
+    "20s",
+    "--request-timeout",
+    "5s",
+];
 
 /// The crate root, so tests can name files relative to it (`runbooks/lab.toml`).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A pending invocation of the binary.
-pub struct Powerbook {
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    stdin: Option<Vec<u8>>,
-    dir: PathBuf,
-    timeout: Duration,
+/// `n` generated VMs (vApps of 20: vapp-001, vapp-002...), all ON, tasks of ~`ms` ms.
+pub fn generated(n: usize, ms: u64) -> SimConfig {
+    let mut c = SimConfig::generated(n);
+    c.task_duration = Duration::from_millis(ms);
+    c.task_jitter = Duration::from_millis(ms / 5);
+    c.durations.clear();
+    c
 }
 
-impl Default for Powerbook {
+/// Polls `done` every 10 ms; fails the test when it is still false after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The simulator of a test: configured first, started at first use.
+#[derive(Default)]
+struct Cloud {
+    pending: RefCell<Option<SimConfig>>,
+    sim: OnceCell<SimHandle>,
+    rt: OnceCell<tokio::runtime::Runtime>,
+}
+
+impl Cloud {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+    }
+
+    fn configure(&self, f: impl FnOnce(&mut SimConfig)) {
+        assert!(
+            self.sim.get().is_none(),
+            "configure the simulator before its first use"
+        );
+        let mut pending = self.pending.borrow_mut();
+        f(pending.get_or_insert_with(SimConfig::lab));
+    }
+
+    fn configured(&self) -> bool {
+        self.sim.get().is_some() || self.pending.borrow().is_some()
+    }
+
+    fn sim(&self) -> &SimHandle {
+        self.sim.get_or_init(|| {
+            let config = self
+                .pending
+                .borrow_mut()
+                .take()
+                .expect("no simulator configured for this test");
+            self.runtime()
+                .block_on(SimHandle::start(config))
+                .expect("start the simulator")
+        })
+    }
+}
+
+/// What a run must show, checked when it ends.
+#[derive(Clone, Default)]
+struct Expect {
+    code: Option<i32>,
+    stdout_contains: Vec<String>,
+    stdout_lacks: Vec<String>,
+    stderr_contains: Vec<String>,
+    stderr_lacks: Vec<String>,
+    touched: Option<Vec<String>>,
+    actions: Option<Vec<String>>,
+    mutations: Option<usize>,
+}
+
+/// A test: its directory, its simulator, and the next invocation of the binary.
+#[derive(Clone)]
+pub struct Test {
+    dir: Rc<tempfile::TempDir>,
+    cloud: Rc<Cloud>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    stdin: Option<Vec<u8>>,
+    current_dir: Option<PathBuf>,
+    stdout_closed: bool,
+    timeout: Duration,
+    expect: Expect,
+}
+
+impl Default for Test {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Powerbook {
-    /// Deterministic output (no colour, test mode), run from the crate root, no Abiquo
-    /// settings inherited from the developer's shell, and a 60 s limit.
+impl Test {
+    /// A fresh temporary directory, no simulator yet, a 60 s limit per invocation.
     pub fn new() -> Self {
         Self {
+            dir: Rc::new(tempfile::tempdir().unwrap()),
+            cloud: Rc::default(),
             args: Vec::new(),
-            env: vec![
-                ("POWERBOOK_TEST_MODE".into(), "1".into()),
-                ("NO_COLOR".into(), "1".into()),
-            ],
+            env: Vec::new(),
             stdin: None,
-            dir: root().to_path_buf(),
+            current_dir: None,
+            stdout_closed: false,
             timeout: Duration::from_secs(60),
+            expect: Expect::default(),
         }
     }
+
+    // --- the simulator ---------------------------------------------------------------
+
+    /// Serves `config`.
+    pub fn sim_config(self, config: SimConfig) -> Self {
+        self.cloud.configure(|c| *c = config);
+        self
+    }
+
+    /// Serves an inventory in the format of `runbooks/lab.toml`.
+    pub fn inventory(self, toml: &str) -> Self {
+        let config = SimConfig::from_inventory_str("test-inventory.toml", toml).unwrap();
+        self.sim_config(config)
+    }
+
+    /// Serves `n` generated VMs whose tasks take ~`ms` milliseconds.
+    pub fn generated(self, n: usize, ms: u64) -> Self {
+        self.sim_config(generated(n, ms))
+    }
+
+    /// Serves the built-in lab, its tasks `speed` times faster.
+    pub fn lab(self, speed: f64) -> Self {
+        self.configure(|c| {
+            *c = SimConfig::lab();
+            c.speed = speed;
+        })
+    }
+
+    pub fn seed(self, seed: u64) -> Self {
+        self.configure(|c| c.seed = seed)
+    }
+
+    pub fn faults(self, f: impl FnOnce(&mut Faults)) -> Self {
+        self.configure(|c| f(&mut c.faults))
+    }
+
+    /// Any other change to the simulator's configuration (the lab when none was given).
+    pub fn configure(self, f: impl FnOnce(&mut SimConfig)) -> Self {
+        self.cloud.configure(f);
+        self
+    }
+
+    /// The same directory with another, not yet configured simulator.
+    pub fn other_cloud(&self) -> Self {
+        Self {
+            cloud: Rc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The simulator, started now if it was not yet.
+    pub fn sim(&self) -> &SimHandle {
+        self.cloud.sim()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.sim().stats()
+    }
+
+    /// Actions accepted per VM, in order.
+    pub fn actions(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.stats()
+            .mutations
+            .into_iter()
+            .map(|(vm, recs)| (vm, recs.into_iter().map(|r| r.action).collect()))
+            .collect()
+    }
+
+    /// Runs a future (a library call against the simulator) to completion.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.cloud.runtime().block_on(future)
+    }
+
+    // --- files -----------------------------------------------------------------------
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` in the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` to `name` in the test's directory.
+    pub fn file(self, name: &str, text: &str) -> Self {
+        self.write(name, text);
+        self
+    }
+
+    /// Writes `runbook.toml`.
+    pub fn runbook(self, text: &str) -> Self {
+        self.file("runbook.toml", text)
+    }
+
+    /// Writes `text` to `name` in the test's directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    // --- the invocation --------------------------------------------------------------
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -101,8 +276,18 @@ impl Powerbook {
         self
     }
 
+    /// Appends [`FAST_POLLING`].
+    pub fn fast_polling(self) -> Self {
+        self.args(FAST_POLLING)
+    }
+
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
         self
     }
 
@@ -111,8 +296,15 @@ impl Powerbook {
         self
     }
 
+    /// Runs from `dir` instead of the test's directory.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = dir.into();
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Closes the read end of stdout at once, as a pager that quits would.
+    pub fn stdout_closed(mut self) -> Self {
+        self.stdout_closed = true;
         self
     }
 
@@ -121,11 +313,94 @@ impl Powerbook {
         self
     }
 
-    /// Runs to completion (killing the process after the timeout, which fails the test).
+    // --- expectations (checked when the run ends) ------------------------------------
+
+    pub fn code(mut self, code: i32) -> Self {
+        self.expect.code = Some(code);
+        self
+    }
+
+    pub fn success(self) -> Self {
+        self.code(0)
+    }
+
+    /// Exit 1: the run finished but some VMs failed.
+    pub fn failure(self) -> Self {
+        self.code(1)
+    }
+
+    pub fn stdout_contains(mut self, needle: impl Into<String>) -> Self {
+        self.expect.stdout_contains.push(needle.into());
+        self
+    }
+
+    pub fn stdout_lacks(mut self, needle: impl Into<String>) -> Self {
+        self.expect.stdout_lacks.push(needle.into());
+        self
+    }
+
+    pub fn stderr_contains(mut self, needle: impl Into<String>) -> Self {
+        self.expect.stderr_contains.push(needle.into());
+        self
+    }
+
+    pub fn stderr_lacks(mut self, needle: impl Into<String>) -> Self {
+        self.expect.stderr_lacks.push(needle.into());
+        self
+    }
+
+    /// Exactly these VMs have had a mutation accepted (since the simulator started).
+    pub fn touched(mut self, vms: &[&str]) -> Self {
+        self.expect.touched = Some(vms.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
+    /// Every touched VM had exactly these actions accepted, in this order.
+    pub fn actions_per_vm(mut self, actions: &[&str]) -> Self {
+        self.expect.actions = Some(actions.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
+    /// This many mutations were accepted in all.
+    pub fn mutations(mut self, n: usize) -> Self {
+        self.expect.mutations = Some(n);
+        self
+    }
+
+    // --- running ---------------------------------------------------------------------
+
+    /// Runs to completion and checks the expectations.
     pub fn run(self) -> Output {
+        self.spawn().wait()
+    }
+
+    /// Starts the binary: no colour, test mode, journals in the test's directory, no
+    /// Abiquo settings from the developer's shell, and the simulator's URL and account
+    /// when the test has one.
+    pub fn spawn(self) -> Running {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_powerbook"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ABIQUO_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env_remove("RUST_LOG")
+            .env("POWERBOOK_TEST_MODE", "1")
+            .env("NO_COLOR", "1")
+            .env("POWERBOOK_RUNS_DIR", self.path("runs"));
+        if self.cloud.configured() {
+            cmd.env("ABIQUO_API_URL", self.sim().base_url())
+                .env("ABIQUO_API_USERNAME", "admin")
+                .env("ABIQUO_API_PASSWORD", "xabiquo");
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         cmd.args(&self.args)
-            .current_dir(&self.dir)
+            .current_dir(self.current_dir.as_deref().unwrap_or(self.dir.path()))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -133,54 +408,144 @@ impl Powerbook {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ABIQUO_") {
-                cmd.env_remove(&key);
-            }
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn powerbook");
-        if let Some(input) = self.stdin {
+        if let Some(input) = self.stdin.clone() {
             let mut pipe = child.stdin.take().expect("stdin pipe");
             std::thread::spawn(move || {
                 let _ = pipe.write_all(&input);
             });
         }
-        let mut out_pipe = child.stdout.take().expect("stdout pipe");
-        let mut err_pipe = child.stderr.take().expect("stderr pipe");
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out_pipe.read_to_end(&mut buf);
-            buf
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err_pipe.read_to_end(&mut buf);
-            buf
-        });
-        let deadline = Instant::now() + self.timeout;
+        let stdout = child.stdout.take().expect("stdout pipe");
+        let stdout = if self.stdout_closed {
+            drop(stdout);
+            std::thread::spawn(Vec::new)
+        } else {
+            drain(stdout)
+        };
+        let stderr = drain(child.stderr.take().expect("stderr pipe"));
+        Running {
+            child,
+            stdout,
+            stderr,
+            test: self,
+        }
+    }
+
+    fn check(&self, out: &Output) {
+        let e = &self.expect;
+        if let Some(code) = e.code {
+            assert_eq!(out.code, code, "unexpected exit code\n{}", out.context());
+        }
+        for needle in &e.stdout_contains {
+            assert!(
+                out.stdout.contains(needle.as_str()),
+                "stdout lacks {needle:?}\n{}",
+                out.context()
+            );
+        }
+        for needle in &e.stdout_lacks {
+            assert!(
+                !out.stdout.contains(needle.as_str()),
+                "stdout has {needle:?}\n{}",
+                out.context()
+            );
+        }
+        for needle in &e.stderr_contains {
+            assert!(
+                out.stderr.contains(needle.as_str()),
+                "stderr lacks {needle:?}\n{}",
+                out.context()
+            );
+        }
+        for needle in &e.stderr_lacks {
+            assert!(
+                !out.stderr.contains(needle.as_str()),
+                "stderr has {needle:?}\n{}",
+                out.context()
+            );
+        }
+        if e.touched.is_none() && e.actions.is_none() && e.mutations.is_none() {
+            return;
+        }
+        let stats = self.stats();
+        if let Some(vms) = &e.touched {
+            let found: Vec<&String> = stats.mutations.keys().collect();
+            assert_eq!(found, vms.iter().collect::<Vec<_>>(), "{}", out.context());
+        }
+        if let Some(want) = &e.actions {
+            for (vm, records) in &stats.mutations {
+                let found: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+                assert_eq!(found, *want, "{vm}\n{}", out.context());
+            }
+        }
+        if let Some(n) = e.mutations {
+            assert_eq!(stats.mutation_count(), n, "{}", out.context());
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// A started invocation.
+pub struct Running {
+    child: Child,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+    test: Test,
+}
+
+impl Running {
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGINT, as Ctrl-C would send.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -INT failed");
+    }
+
+    /// Waits for the end (killing it after the test's timeout, which fails the test) and
+    /// checks the expectations.
+    pub fn wait(mut self) -> Output {
+        let deadline = Instant::now() + self.test.timeout;
         let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for powerbook") {
+            if let Some(status) = self.child.try_wait().expect("wait for powerbook") {
                 break status;
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 panic!(
                     "powerbook {:?} did not finish within {:?}",
-                    self.args, self.timeout
+                    self.test.args, self.test.timeout
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        Output {
-            args: self.args,
+        let out = Output {
+            args: self.test.args.clone(),
             code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into(),
-            stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into(),
-        }
+            stdout: String::from_utf8_lossy(&self.stdout.join().expect("stdout reader")).into(),
+            stderr: String::from_utf8_lossy(&self.stderr.join().expect("stderr reader")).into(),
+        };
+        self.test.check(&out);
+        out
     }
 }
 
@@ -195,67 +560,18 @@ pub struct Output {
 }
 
 impl Output {
-    fn context(&self) -> String {
+    /// The invocation and everything it printed, for assertion messages.
+    pub fn context(&self) -> String {
         format!(
             "powerbook {:?}\n--- exit {}\n--- stdout\n{}\n--- stderr\n{}",
             self.args, self.code, self.stdout, self.stderr
         )
     }
 
-    pub fn code(&self, expected: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            expected,
-            "unexpected exit code\n{}",
-            self.context()
-        );
-        self
-    }
-
-    pub fn success(&self) -> &Self {
-        self.code(0)
-    }
-
-    pub fn stdout_contains(&self, needle: &str) -> &Self {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    pub fn stderr_contains(&self, needle: &str) -> &Self {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    pub fn stdout_lacks(&self, needle: &str) -> &Self {
-        assert!(
-            !self.stdout.contains(needle),
-            "stdout has {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    pub fn stderr_lacks(&self, needle: &str) -> &Self {
-        assert!(
-            !self.stderr.contains(needle),
-            "stderr has {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    /// Parses stdout as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    /// Parses stdout as JSON (a `RunReport`, a plan document, ...).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.context()))
+            .unwrap_or_else(|e| panic!("stdout is not the JSON expected: {e}\n{}", self.context()))
     }
 
     /// Exit code and both streams in one text, for snapshots.

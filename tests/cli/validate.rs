@@ -1,9 +1,14 @@
 //! `powerbook validate` and `powerbook schema`: the broken-runbook corpus, the example
 //! runbooks, exit codes, JSON output and the committed schema.
 
-use crate::support::{Powerbook, root};
+use crate::support::{Test, root};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// The binary run from the crate root, so paths in messages and snapshots are relative.
+fn powerbook() -> Test {
+    Test::new().current_dir(root())
+}
 
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -48,17 +53,20 @@ fn every_broken_runbook_is_rejected_with_exact_located_diagnostics() {
         let rel = relative(&path);
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
 
-        let json = Powerbook::new()
+        let json = powerbook()
             .args(["validate", "--strict", "--output", "json", &rel])
+            .code(2)
             .run();
-        json.code(2);
         let (found, expected) = (codes(&json.json()), expected_codes(&path));
         if found != expected {
             wrong_codes.push(format!("{rel}: expected {expected:?}, found {found:?}"));
         }
 
-        let human = Powerbook::new().args(["validate", "--strict", &rel]).run();
-        human.code(2).stderr_contains(&format!("[{rel}:"));
+        let human = powerbook()
+            .args(["validate", "--strict", &rel])
+            .code(2)
+            .stderr_contains(format!("[{rel}:"))
+            .run();
         insta::assert_snapshot!(format!("invalid__{stem}"), human.transcript());
     }
     assert!(wrong_codes.is_empty(), "{}", wrong_codes.join("\n"));
@@ -90,77 +98,78 @@ fn every_example_runbook_is_valid_without_warnings() {
         );
     }
     let rels: Vec<String> = examples.iter().map(|p| relative(p)).collect();
-    let out = Powerbook::new()
+    let mut validate = powerbook()
         .args(["validate", "--strict"])
         .args(&rels)
-        .run();
-    out.success().stderr_lacks("runbook::");
+        .success()
+        .stderr_lacks("runbook::");
     for rel in &rels {
-        out.stdout_contains(&format!("{rel}: valid\n"));
+        validate = validate.stdout_contains(format!("{rel}: valid\n"));
     }
+    validate.run();
 }
 
 #[test]
 fn the_issue_example_validates_unchanged() {
-    Powerbook::new()
+    powerbook()
         .args(["validate", "--strict", "tests/fixtures/issue-example.toml"])
-        .run()
         .success()
-        .stdout_contains("tests/fixtures/issue-example.toml: valid\n");
+        .stdout_contains("tests/fixtures/issue-example.toml: valid\n")
+        .run();
 }
 
 #[test]
 fn warnings_pass_unless_strict() {
     let file = "tests/fixtures/invalid/conflicting-steps.toml";
-    Powerbook::new()
+    powerbook()
         .args(["validate", file])
-        .run()
         .success()
         .stdout_contains("valid (2 warnings)")
-        .stderr_contains("⚠");
-    Powerbook::new()
+        .stderr_contains("⚠")
+        .run();
+    powerbook()
         .args(["validate", "--strict", file])
-        .run()
         .code(2)
-        .stdout_contains("invalid (2 warnings) [--strict: warnings are errors]");
+        .stdout_contains("invalid (2 warnings) [--strict: warnings are errors]")
+        .run();
 }
 
 #[test]
 fn one_invalid_file_makes_the_whole_validation_fail() {
-    Powerbook::new()
+    powerbook()
         .args([
             "validate",
             "runbooks/rolling-reset.toml",
             "tests/fixtures/invalid/unknown-action.toml",
         ])
-        .run()
         .code(2)
         .stdout_contains("runbooks/rolling-reset.toml: valid\n")
-        .stdout_contains("tests/fixtures/invalid/unknown-action.toml: invalid (2 errors)\n");
+        .stdout_contains("tests/fixtures/invalid/unknown-action.toml: invalid (2 errors)\n")
+        .run();
 }
 
 #[test]
 fn unreadable_file_is_an_invalid_runbook() {
-    Powerbook::new()
+    powerbook()
         .args(["validate", "tests/fixtures/no-such-runbook.toml"])
-        .run()
         .code(2)
         .stderr_contains("cannot read `tests/fixtures/no-such-runbook.toml`")
-        .stdout_contains("no-such-runbook.toml: invalid (1 error)");
+        .stdout_contains("no-such-runbook.toml: invalid (1 error)")
+        .run();
 }
 
 #[test]
 fn validate_without_files_is_a_usage_error() {
-    Powerbook::new()
+    powerbook()
         .arg("validate")
-        .run()
         .code(2)
-        .stderr_contains("FILE");
+        .stderr_contains("FILE")
+        .run();
 }
 
 #[test]
 fn json_output_lists_every_diagnostic_with_positions() {
-    let out = Powerbook::new()
+    let out = powerbook()
         .args([
             "validate",
             "--output",
@@ -168,10 +177,10 @@ fn json_output_lists_every_diagnostic_with_positions() {
             "tests/fixtures/invalid/many-errors-at-once.toml",
             "runbooks/maintenance-shutdown.toml",
         ])
+        .code(2)
         .run();
-    out.code(2);
     assert_eq!(out.stderr, "", "JSON mode writes nothing to stderr");
-    let json = out.json();
+    let json: serde_json::Value = out.json();
     assert_eq!(json["version"], 1);
     let files = json["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
@@ -202,28 +211,27 @@ fn credentials_in_a_runbook_are_rejected_and_never_echoed() {
         vec!["validate", "--output", "json", file],
         vec!["validate", broken],
     ] {
-        let out = Powerbook::new().args(args).run();
-        out.code(2);
+        let mut validate = powerbook().args(args).code(2);
         for secret in ["hunter2", "eyJhbGciOi"] {
-            out.stdout_lacks(secret).stderr_lacks(secret);
+            validate = validate.stdout_lacks(secret).stderr_lacks(secret);
         }
+        validate.run();
     }
-    Powerbook::new()
+    powerbook()
         .args(["validate", file])
-        .run()
-        .stderr_contains("ABIQUO_API_PASSWORD");
+        .stderr_contains("ABIQUO_API_PASSWORD")
+        .run();
 }
 
 #[test]
 fn schema_command_prints_the_committed_schema() {
-    let out = Powerbook::new().arg("schema").run();
-    out.success();
+    let out = powerbook().arg("schema").success().run();
     let committed = std::fs::read_to_string(root().join("runbooks/runbook.schema.json")).unwrap();
     assert!(
         out.stdout == committed,
         "runbooks/runbook.schema.json is stale: regenerate it with\n  cargo run -- schema > runbooks/runbook.schema.json"
     );
-    let schema = out.json();
+    let schema: serde_json::Value = out.json();
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
     assert_eq!(schema["required"], serde_json::json!(["name", "step"]));
     assert_eq!(schema["additionalProperties"], false);
@@ -231,8 +239,7 @@ fn schema_command_prints_the_committed_schema() {
 
 #[test]
 fn help_and_readme_document_the_exit_codes() {
-    let help = Powerbook::new().args(["validate", "--help"]).run();
-    help.success();
+    let mut help = powerbook().args(["validate", "--help"]).success();
     for line in [
         "Exit codes:",
         "  0    success",
@@ -241,8 +248,9 @@ fn help_and_readme_document_the_exit_codes() {
         "  3    run aborted",
         "  130  interrupted",
     ] {
-        help.stdout_contains(line);
+        help = help.stdout_contains(line);
     }
+    help.run();
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for row in ["| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |"] {
         assert!(readme.contains(row), "README lacks the exit code row {row}");
@@ -272,22 +280,16 @@ fn the_complete_runbook_in_the_reference_is_valid() {
 
 #[test]
 fn a_closed_stdout_does_not_crash_validate_and_keeps_the_exit_code() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_powerbook"))
+    // The reader goes away before anything is written.
+    powerbook()
         .args([
             "validate",
             "--output",
             "json",
             "tests/fixtures/invalid/many-errors-at-once.toml",
         ])
-        .current_dir(root())
-        .env("POWERBOOK_TEST_MODE", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader goes away before anything is written
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+        .stdout_closed()
+        .code(2)
+        .stderr_lacks("panicked")
+        .run();
 }

@@ -1,12 +1,14 @@
 //! Client tests against a scripted HTTP server on loopback.
 
 use super::*;
-use crate::abiquo::model::{Link, PowerRequest, PowerState};
+use crate::abiquo::model::{Link, PowerRequest, PowerState, VmState};
+use crate::abiquo::tasks::task_id_of;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap as AxHeaders, StatusCode};
 use axum::response::Response;
 use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 #[derive(Debug, Clone)]
 struct Seen {

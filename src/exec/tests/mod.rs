@@ -16,14 +16,13 @@ use crate::exec::fake::FakeCloud;
 use crate::exec::resume::{ResumeState, ResumeVm};
 use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
 use crate::plan::Plan;
-use crate::runbook::model::{Action, Runbook};
+use crate::runbook::model::Action;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// What one test runs: the fake, the runbook and plan made from it, and the run's knobs.
+/// What one test runs: the fake, the plan made from a runbook over it, and the run's knobs.
 pub(super) struct Harness {
     pub fake: FakeCloud,
-    pub runbook: Runbook,
     pub plan: Plan,
     pub options: RunOptions,
     pub control: RunControl,
@@ -44,7 +43,6 @@ pub(super) fn harness(fake: FakeCloud, toml: &str) -> Harness {
     );
     Harness {
         fake,
-        runbook,
         plan,
         options: RunOptions {
             lock_wait: Duration::from_secs(60),
@@ -129,15 +127,13 @@ impl Harness {
     pub async fn run(&self) -> Run {
         let (tx, mut rx) = mpsc::channel(100_000);
         let hooks = Hooks {
-            journal: None,
             resume: self.resume.clone(),
         };
         let summary = execute_with(
             &self.fake,
             &self.plan,
-            &self.runbook,
             &self.options,
-            &tx,
+            &[&tx],
             &self.control,
             &hooks,
         )
@@ -206,7 +202,7 @@ pub(super) fn intent(
 ) -> Intent {
     Intent {
         action,
-        request: request.to_string(),
+        request,
         from,
         to: request.target_state(),
         path,

@@ -1,8 +1,8 @@
-//! `powerbook validate` and `powerbook schema`.
+//! `powerbook validate`: check runbooks offline, diagnostics as text or JSON.
 
-use super::diagnostic::{self, JsonDiagnostic};
 use crate::cli::{OutputFormat, ValidateArgs};
 use crate::exit::Outcome;
+use crate::runbook::diagnostic::{self, JsonDiagnostic};
 use serde::Serialize;
 use std::io::Write;
 
@@ -26,8 +26,9 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
     let mut files = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        let loaded = super::read_source(path)
-            .and_then(|source| super::parse(&name, &source).map(|loaded| (source, loaded)));
+        let loaded = crate::runbook::read_source(path).and_then(|source| {
+            crate::runbook::parse(&name, &source).map(|loaded| (source, loaded))
+        });
         let (valid, source, diagnostics) = match loaded {
             Ok((source, loaded)) => {
                 let valid = !args.strict || loaded.warnings.is_empty();
@@ -105,15 +106,9 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-/// Prints the JSON Schema of the runbook format.
-pub fn schema() -> Outcome {
-    emit(&super::schema::schema_json());
-    Outcome::Success
-}
-
 /// Writes to stdout without panicking: a reader that went away (`| head`) is not an error,
 /// and the exit code keeps saying whether the runbooks are valid.
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe

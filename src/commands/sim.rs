@@ -1,8 +1,8 @@
-//! `powerbook sim`: serve the simulator until Ctrl-C.
+//! `powerbook sim`: serve the simulator until Ctrl-C (or SIGTERM).
 
-use super::{DEFAULT_PASSWORD, DEFAULT_USER, SimConfig, SimHandle};
 use crate::cli::SimArgs;
 use crate::exit::Outcome;
+use crate::sim::{DEFAULT_PASSWORD, DEFAULT_USER, SimConfig, SimHandle};
 use std::io::Write;
 
 /// Turns the command line into a simulator configuration.
@@ -167,7 +167,7 @@ mod tests {
             (c.task_duration, c.task_jitter),
             (Duration::from_secs(2), Duration::ZERO)
         );
-        assert_eq!(c.locked_code, super::super::LockedCode::AsyncTask2);
+        assert_eq!(c.locked_code, crate::sim::LockedCode::AsyncTask2);
         let f = &c.faults;
         assert_eq!(
             [
@@ -192,7 +192,7 @@ mod tests {
     fn defaults_are_the_lab_with_faults_off() {
         let c = config_from_args(&sim_args(&[])).unwrap();
         assert_eq!(c.name, "lab.toml");
-        assert_eq!(c.faults, super::super::Faults::default());
+        assert_eq!(c.faults, crate::sim::Faults::default());
         assert!(Cli::try_parse_from(["powerbook", "sim", "--speed", "0"]).is_err());
         assert!(Cli::try_parse_from(["powerbook", "sim", "--fault-stuck", "-0.1"]).is_err());
     }

@@ -1,113 +1,18 @@
-//! TOML text → [`raw`] structs. Walks the parsed TOML tree by hand (rather than through serde)
-//! so that every unknown key, wrong type and missing key in the file is reported, each with
-//! its span, instead of stopping at the first.
+//! The walk over the TOML tree: each table's keys, known or not, and the required ones.
 
-use super::diagnostic::{Diagnostic, did_you_mean};
-use super::raw::{
-    RawAmount, RawApi, RawDefaults, RawFallback, RawLimits, RawNameOrId, RawRunbook, RawSelector,
-    RawStep, RawWaves, Sp, keys,
+use super::{Entry, Reader, is_credential};
+use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
+use crate::runbook::raw::{
+    RawApi, RawDefaults, RawFallback, RawLimits, RawRunbook, RawSelector, RawStep, RawWaves, Sp,
+    keys,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-/// What reading produced: the raw runbook (possibly partial), the diagnostics, and the spans
-/// of secret values that must not be shown back.
-#[derive(Debug, Default)]
-pub struct Read {
-    pub raw: RawRunbook,
-    pub diagnostics: Vec<Diagnostic>,
-    /// True when the TOML itself did not parse: only syntax errors are then reported, since
-    /// the recovered tree is partial and would cause spurious follow-up errors.
-    pub syntax_failed: bool,
-    pub secrets: Vec<Range<usize>>,
-}
-
-/// Keys that look like credentials. They are rejected wherever they appear, and their values
-/// are blanked out of every rendering.
-const CREDENTIAL_KEYS: &[&str] = &[
-    "username",
-    "user",
-    "password",
-    "passwd",
-    "pass",
-    "token",
-    "api_token",
-    "access_token",
-    "secret",
-    "client_secret",
-    "credentials",
-    "authorization",
-    "auth",
-    "api_key",
-];
-
-pub fn read(source: &str) -> Read {
-    let (doc, errors) = DeTable::parse_recoverable(source);
-    let mut reader = Reader {
-        secrets: credential_lines(source),
-        ..Reader::default()
-    };
-    let raw = reader.runbook(doc.get_ref());
-    if errors.is_empty() {
-        return Read {
-            raw,
-            diagnostics: reader.diagnostics,
-            syntax_failed: false,
-            secrets: reader.secrets,
-        };
-    }
-    let diagnostics = errors
-        .iter()
-        .map(|e| Diagnostic {
-            span: e.span(),
-            ..Diagnostic::error("runbook::syntax", 0..0, syntax_message(e.message()))
-        })
-        .collect();
-    Read {
-        raw: RawRunbook::default(),
-        diagnostics,
-        syntax_failed: true,
-        secrets: reader.secrets,
-    }
-}
-
-/// Values of `key = ...` lines whose key looks like a credential, found textually so that
-/// they are blanked even when the TOML around them does not parse.
-fn credential_lines(source: &str) -> Vec<Range<usize>> {
-    let mut spans = Vec::new();
-    let mut start = 0;
-    for line in source.split_inclusive('\n') {
-        if let Some((key, _)) = line.split_once('=') {
-            let key = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
-            if CREDENTIAL_KEYS.contains(&key.as_str()) {
-                let after_eq = line.find('=').map_or(0, |i| i + 1);
-                let value = line[after_eq..].trim_start();
-                let value_start = start + line.len() - value.len();
-                spans.push(value_start..start + line.trim_end_matches(['\n', '\r']).len());
-            }
-        }
-        start += line.len();
-    }
-    spans
-}
-
-/// toml's messages start lowercase without the word "TOML"; say what kind of error it is.
-fn syntax_message(message: &str) -> String {
-    format!("TOML syntax error: {}", message.trim_end())
-}
-
-type Entry<'a, 'i> = (&'a Spanned<DeString<'i>>, &'a Spanned<DeValue<'i>>);
-
-#[derive(Default)]
-struct Reader {
-    diagnostics: Vec<Diagnostic>,
-    secrets: Vec<Range<usize>>,
-}
-
 impl Reader {
-    fn runbook(&mut self, table: &DeTable<'_>) -> RawRunbook {
+    pub(super) fn runbook(&mut self, table: &DeTable<'_>) -> RawRunbook {
         let mut rb = RawRunbook::default();
         let entries = self.entries(table, keys::RUNBOOK, "at the top level");
         for (k, v) in &entries {
@@ -192,7 +97,7 @@ impl Reader {
         let table = self.table(k, v)?;
         let mut out = BTreeMap::new();
         for (action, value) in sorted(table) {
-            if CREDENTIAL_KEYS.contains(&action.get_ref().to_ascii_lowercase().as_str()) {
+            if is_credential(action.get_ref()) {
                 self.credential(action, value, "in [estimates]");
                 continue;
             }
@@ -418,7 +323,7 @@ impl Reader {
             let key: &str = k.get_ref();
             if known.contains(&key) {
                 out.push((k, v));
-            } else if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+            } else if is_credential(key) {
                 self.credential(k, v, place);
             } else {
                 let mut d = Diagnostic::error(
@@ -460,228 +365,6 @@ impl Reader {
             ),
         );
     }
-
-    fn table<'a, 'i>(
-        &mut self,
-        k: &Spanned<DeString<'i>>,
-        v: &'a Spanned<DeValue<'i>>,
-    ) -> Option<&'a DeTable<'i>> {
-        match v.get_ref() {
-            DeValue::Table(t) => Some(t),
-            _ => {
-                self.wrong_type(k, v, "a table", None);
-                None
-            }
-        }
-    }
-
-    fn string(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
-            _ => {
-                self.wrong_type(k, v, "a string", None);
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<bool>> {
-        match v.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
-            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "a boolean",
-                    Some(&format!("write {s} without quotes")),
-                );
-                None
-            }
-            _ => {
-                self.wrong_type(k, v, "a boolean (true or false)", None);
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<i64>> {
-        match v.get_ref() {
-            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) => Some(Spanned::new(v.span(), n)),
-                Err(_) => {
-                    self.diagnostics.push(
-                        Diagnostic::error(
-                            "runbook::out-of-range",
-                            v.span(),
-                            format!("`{}` is too large", k.get_ref()),
-                        )
-                        .label("does not fit in 64 bits"),
-                    );
-                    None
-                }
-            },
-            DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "an integer",
-                    Some(&format!("write {} without quotes", s.trim())),
-                );
-                None
-            }
-            _ => {
-                self.wrong_type(k, v, "an integer", None);
-                None
-            }
-        }
-    }
-
-    /// A duration is a string; a bare number gets a hint to add a unit.
-    fn duration(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
-            DeValue::Integer(i) => {
-                let help = format!(
-                    "durations are strings with a unit, e.g. \"{}s\" or \"{}m\"",
-                    i.as_str(),
-                    i.as_str()
-                );
-                self.wrong_type(k, v, "a duration string", Some(&help));
-                None
-            }
-            _ => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "a duration string",
-                    Some("durations are strings with a unit, e.g. \"30s\", \"5m\", \"1h 30m\""),
-                );
-                None
-            }
-        }
-    }
-
-    fn amount(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<RawAmount>> {
-        match v.get_ref() {
-            DeValue::Integer(_) => self
-                .integer(k, v)
-                .map(|n| Spanned::new(n.span(), RawAmount::Count(*n.get_ref()))),
-            DeValue::String(s) => Some(Spanned::new(v.span(), RawAmount::Text(s.to_string()))),
-            _ => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "a count or a percentage",
-                    Some("write a count (3) or a percentage string (\"10%\")"),
-                );
-                None
-            }
-        }
-    }
-
-    fn name_or_id(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<RawNameOrId>> {
-        match v.get_ref() {
-            DeValue::Integer(_) => self
-                .integer(k, v)
-                .map(|n| Spanned::new(n.span(), RawNameOrId::Id(*n.get_ref()))),
-            DeValue::String(s) => Some(Spanned::new(v.span(), RawNameOrId::Name(s.to_string()))),
-            _ => {
-                self.wrong_type(k, v, "a name or a numeric id", None);
-                None
-            }
-        }
-    }
-
-    fn string_list(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<Vec<Sp<String>>>> {
-        let items = match v.get_ref() {
-            DeValue::Array(items) => items,
-            DeValue::String(s) => {
-                let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
-                self.wrong_type(k, v, "an array of step names", Some(&help));
-                return None;
-            }
-            _ => {
-                self.wrong_type(k, v, "an array of step names", None);
-                return None;
-            }
-        };
-        let mut out = Vec::new();
-        for item in items.iter() {
-            match item.get_ref() {
-                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
-                other => self.push_wrong_type(
-                    item.span(),
-                    &format!("`{}`", k.get_ref()),
-                    "a step name (string)",
-                    other,
-                    None,
-                ),
-            }
-        }
-        Some(Spanned::new(v.span(), out))
-    }
-
-    fn wrong_type(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-        expected: &str,
-        help: Option<&str>,
-    ) {
-        let what = format!("`{}`", k.get_ref());
-        self.push_wrong_type(v.span(), &what, expected, v.get_ref(), help);
-    }
-
-    fn push_wrong_type(
-        &mut self,
-        span: Range<usize>,
-        what: &str,
-        expected: &str,
-        found: &DeValue<'_>,
-        help: Option<&str>,
-    ) {
-        let found = match found {
-            DeValue::Integer(_) => "an integer",
-            DeValue::Array(_) => "an array",
-            DeValue::Table(_) => "a table",
-            other => match other.type_str() {
-                "string" => "a string",
-                "float" => "a float",
-                "boolean" => "a boolean",
-                _ => "a datetime",
-            },
-        };
-        let mut d = Diagnostic::error(
-            "runbook::wrong-type",
-            span,
-            format!("wrong type for {what}: expected {expected}, found {found}"),
-        )
-        .label(format!("expected {expected}"));
-        if let Some(h) = help {
-            d = d.help(h);
-        }
-        self.diagnostics.push(d);
-    }
 }
 
 /// Entries in source order (the tree itself is sorted by key).
@@ -707,7 +390,8 @@ fn missing(table: &DeTable<'_>, entries: &[Entry<'_, '_>], known: &[&str], key: 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::read;
+    use crate::runbook::raw::{RawRunbook, keys};
     use serde_json::Value;
     use std::collections::BTreeSet;
 
@@ -786,21 +470,5 @@ mod tests {
             .map(|d| &src[d.span.clone().unwrap()])
             .collect();
         assert_eq!(unknown, ["nmae", "concurency", "vmm"]);
-    }
-
-    #[test]
-    fn credential_values_are_found_even_when_the_toml_is_broken() {
-        let src = "name = \"x\"\n[api]\n  password = \"hunter2\n[[step\n";
-        let r = read(src);
-        assert!(r.syntax_failed);
-        assert!(r.secrets.iter().any(|s| src[s.clone()].contains("hunter2")));
-    }
-
-    #[test]
-    fn syntax_errors_suppress_follow_up_errors() {
-        let r = read("name = \"x\nconcurency = 0\n");
-        assert!(r.syntax_failed);
-        assert!(r.diagnostics.iter().all(|d| d.code == "runbook::syntax"));
-        assert!(!r.diagnostics.is_empty());
     }
 }

@@ -1,0 +1,382 @@
+//! HTTP client for the Abiquo API (shared by plan, run and resume).
+//!
+//! It acts through the links the API returns; the only URLs built from the endpoint are the
+//! entry points `/login`, `/version` and `/cloud/virtualmachines`. GETs are retried on
+//! transient failures. A mutation whose answer was lost is reconciled against the VM's
+//! `tasks` list before anything is sent again, so a power action is never applied twice.
+
+use crate::abiquo::api::CloudApi;
+pub use crate::abiquo::api::MutationAnswer;
+use crate::abiquo::auth::Credentials;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::media;
+use crate::abiquo::model::{Collection, PowerRequest, Task, User, VirtualMachine};
+use crate::abiquo::retry::RetryPolicy;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Header carrying the session token answered by `GET /login`.
+const TOKEN_HEADER: &str = "x-abiquo-token";
+/// Longest paging chain we follow before calling the listing broken.
+const MAX_PAGES: usize = 100_000;
+
+/// Everything needed to build a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// API root, e.g. `https://abiquo.example.com/api` (no trailing slash needed).
+    pub endpoint: String,
+    /// Media-type version sent on `Accept` and `Content-Type` (`5.0`).
+    pub version: String,
+    pub credentials: Credentials,
+    /// Skip TLS certificate verification.
+    pub insecure: bool,
+    /// Extra trusted CA certificate(s), PEM.
+    pub ca_cert: Option<PathBuf>,
+    /// Run-wide request rate limit, shared by every clone of the client.
+    pub requests_per_second: Option<NonZeroU32>,
+    pub retry: RetryPolicy,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// How long reconciliation of a lost answer waits for a LOCKED VM to settle.
+    pub reconcile_wait: Duration,
+    /// `limit` of each page when listing.
+    pub page_size: usize,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: &str, version: &str, credentials: Credentials) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            version: version.to_owned(),
+            credentials,
+            insecure: false,
+            ca_cert: None,
+            requests_per_second: None,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+            reconcile_wait: Duration::from_secs(120),
+            page_size: 100,
+        }
+    }
+}
+
+/// Counters over the client's lifetime (all clones together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientStats {
+    /// HTTP requests sent (retries included).
+    pub requests: u64,
+    /// Requests that were retries of an earlier attempt.
+    pub retries: u64,
+    /// Mutations whose answer was lost and had to be reconciled.
+    pub reconciliations: u64,
+    /// Lost answers resolved by adopting the task found in the VM's `tasks` list.
+    pub adopted: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    reconciliations: AtomicU64,
+    adopted: AtomicU64,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: String,
+    version: String,
+    credentials: Credentials,
+    session: Mutex<Option<String>>,
+    relogin: tokio::sync::Mutex<()>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    reconcile_wait: Duration,
+    page_size: usize,
+    known_tasks: Mutex<HashSet<String>>,
+    counters: Counters,
+}
+
+/// The Abiquo API client. Cheap to clone: clones share the connection pool, the session
+/// token, the rate limiter and the counters.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint)
+            .field("version", &self.inner.version)
+            .field("credentials", &self.inner.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+fn epoch_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CloudApi for Client {
+    fn endpoint(&self) -> &str {
+        Client::endpoint(self)
+    }
+
+    fn stats(&self) -> ClientStats {
+        Client::stats(self)
+    }
+
+    async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+        Client::list_vms(self).await
+    }
+
+    async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
+        Client::get_vm_at(self, href).await
+    }
+
+    async fn get_task(&self, href: &str) -> Result<Task, ClientError> {
+        Client::get_task(self, href).await
+    }
+
+    async fn vm_tasks(&self, vm: &VirtualMachine) -> Result<Vec<Task>, ClientError> {
+        Client::vm_tasks(self, vm).await
+    }
+
+    async fn power(
+        &self,
+        vm: &VirtualMachine,
+        request: PowerRequest,
+    ) -> Result<MutationAnswer, ClientError> {
+        Client::power(self, vm, request).await
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        let endpoint = config.endpoint.trim().trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&endpoint)
+            .map_err(|e| ClientError::Config(format!("invalid API endpoint `{endpoint}`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "invalid API endpoint `{endpoint}`: the scheme must be http or https"
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ClientError::Config(
+                "the API endpoint must not carry credentials; use the ABIQUO_API_* \
+                 environment variables"
+                    .to_owned(),
+            ));
+        }
+        if config.version.trim().is_empty() {
+            return Err(ClientError::Config("empty API version".to_owned()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("powerbook/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true);
+        if config.insecure {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Config(format!(
+                    "cannot read CA certificate {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Config(format!(
+                    "{} is not a PEM certificate bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Config(format!(
+                    "{} contains no certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let limiter = config
+            .requests_per_second
+            .map(|n| RateLimiter::direct(Quota::per_second(n)));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                version: config.version.trim().to_owned(),
+                credentials: config.credentials,
+                session: Mutex::new(None),
+                relogin: tokio::sync::Mutex::new(()),
+                limiter,
+                retry: config.retry,
+                request_timeout: config.request_timeout,
+                reconcile_wait: config.reconcile_wait,
+                page_size: config.page_size.max(1),
+                known_tasks: Mutex::new(HashSet::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        ClientStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            reconciliations: c.reconciliations.load(Ordering::Relaxed),
+            adopted: c.adopted.load(Ordering::Relaxed),
+        }
+    }
+
+    fn media(&self, entity: &str) -> String {
+        media::vendor(entity, &self.inner.version)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Entry points
+    // ----------------------------------------------------------------------------------
+
+    /// `GET /login`: checks the credentials and, for Basic, obtains the session token that
+    /// every later request uses instead of the password.
+    pub async fn login(&self) -> Result<User, ClientError> {
+        let url = format!("{}/login", self.inner.endpoint);
+        let answer = self.get_configured(&url, &self.media(media::USER)).await?;
+        if matches!(self.inner.credentials, Credentials::Basic { .. })
+            && let Some(token) = answer
+                .headers
+                .get(TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| !t.is_empty())
+        {
+            *lock(&self.inner.session) = Some(token.to_owned());
+        }
+        decode(&answer.body, "GET /login")
+    }
+
+    /// `GET /version` (plain text).
+    pub async fn server_version(&self) -> Result<String, ClientError> {
+        let url = format!("{}/version", self.inner.endpoint);
+        let answer = self.get_with_retries(&url, "text/plain").await?;
+        Ok(String::from_utf8_lossy(&answer.body).trim().to_owned())
+    }
+
+    /// Every VM the user can see, via `/cloud/virtualmachines`, following `next` links.
+    pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+        let first = format!(
+            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
+            self.inner.endpoint, self.inner.page_size
+        );
+        self.list_all(&first, media::VIRTUAL_MACHINES).await
+    }
+
+    /// Follows a collection's `next` links from `first` and gathers every element.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        entity: &str,
+    ) -> Result<Vec<T>, ClientError> {
+        let accept = self.media(entity);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut next = Some(first.to_owned());
+        while let Some(url) = next.take() {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                return Err(ClientError::Decode {
+                    context: format!("listing {entity}"),
+                    detail: format!("the `next` links loop (back to {url})"),
+                });
+            }
+            let page: Collection<T> = self.get_json(&url, &accept, &format!("GET {url}")).await?;
+            let empty = page.collection.is_empty();
+            next = page.next_href().map(str::to_owned);
+            out.extend(page.collection);
+            if empty {
+                // A `next` link after an empty page would loop forever on a broken server.
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Reads through links
+    // ----------------------------------------------------------------------------------
+
+    /// Re-reads a VM through its `edit` link.
+    pub async fn get_vm(&self, vm: &VirtualMachine) -> Result<VirtualMachine, ClientError> {
+        let href = vm.href().ok_or_else(|| ClientError::NoLink {
+            rel: "edit".into(),
+            on: format!("VM {}", vm.name),
+        })?;
+        self.get_vm_at(href).await
+    }
+
+    /// Reads a VM at a URL the API gave earlier (its `edit` link, e.g. from a saved plan).
+    pub async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
+        self.get_json(
+            href,
+            &self.media(media::VIRTUAL_MACHINE),
+            &format!("GET {href}"),
+        )
+        .await
+    }
+
+    /// Reads a task at its `status` (or `self`) link.
+    pub async fn get_task(&self, href: &str) -> Result<Task, ClientError> {
+        self.get_json(href, &self.media(media::TASK), &format!("GET {href}"))
+            .await
+    }
+
+    /// The VM's tasks, newest first (`tasks` link).
+    pub async fn vm_tasks(&self, vm: &VirtualMachine) -> Result<Vec<Task>, ClientError> {
+        let href = vm
+            .link("tasks")
+            .map(|l| l.href.clone())
+            .ok_or_else(|| ClientError::NoLink {
+                rel: "tasks".into(),
+                on: format!("VM {}", vm.name),
+            })?;
+        let page: Collection<Task> = self
+            .get_json(&href, &self.media(media::TASKS), &format!("GET {href}"))
+            .await?;
+        Ok(page.collection)
+    }
+}
+
+mod mutate;
+mod transport;
+
+use transport::decode;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! Power mutations: send once, and when the answer is lost, find out what happened (the
+//! VM's tasks, then its state) before anything is sent again.
+
+use super::transport::{AuthMode, NoAnswer, is_transient};
+use super::{Client, MutationAnswer, epoch_secs, lock};
+use crate::abiquo::error::ClientError;
+use crate::abiquo::media;
+use crate::abiquo::model::{
+    AcceptedRequest, PowerRequest, Task, VirtualMachine, VirtualMachineStateBody, VmState,
+};
+use crate::abiquo::tasks::{find_ours, task_id_of};
+use reqwest::Method;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// What reconciliation of a lost answer found.
+enum Reconciled {
+    Found(String),
+    AlreadyDone(VmState),
+    NotProcessed,
+}
+
+impl Client {
+    /// Sends `request` through the VM's `state` or `reset` link.
+    pub async fn power(
+        &self,
+        vm: &VirtualMachine,
+        request: PowerRequest,
+    ) -> Result<MutationAnswer, ClientError> {
+        let rel = match request {
+            PowerRequest::State { .. } => "state",
+            PowerRequest::Reset => "reset",
+        };
+        let href = vm
+            .link(rel)
+            .map(|l| l.href.clone())
+            .ok_or_else(|| ClientError::NoLink {
+                rel: rel.into(),
+                on: format!("VM {}", vm.name),
+            })?;
+        match request {
+            PowerRequest::State { target, graceful } => {
+                let body = VirtualMachineStateBody {
+                    state: target.state(),
+                    graceful_shutdown: graceful.then_some(true),
+                    links: Vec::new(),
+                };
+                let bytes = serde_json::to_vec(&body).map_err(|e| ClientError::Decode {
+                    context: "encoding the state body".into(),
+                    detail: e.to_string(),
+                })?;
+                let ct = self.media(media::VIRTUAL_MACHINE_STATE);
+                self.mutate(vm, Method::PUT, &href, Some((ct, bytes)), request)
+                    .await
+            }
+            // Never resent blindly: a lost answer is reconciled first.
+            PowerRequest::Reset => self.mutate(vm, Method::POST, &href, None, request).await,
+        }
+    }
+
+    /// Acknowledges a failed task (`acknowledge` link). powerbook does not do this by
+    /// default: the failed job must stay visible to operators.
+    pub async fn ack(&self, task: &Task) -> Result<(), ClientError> {
+        let href = task
+            .link("acknowledge")
+            .map(|l| l.href.clone())
+            .ok_or_else(|| ClientError::NoLink {
+                rel: "acknowledge".into(),
+                on: format!("task {}", task.task_id),
+            })?;
+        // Acknowledging twice is harmless, so transient failures are retried like a GET.
+        let mut retry = 0;
+        loop {
+            match self
+                .attempt(
+                    Method::POST,
+                    &href,
+                    "text/json,application/json",
+                    None,
+                    AuthMode::Session,
+                )
+                .await
+            {
+                Ok(a) if (200..300).contains(&a.status) => return Ok(()),
+                Ok(a) if is_transient(a.status) && self.may_retry(retry) => {
+                    self.backoff(retry, a.retry_after()).await;
+                }
+                Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
+                Err(e) if e.retryable() && self.may_retry(retry) => {
+                    self.backoff(retry, None).await;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+            retry += 1;
+        }
+    }
+
+    /// Sends a mutation; on a lost answer, finds out what happened before sending again.
+    async fn mutate(
+        &self,
+        vm: &VirtualMachine,
+        method: Method,
+        href: &str,
+        body: Option<(String, Vec<u8>)>,
+        mutation: PowerRequest,
+    ) -> Result<MutationAnswer, ClientError> {
+        let accept = self.media(media::ACCEPTED_REQUEST);
+        let context = format!("{mutation} on {}", vm.name);
+        let mut retry = 0u32;
+        let mut relogged = false;
+        loop {
+            let sent_at = epoch_secs();
+            let lost = match self
+                .attempt(
+                    method.clone(),
+                    href,
+                    &accept,
+                    body.clone(),
+                    AuthMode::Session,
+                )
+                .await
+            {
+                Ok(a) if (200..300).contains(&a.status) => {
+                    match serde_json::from_slice::<AcceptedRequest>(&a.body) {
+                        Ok(accepted) => {
+                            let task_href = accepted
+                                .status_href()
+                                .ok_or_else(|| ClientError::NoLink {
+                                    rel: "status".into(),
+                                    on: format!("the answer to {context}"),
+                                })?
+                                .to_owned();
+                            self.remember_task(&task_href);
+                            return Ok(MutationAnswer::Accepted { task_href });
+                        }
+                        // Processed, but the answer is unreadable: same as lost.
+                        Err(e) => ClientError::Decode {
+                            context: context.clone(),
+                            detail: e.to_string(),
+                        },
+                    }
+                }
+                Ok(a) if a.status == 401 && !relogged && self.refresh_session().await? => {
+                    relogged = true;
+                    continue;
+                }
+                // 429 is an explicit "not processed, come back later".
+                Ok(a) if a.status == 429 && self.may_retry(retry) => {
+                    self.backoff(retry, a.retry_after()).await;
+                    retry += 1;
+                    continue;
+                }
+                Ok(a) if a.status >= 500 && self.may_retry(retry) => {
+                    ClientError::from_answer(a.status, &a.body)
+                }
+                Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
+                Err(NoAnswer::NotSent(_)) if self.may_retry(retry) => {
+                    self.backoff(retry, None).await;
+                    retry += 1;
+                    continue;
+                }
+                Err(NoAnswer::MaybeSent(e)) if self.may_retry(retry) => e,
+                Err(e) => return Err(e.into_error()),
+            };
+            tracing::debug!(%lost, "reconciling {context}");
+            self.inner
+                .counters
+                .reconciliations
+                .fetch_add(1, Ordering::Relaxed);
+            match self.reconcile(vm, mutation, sent_at, &context).await? {
+                Reconciled::Found(task_href) => {
+                    self.inner.counters.adopted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(MutationAnswer::Adopted { task_href });
+                }
+                Reconciled::AlreadyDone(state) => {
+                    return Ok(MutationAnswer::AlreadyDone { state });
+                }
+                Reconciled::NotProcessed => {
+                    self.backoff(retry, None).await;
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    /// After a lost answer: did our request create a task? Looks at the VM's tasks (newest
+    /// first) for one of the right type created since the request, then at the VM itself.
+    async fn reconcile(
+        &self,
+        vm: &VirtualMachine,
+        mutation: PowerRequest,
+        sent_at: i64,
+        context: &str,
+    ) -> Result<Reconciled, ClientError> {
+        let started = Instant::now();
+        let mut round = 0u32;
+        loop {
+            let tasks = self.vm_tasks(vm).await?;
+            let found = find_ours(&tasks, mutation, &vm.state, sent_at, |id| {
+                lock(&self.inner.known_tasks).contains(id)
+            });
+            if let Some(task) = found {
+                let href = task.link("self").map(|l| l.href.clone()).ok_or_else(|| {
+                    ClientError::NoLink {
+                        rel: "self".into(),
+                        on: format!("task {}", task.task_id),
+                    }
+                })?;
+                self.remember_task(&href);
+                return Ok(Reconciled::Found(href));
+            }
+            let fresh = self.get_vm(vm).await?;
+            match (&fresh.state, mutation) {
+                (VmState::Locked, _) => {
+                    // Busy: maybe with our task, not listed yet. Wait, bounded.
+                    if started.elapsed() >= self.inner.reconcile_wait {
+                        return Err(ClientError::AnswerLost {
+                            context: format!(
+                                "{context} (the VM stayed LOCKED without a task of ours)"
+                            ),
+                        });
+                    }
+                    self.backoff(round.min(4), None).await;
+                    round += 1;
+                }
+                (state, PowerRequest::State { target, .. }) if *state == target.state() => {
+                    return Ok(Reconciled::AlreadyDone(state.clone()));
+                }
+                _ => return Ok(Reconciled::NotProcessed),
+            }
+        }
+    }
+
+    fn remember_task(&self, href: &str) {
+        lock(&self.inner.known_tasks).insert(task_id_of(href).to_owned());
+    }
+}

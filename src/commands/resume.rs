@@ -1,0 +1,178 @@
+//! `powerbook resume JOURNAL`: continue an interrupted run from its journal, without sending
+//! any action twice.
+
+use crate::cli::{OutputFormat, ResumeArgs};
+use crate::commands::session::{
+    self, Finish, can_confirm, client_config, confirm, connect, load_reporting, print_stdout,
+    run_options, test_mode,
+};
+use crate::exec::event::ResultCounts;
+use crate::exec::resume::ResumeState;
+use crate::exec::status::FinalStatus;
+use crate::exit::Outcome;
+use crate::journal::lifecycle::{ResumeMarker, reopen_for_resume};
+use crate::journal::resume::plan_resume;
+use crate::journal::runs::report_of;
+use crate::journal::{Header, RunView};
+use crate::plan::Plan;
+use crate::report::table::{self, RenderOptions};
+use std::path::PathBuf;
+
+pub async fn resume(args: ResumeArgs) -> Outcome {
+    if !can_confirm("resume", args.yes) {
+        return Outcome::Usage;
+    }
+    let journal = match load_reporting(&args.journal) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::Usage;
+        }
+    };
+    let view = RunView::of(&journal);
+    let header = &journal.header;
+    let Some(plan) = view.plan.clone() else {
+        eprintln!(
+            "error: {} holds no plan: the run stopped before it started, so nothing was \
+             changed; run the runbook again instead",
+            args.journal.display()
+        );
+        return Outcome::Usage;
+    };
+    let runbook_path = PathBuf::from(&header.runbook_path);
+    let Some(runbook) = crate::runbook::load_or_report(&runbook_path, false) else {
+        eprintln!(
+            "error: the run's runbook {} cannot be used (see above)",
+            runbook_path.display()
+        );
+        return Outcome::Usage;
+    };
+    if runbook.source_hash != header.source_hash {
+        if !args.force {
+            eprintln!(
+                "error: the runbook {} changed since the journal was written (sha256 {} then, \
+                 {} now); check what changed, then pass --force to resume the recorded plan \
+                 with the new file",
+                runbook_path.display(),
+                short(&header.source_hash),
+                short(&runbook.source_hash)
+            );
+            return Outcome::Usage;
+        }
+        eprintln!(
+            "warning: the runbook changed since the journal was written; resuming anyway \
+             (--force)"
+        );
+    }
+    let (state, counts) = plan_resume(&view, args.retry_failed);
+    if remaining(&plan, &state) == 0 {
+        return nothing_to_resume(&view, header, &args);
+    }
+    let mut connection = args.connection.clone();
+    if connection.endpoint.is_none() && runbook.api.endpoint.is_none() {
+        connection.endpoint = Some(header.endpoint.clone());
+    }
+    let mut config = match client_config(&connection, &runbook, None) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::Usage;
+        }
+    };
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    if !same(&config.endpoint, &header.endpoint) && !args.force {
+        eprintln!(
+            "error: the journal's run was against {}, not {}; pass --endpoint {} (or --force)",
+            header.endpoint, config.endpoint, header.endpoint
+        );
+        return Outcome::Usage;
+    }
+    config.request_timeout = args.tuning.request_timeout;
+    let client = match connect(config).await {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
+    };
+    eprintln!(
+        "Resuming run '{}' of {} from {}: {} VMs done (not touched), {} tasks in flight to \
+         follow, {} to check before acting, {} failed to retry; the rest as planned",
+        header.runbook_name,
+        header.started_at,
+        args.journal.display(),
+        counts.done,
+        counts.reattach,
+        counts.inspect,
+        counts.retried
+    );
+    if !args.yes && !confirm().await {
+        eprintln!("Nothing was changed.");
+        return Outcome::Usage;
+    }
+    let marker = ResumeMarker {
+        source_hash: runbook.source_hash.clone(),
+        retry_failed: args.retry_failed,
+        forced: args.force,
+    };
+    let writer = match reopen_for_resume(&args.journal, journal.valid_len, marker) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was changed");
+            return Outcome::Usage;
+        }
+    };
+    let options = run_options(&args.tuning);
+    let finish = Finish {
+        emit_restore: args.emit_restore.as_deref(),
+        report_file: args.report.as_deref(),
+        output: args.output,
+        test_mode: test_mode(),
+    };
+    session::execute_journaled(&client, &plan, &options, writer, Some(state), finish).await
+}
+
+/// Live targets of the plan the resume would still act on.
+fn remaining(plan: &Plan, state: &ResumeState) -> usize {
+    plan.steps
+        .iter()
+        .flat_map(|s| {
+            s.targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.disposition.is_live())
+                .map(move |(i, _)| (s.index, i))
+        })
+        .filter(|&(step, target)| !state.is_done(step, target))
+        .count()
+}
+
+/// Every VM already has its final result: show them; the verdict is theirs.
+fn nothing_to_resume(view: &RunView, header: &Header, args: &ResumeArgs) -> Outcome {
+    eprintln!(
+        "Nothing to resume: every VM of run '{}' has its final result{}.",
+        header.runbook_name,
+        if args.retry_failed {
+            ""
+        } else {
+            " (--retry-failed retries the failed ones)"
+        }
+    );
+    let report = report_of(view);
+    let mut counts = ResultCounts::default();
+    for r in &report.results {
+        counts.add(&r.outcome);
+    }
+    let text = match args.output {
+        OutputFormat::Json => format!("{}\n", report.to_json()),
+        OutputFormat::Human => table::render(
+            &report,
+            RenderOptions {
+                test_mode: test_mode(),
+            },
+        ),
+    };
+    print_stdout(&text);
+    FinalStatus::settled(&counts).outcome()
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}

@@ -1,0 +1,240 @@
+//! `powerbook run`: load the runbook, connect, resolve (or check a saved) plan, confirm,
+//! execute into a new journal, report.
+
+use crate::abiquo::client::Client;
+use crate::cli::RunArgs;
+use crate::commands::plan::PlanOptions;
+use crate::commands::session::{
+    self, Finish, Simulate, can_confirm, client_config, confirm, connect, run_options, test_mode,
+    with_simulator,
+};
+use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
+use crate::journal::lifecycle::{JournalLocation, create_for_run};
+use crate::plan::saved::{load_saved, stale_table, stale_vms};
+use crate::plan::{Plan, build, select};
+use crate::report::table::TEST_WIDTH;
+use crate::runbook::model::Runbook;
+use std::path::{Path, PathBuf};
+
+pub async fn run(args: RunArgs) -> Outcome {
+    let runbook_path = match runbook_path(&args) {
+        Ok(path) => path,
+        Err(outcome) => return outcome,
+    };
+    if args.dry_run {
+        return crate::commands::plan::plan(PlanOptions::dry_run(&args, runbook_path)).await;
+    }
+    if !can_confirm("run", args.yes) {
+        return Outcome::Usage;
+    }
+    let Some(runbook) = crate::runbook::load_or_report(&runbook_path, false) else {
+        return Outcome::Usage;
+    };
+    let simulate = args.simulate.then(|| Simulate {
+        inventory: args.simulate_inventory.clone(),
+        seed: args.simulate_seed,
+        speed: args.simulate_speed,
+    });
+    let (args, runbook, path) = (&args, &runbook, runbook_path.as_path());
+    with_simulator(simulate.as_ref(), |simulator| async move {
+        run_connected(args, runbook, path, simulator.as_deref()).await
+    })
+    .await
+}
+
+/// The RUNBOOK argument, or with `--plan` and no RUNBOOK the one the plan was made from.
+fn runbook_path(args: &RunArgs) -> Result<PathBuf, Outcome> {
+    if let Some(path) = &args.runbook {
+        return Ok(path.clone());
+    }
+    let Some(saved) = &args.plan else {
+        eprintln!("error: name the RUNBOOK to run (or a saved plan with --plan FILE)");
+        return Err(Outcome::Usage);
+    };
+    match load_saved(saved) {
+        Ok(doc) => Ok(PathBuf::from(doc.runbook_path)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(Outcome::Usage)
+        }
+    }
+}
+
+async fn run_connected(
+    args: &RunArgs,
+    runbook: &Runbook,
+    runbook_path: &Path,
+    simulator: Option<&str>,
+) -> Outcome {
+    let test_mode = test_mode();
+    let mut config = match client_config(&args.connection, runbook, simulator) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::Usage;
+        }
+    };
+    config.request_timeout = args.tuning.request_timeout;
+    let client = match connect(config).await {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
+    };
+    let saved = args.plan.as_deref().map(|file| SavedPlan {
+        file,
+        replan: args.replan,
+    });
+    let plan = match plan_for_run(&client, runbook, runbook_path, saved).await {
+        Ok(p) => p,
+        Err(outcome) => return outcome,
+    };
+    eprint!("{}", plan_overview(&plan));
+    if !args.yes && !confirm().await {
+        eprintln!("Nothing was changed.");
+        return Outcome::Usage;
+    }
+    let location = match &args.journal.journal {
+        Some(file) => JournalLocation::File(file),
+        None => JournalLocation::Dir(&args.journal.runs_dir),
+    };
+    let journal = match create_for_run(location, runbook_path, &plan) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was changed");
+            return Outcome::Usage;
+        }
+    };
+    eprintln!("journal: {}", journal.path().display());
+    let mut options = run_options(&args.tuning);
+    // Earlier runs' journals tell how long tasks take on this cloud: start warm.
+    options.durations =
+        TaskDurations::from_journals(&args.journal.runs_dir, client.endpoint(), &runbook.name)
+            .await;
+    let finish = Finish {
+        emit_restore: args.journal.emit_restore.as_deref(),
+        report_file: args.report.as_deref(),
+        output: args.output,
+        test_mode,
+    };
+    session::execute_journaled(&client, &plan, &options, journal, None, finish).await
+}
+
+/// `--plan FILE` (and `--replan`).
+struct SavedPlan<'a> {
+    file: &'a Path,
+    replan: bool,
+}
+
+/// The plan `run` executes: resolved now, or the saved one after checking that neither the
+/// runbook nor any of its VMs changed since it was made.
+async fn plan_for_run(
+    client: &Client,
+    runbook: &Runbook,
+    runbook_path: &Path,
+    saved: Option<SavedPlan<'_>>,
+) -> Result<Plan, Outcome> {
+    let Some(SavedPlan { file: path, replan }) = saved else {
+        return crate::plan::resolve(client, runbook).await.map_err(|e| {
+            eprintln!("error: cannot list the VMs: {e}");
+            Outcome::Aborted
+        });
+    };
+    let doc = load_saved(path).map_err(|e| {
+        eprintln!("error: {e}");
+        Outcome::Usage
+    })?;
+    let saved = doc.plan;
+    if saved.source_hash != runbook.source_hash {
+        eprintln!(
+            "error: {} changed since the plan in {} was made (runbook sha256 {} then, {} now); \
+             make a new plan with `powerbook plan {} --save {}`",
+            runbook_path.display(),
+            path.display(),
+            short_hash(&saved.source_hash),
+            short_hash(&runbook.source_hash),
+            runbook_path.display(),
+            path.display()
+        );
+        return Err(Outcome::Usage);
+    }
+    if select::normalize_href(&saved.endpoint) != select::normalize_href(client.endpoint()) {
+        eprintln!(
+            "error: the plan in {} was made against {}, but this run would go to {}",
+            path.display(),
+            saved.endpoint,
+            client.endpoint()
+        );
+        return Err(Outcome::Usage);
+    }
+    let vms = client.list_vms().await.map_err(|e| {
+        eprintln!("error: cannot list the VMs: {e}");
+        Outcome::Aborted
+    })?;
+    let stale = stale_vms(&saved, &vms);
+    if stale.is_empty() {
+        eprintln!(
+            "Saved plan {} (made {}): every planned VM is as the plan saw it",
+            path.display(),
+            saved.created_at
+        );
+        return Ok(saved);
+    }
+    let table = stale_table(&stale, test_mode().then_some(TEST_WIDTH));
+    if replan {
+        eprintln!(
+            "note: {} changed since the plan in {} was made; --replan: planning again from \
+             the current states\n{table}",
+            count_vms(stale.len()),
+            path.display()
+        );
+        return Ok(build(runbook, &vms, client.endpoint()));
+    }
+    eprintln!(
+        "error: {} changed since the plan in {} was made; nothing was changed. Make a new plan, \
+         or pass --replan to plan again from the current states:\n{table}",
+        count_vms(stale.len()),
+        path.display()
+    );
+    Err(Outcome::Aborted)
+}
+
+fn count_vms(n: usize) -> String {
+    if n == 1 {
+        "1 VM".into()
+    } else {
+        format!("{n} VMs")
+    }
+}
+
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// What will happen, per step, before anything is changed.
+fn plan_overview(plan: &Plan) -> String {
+    let mut out = format!(
+        "Runbook '{}' against {}: {} VMs to look at in {} steps\n",
+        plan.runbook_name,
+        plan.endpoint,
+        plan.total_live(),
+        plan.steps.len()
+    );
+    for s in &plan.steps {
+        let c = s.counts();
+        let mut parts = vec![format!("{} to {}", c.act, s.action)];
+        if c.skip > 0 {
+            parts.push(format!("{} already done", c.skip));
+        }
+        if c.refuse > 0 {
+            parts.push(format!("{} refused", c.refuse));
+        }
+        if c.excluded > 0 {
+            parts.push(format!("{} excluded", c.excluded));
+        }
+        if c.protected > 0 {
+            parts.push(format!("{} protected", c.protected));
+        }
+        out.push_str(&format!("  step '{}': {}\n", s.name, parts.join(", ")));
+    }
+    out
+}

@@ -1,0 +1,425 @@
+//! What `run`, `plan` and `resume` share: the built-in simulator for `--simulate`, the
+//! client settings and login, the confirmation prompt, Ctrl-C, executing a plan with the
+//! reporters attached, and finishing a run (journal, restore runbook, report file, output,
+//! resume hint).
+
+use crate::abiquo::api::CloudApi;
+use crate::abiquo::auth::Credentials;
+use crate::abiquo::client::{Client, ClientConfig};
+use crate::abiquo::error::ClientError;
+use crate::abiquo::media;
+use crate::cli::{ConnectionArgs, OutputFormat, RunTuning};
+use crate::exec::event::Summary;
+use crate::exec::poll::PollPolicy;
+use crate::exec::resume::ResumeState;
+use crate::exec::sink::EventSink;
+use crate::exec::status::FinalStatus;
+use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
+use crate::exit::Outcome;
+use crate::journal::history::TaskDurations;
+use crate::journal::lifecycle::resume_hint;
+use crate::journal::restore::{NOTHING_TOUCHED, restore_runbook};
+use crate::journal::writer::JournalSink;
+use crate::journal::writer::JournalWriter;
+use crate::journal::{Journal, RunView, TORN_NOTE, load};
+use crate::plan::Plan;
+use crate::report::progress::Progress;
+use crate::report::table::{self, RenderOptions};
+use crate::report::{Collector, Reporter, RunReport};
+use crate::runbook::model::Runbook;
+use crate::sim::{SimConfig, SimHandle};
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// `POWERBOOK_TEST_MODE=1`: deterministic output (fixed width, no progress, durations
+/// redacted).
+pub fn test_mode() -> bool {
+    std::env::var("POWERBOOK_TEST_MODE").is_ok_and(|v| v == "1")
+}
+
+/// A command that changes VM power states asks first; without a terminal to ask on it
+/// needs `--yes`. Says so and returns false when it cannot go on.
+pub fn can_confirm(command: &str, yes: bool) -> bool {
+    if yes || std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprintln!(
+        "error: `{command}` changes VM power states and asks for confirmation first, but \
+         stdin is not a terminal; pass --yes to {command} without asking"
+    );
+    false
+}
+
+/// The built-in simulator that `--simulate` starts (the lab unless an inventory is given).
+#[derive(Debug, Clone, Default)]
+pub struct Simulate {
+    pub inventory: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub speed: Option<f64>,
+}
+
+/// Starts the built-in simulator on loopback and says so on stderr.
+pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
+    let mut config = match &simulate.inventory {
+        Some(path) => SimConfig::from_inventory_file(path).map_err(|e| e.to_string())?,
+        None => SimConfig::lab(),
+    };
+    if let Some(seed) = simulate.seed {
+        config.seed = seed;
+    }
+    if let Some(speed) = simulate.speed {
+        config.speed = speed;
+    }
+    let sim = SimHandle::start(config)
+        .await
+        .map_err(|e| format!("cannot start the built-in simulator: {e}"))?;
+    eprintln!(
+        "note: running against the built-in simulator at {}",
+        sim.base_url()
+    );
+    Ok(sim)
+}
+
+/// Runs `body` with the simulator's base URL when `simulate` asks for one (stopping it
+/// afterwards), or with `None` to use the configured cloud.
+pub async fn with_simulator<F, Fut>(simulate: Option<&Simulate>, body: F) -> Outcome
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let Some(simulate) = simulate else {
+        return body(None).await;
+    };
+    let sim = match start_simulator(simulate).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::Usage;
+        }
+    };
+    let outcome = body(Some(sim.base_url().to_owned())).await;
+    sim.shutdown().await;
+    outcome
+}
+
+/// Client settings from flag > environment > runbook (endpoint, version), credentials from
+/// the environment (the simulator's own account when simulating without any).
+pub fn client_config(
+    conn: &ConnectionArgs,
+    runbook: &Runbook,
+    simulator: Option<&str>,
+) -> Result<ClientConfig, String> {
+    let endpoint = match simulator {
+        Some(url) => url.to_owned(),
+        None => conn
+            .endpoint
+            .clone()
+            .or_else(|| runbook.api.endpoint.clone())
+            .filter(|e| !e.trim().is_empty())
+            .ok_or_else(|| {
+                "no API endpoint: pass --endpoint, set ABIQUO_API_URL, or set `endpoint` in \
+                 the runbook's [api] table"
+                    .to_owned()
+            })?,
+    };
+    let version = conn
+        .api_version
+        .clone()
+        .or_else(|| runbook.api.version.clone())
+        .unwrap_or_else(|| media::DEFAULT_VERSION.to_owned());
+    let credentials = match Credentials::from_env()? {
+        Some(c) => c,
+        None if simulator.is_some() => Credentials::Basic {
+            user: crate::sim::DEFAULT_USER.to_owned(),
+            password: crate::sim::DEFAULT_PASSWORD.to_owned(),
+        },
+        None => {
+            return Err(
+                "no credentials: set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or \
+                 ABIQUO_API_TOKEN (or ABIQUO_API_BEARER)"
+                    .to_owned(),
+            );
+        }
+    };
+    let mut config = ClientConfig::new(&endpoint, &version, credentials);
+    config.insecure = conn.insecure;
+    config.ca_cert = conn.ca_cert.clone();
+    config.requests_per_second = runbook
+        .limits
+        .requests_per_second
+        .and_then(|n| NonZeroU32::new(u32::try_from(n.get()).unwrap_or(u32::MAX)));
+    Ok(config)
+}
+
+/// Builds the client and logs in. `Err` carries the exit outcome (message already printed).
+pub async fn connect(config: ClientConfig) -> Result<Client, Outcome> {
+    if config.insecure {
+        eprintln!(
+            "warning: TLS certificate verification is disabled (--insecure / \
+             ABIQUO_API_INSECURE): the API's identity is not checked"
+        );
+    }
+    let client = Client::new(config).map_err(|e| {
+        eprintln!("error: {e}");
+        Outcome::Usage
+    })?;
+    match client.login().await {
+        Ok(_) => Ok(client),
+        Err(e) => {
+            eprintln!("error: {}", describe_connect_error(&e, client.endpoint()));
+            Err(Outcome::Aborted)
+        }
+    }
+}
+
+fn describe_connect_error(e: &ClientError, endpoint: &str) -> String {
+    match e {
+        ClientError::Unauthorized { .. } => {
+            format!("{e}; check ABIQUO_API_USERNAME / ABIQUO_API_PASSWORD or ABIQUO_API_TOKEN")
+        }
+        ClientError::Transport { .. } | ClientError::Timeout { .. } => {
+            format!("{e} (endpoint {endpoint})")
+        }
+        _ => format!("cannot log in at {endpoint}: {e}"),
+    }
+}
+
+/// The executor's options from the timing flags.
+pub fn run_options(tuning: &RunTuning) -> RunOptions {
+    RunOptions {
+        poll: PollPolicy {
+            initial: tuning.poll_initial,
+            max: tuning.poll_max.max(tuning.poll_initial),
+            ..PollPolicy::default()
+        },
+        lock_wait: tuning.lock_wait,
+        drain_timeout: tuning.drain_timeout,
+        durations: TaskDurations::new(),
+    }
+}
+
+/// `Proceed? [y/N]` on the terminal.
+pub async fn confirm() -> bool {
+    eprint!("Proceed? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    matches!(answer, Ok(Ok(line)) if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// First Ctrl-C: stop launching and drain. Second: exit at once.
+pub async fn handle_ctrl_c(control: RunControl) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!(
+        "\ninterrupted: starting nothing new and draining tasks in flight (Ctrl-C again to \
+         exit at once)"
+    );
+    control.interrupt();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("interrupted again: exiting now; tasks in flight keep running in the cloud");
+        std::process::exit(i32::from(Outcome::Interrupted.code()));
+    }
+}
+
+/// Runs the plan with the collector (and progress bars) attached; the library entry point
+/// tests and benchmarks use.
+pub async fn execute_with_reporters<A: CloudApi>(
+    client: &A,
+    plan: &Plan,
+    options: &RunOptions,
+    control: &RunControl,
+    show_progress: bool,
+) -> (RunReport, Summary) {
+    execute_with_hooks(
+        client,
+        plan,
+        options,
+        control,
+        show_progress,
+        None,
+        Hooks::default(),
+    )
+    .await
+}
+
+/// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`): the
+/// journal is one more sink of the executor's events, ahead of the reporters.
+pub async fn execute_with_hooks<A: CloudApi>(
+    client: &A,
+    plan: &Plan,
+    options: &RunOptions,
+    control: &RunControl,
+    show_progress: bool,
+    journal: Option<JournalSink>,
+    hooks: Hooks,
+) -> (RunReport, Summary) {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let consumer = tokio::spawn(async move {
+        let mut collector = Collector::new();
+        let mut progress = Progress::new(show_progress);
+        while let Some(event) = rx.recv().await {
+            progress.event(&event);
+            collector.event(&event);
+        }
+        progress.finish();
+        collector.finish();
+        collector.into_report()
+    });
+    let mut sinks: Vec<&dyn EventSink> = Vec::new();
+    if let Some(journal) = &journal {
+        sinks.push(journal);
+    }
+    sinks.push(&tx);
+    let summary = execute_with(client, plan, options, &sinks, control, &hooks).await;
+    // The journal's writer finishes once every sink is gone.
+    drop(sinks);
+    drop(journal);
+    drop(tx);
+    let report = match consumer.await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: the reporter stopped: {e}");
+            Collector::new().into_report()
+        }
+    };
+    (report, summary)
+}
+
+/// Executes the plan into `journal` (continuing from `resume` if given) with Ctrl-C
+/// handled, then finishes the run; returns its exit outcome.
+pub async fn execute_journaled(
+    client: &Client,
+    plan: &Plan,
+    options: &RunOptions,
+    journal: JournalWriter,
+    resume: Option<ResumeState>,
+    finish: Finish<'_>,
+) -> Outcome {
+    let control = RunControl::new();
+    let signals = tokio::spawn(handle_ctrl_c(control.clone()));
+    let show_progress = !finish.test_mode && std::io::stderr().is_terminal();
+    let hooks = Hooks { resume };
+    let (report, summary) = execute_with_hooks(
+        client,
+        plan,
+        options,
+        &control,
+        show_progress,
+        Some(journal.sink()),
+        hooks,
+    )
+    .await;
+    signals.abort();
+    finish_run(journal, &report, &summary, finish).await
+}
+
+/// Where a run's results go once the executor is done (`run` and `resume` alike).
+pub struct Finish<'a> {
+    pub emit_restore: Option<&'a Path>,
+    pub report_file: Option<&'a Path>,
+    pub output: OutputFormat,
+    pub test_mode: bool,
+}
+
+/// Closes the journal, writes the restore runbook and the report file if asked, prints the
+/// results (ending with how to resume a run that stopped early) and returns the exit outcome.
+/// Failing to write any of those files turns a success into "some failed".
+async fn finish_run(
+    writer: JournalWriter,
+    report: &RunReport,
+    summary: &Summary,
+    finish: Finish<'_>,
+) -> Outcome {
+    let status = FinalStatus::of_summary(summary);
+    let mut outcome = status.outcome();
+    let journal = writer.path().to_owned();
+    let mut failed = !close_journal(writer, finish.emit_restore).await;
+    if let Some(path) = finish.report_file
+        && let Err(e) = write_report(path, report)
+    {
+        eprintln!("error: cannot write the report to {}: {e}", path.display());
+        failed = true;
+    }
+    if failed && outcome == Outcome::Success {
+        outcome = Outcome::SomeFailed;
+    }
+    let hint = status.resume_hint_due().then(|| resume_hint(&journal));
+    let text = match finish.output {
+        OutputFormat::Json => {
+            if let Some(hint) = &hint {
+                eprint!("{hint}");
+            }
+            format!("{}\n", report.to_json())
+        }
+        OutputFormat::Human => {
+            table::render(
+                report,
+                RenderOptions {
+                    test_mode: finish.test_mode,
+                },
+            ) + hint.as_deref().unwrap_or("")
+        }
+    };
+    print_stdout(&text);
+    outcome
+}
+
+/// Closes the journal and writes the restore runbook if asked. False when either failed
+/// (already reported).
+async fn close_journal(writer: JournalWriter, emit_restore: Option<&Path>) -> bool {
+    let path = writer.path().to_owned();
+    let mut ok = true;
+    if let Err(e) = writer.close().await {
+        eprintln!("error: {e}");
+        ok = false;
+    }
+    let Some(out) = emit_restore else {
+        return ok;
+    };
+    match load(&path).and_then(|j| restore_runbook(&RunView::of(&j), &path.display().to_string())) {
+        Ok(Some(text)) => match std::fs::write(out, text) {
+            Ok(()) => eprintln!("restore runbook: {}", out.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", out.display());
+                ok = false;
+            }
+        },
+        Ok(None) => eprintln!(
+            "note: no restore runbook written to {}: {NOTHING_TOUCHED}",
+            out.display()
+        ),
+        Err(e) => {
+            eprintln!("error: no restore runbook: {e}");
+            ok = false;
+        }
+    }
+    ok
+}
+
+pub fn write_report(path: &Path, report: &RunReport) -> std::io::Result<()> {
+    std::fs::write(path, format!("{}\n", report.to_json()))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Loads a journal, saying on stderr when its last line was torn.
+pub fn load_reporting(path: &Path) -> Result<Journal, String> {
+    let journal = load(path)?;
+    if journal.torn {
+        eprintln!("note: {}: {TORN_NOTE}", path.display());
+    }
+    Ok(journal)
+}

@@ -1,0 +1,370 @@
+//! Following one task: poll its link until it is terminal, bounded by a timeout and
+//! cancellable, teaching the learned durations when it succeeds.
+
+use crate::abiquo::api::CloudApi;
+use crate::abiquo::backoff::scaled;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::model::Task;
+use crate::exec::poll::PollPolicy;
+use crate::journal::history::{Pacing, Window};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum TaskWait {
+    /// The task reached a terminal state.
+    Finished { task: Task, polls: u32 },
+    /// Not terminal within the timeout.
+    TimedOut { last: Option<Task>, polls: u32 },
+    /// The cancellation token fired (drain timeout after Ctrl-C).
+    Interrupted { last: Option<Task>, polls: u32 },
+    /// The task cannot be read any more (gone, or a fatal API error).
+    Lost { error: ClientError, polls: u32 },
+}
+
+impl TaskWait {
+    pub fn polls(&self) -> u32 {
+        match self {
+            TaskWait::Finished { polls, .. }
+            | TaskWait::TimedOut { polls, .. }
+            | TaskWait::Interrupted { polls, .. }
+            | TaskWait::Lost { polls, .. } => *polls,
+        }
+    }
+
+    pub fn last(&self) -> Option<&Task> {
+        match self {
+            TaskWait::Finished { task, .. } => Some(task),
+            TaskWait::TimedOut { last, .. } | TaskWait::Interrupted { last, .. } => last.as_ref(),
+            TaskWait::Lost { .. } => None,
+        }
+    }
+}
+
+/// Polls `href` until the task is terminal, `timeout` elapses or `cancel` fires, with the
+/// cold (exponential) schedule. Transient read failures (already retried by the client) do
+/// not end the wait; a vanished task (404) or a fatal API error does.
+pub async fn wait_for_task<A: CloudApi>(
+    client: &A,
+    href: &str,
+    policy: &PollPolicy,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> TaskWait {
+    wait_with(
+        || client.get_task(href),
+        href,
+        policy,
+        None,
+        timeout,
+        cancel,
+    )
+    .await
+}
+
+/// [`wait_for_task`], polling near the expected finish learned in `pacing` and teaching it
+/// this task's duration when it succeeds.
+pub async fn wait_for_task_paced<A: CloudApi>(
+    client: &A,
+    href: &str,
+    policy: &PollPolicy,
+    pacing: Pacing<'_>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> TaskWait {
+    wait_with(
+        || client.get_task(href),
+        href,
+        policy,
+        Some(pacing),
+        timeout,
+        cancel,
+    )
+    .await
+}
+
+/// The poll loop, over any task reader (tests use a fake one under paused time).
+pub(crate) async fn wait_with<F, Fut>(
+    mut read: F,
+    href: &str,
+    policy: &PollPolicy,
+    pacing: Option<Pacing<'_>>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> TaskWait
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Task, ClientError>>,
+{
+    let start = Instant::now();
+    // A timeout too large to add is as good as none.
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
+    let since = pacing.map_or_else(Instant::now, |p| p.since);
+    let mut polls = 0u32;
+    let mut last: Option<Task> = None;
+    // When the last poll found the task still running (time since acceptance).
+    let mut pending_at: Option<Duration> = None;
+    // The window the first poll was placed by.
+    let mut first_window: Option<Window> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return TaskWait::TimedOut { last, polls };
+        }
+        let window = pacing.and_then(|p| p.durations.window(p.action));
+        if polls == 0 {
+            first_window = window;
+        }
+        // Never sleep past the deadline; still poll once right at it.
+        let delay = policy
+            .next_delay(now.saturating_duration_since(since), window)
+            .min(deadline - now);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return TaskWait::Interrupted { last, polls },
+        }
+        polls += 1;
+        let sent = Instant::now();
+        let answer = read().await;
+        // About when the server looked at the task.
+        let at = sent.saturating_duration_since(since) + sent.elapsed() / 2;
+        match answer {
+            Ok(task) if task.state.is_terminal() => {
+                if let Some(p) = pacing
+                    && task.state.is_success()
+                {
+                    // It finished between the last two polls. Found done at the very first
+                    // poll, it may have finished much earlier: count it just below the
+                    // window, so that the window moves down when such tasks become common
+                    // (the cloud got faster) and stays put while they are rare.
+                    let took = match (pending_at, first_window) {
+                        (Some(before), _) => (before + at) / 2,
+                        (None, Some(w)) => scaled(w.lo, 0.9),
+                        (None, None) => scaled(at, 0.9),
+                    };
+                    p.durations.record(p.action, took);
+                }
+                return TaskWait::Finished { task, polls };
+            }
+            Ok(task) => {
+                last = Some(task);
+                pending_at = Some(at);
+            }
+            Err(error) if error.status() == Some(404) || error.is_fatal_for_run() => {
+                return TaskWait::Lost { error, polls };
+            }
+            Err(error) => {
+                tracing::warn!("cannot read task {href} (will retry): {error}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::history::{RECENT, TaskDurations};
+    use crate::runbook::model::Action;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn task(state: &str) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "taskId": "t-1", "type": "POWER_OFF", "state": state,
+        }))
+        .unwrap()
+    }
+
+    /// A fake task that finishes `after` its acceptance; counts reads.
+    struct Fake {
+        since: Instant,
+        after: Duration,
+        reads: std::cell::Cell<u32>,
+    }
+
+    impl Fake {
+        fn new(after: Duration) -> Self {
+            Self {
+                since: Instant::now(),
+                after,
+                reads: std::cell::Cell::new(0),
+            }
+        }
+
+        async fn read(&self) -> Result<Task, ClientError> {
+            self.reads.set(self.reads.get() + 1);
+            // One millisecond of network, like loopback.
+            tokio::time::sleep(ms(1)).await;
+            Ok(if self.since.elapsed() >= self.after {
+                task("FINISHED_SUCCESSFULLY")
+            } else {
+                task("STARTED")
+            })
+        }
+    }
+
+    /// Runs one paced wait for a task taking `took`; returns (polls, detection delay).
+    async fn paced(
+        durations: &TaskDurations,
+        policy: &PollPolicy,
+        took: Duration,
+    ) -> (u32, Duration) {
+        let fake = Fake::new(took);
+        let pacing = Pacing {
+            durations,
+            action: Action::Off,
+            since: fake.since,
+        };
+        let cancel = CancellationToken::new();
+        let wait = wait_with(
+            || fake.read(),
+            "t",
+            policy,
+            Some(pacing),
+            Duration::from_secs(600),
+            &cancel,
+        )
+        .await;
+        assert!(matches!(wait, TaskWait::Finished { .. }), "{wait:?}");
+        assert_eq!(wait.polls(), fake.reads.get());
+        (wait.polls(), fake.since.elapsed() - took)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cold_wait_backs_off_from_the_initial_delay() {
+        let d = TaskDurations::new();
+        // Polls at 0.25, 0.63, 1.19, 2.03 s.
+        let (polls, delay) = paced(&d, &PollPolicy::default(), ms(2000)).await;
+        assert_eq!(polls, 4);
+        assert!(delay <= ms(50), "{delay:?}");
+        // …and it taught the durations something close to the truth.
+        let w = d.window(Action::Off).unwrap();
+        assert!(w.lo <= ms(2000) && w.hi >= ms(1700), "{w:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learned_waits_poll_at_most_4_times_with_a_small_delay() {
+        let d = TaskDurations::new();
+        let policy = PollPolicy::default();
+        // Tasks of 1.8 s to 2.2 s, as the scale benchmark's.
+        let took = |i: u64| ms(1800 + (i * 37) % 400);
+        for i in 0..20 {
+            paced(&d, &policy, took(i)).await;
+        }
+        let (mut polls, mut delay) = (0, Duration::ZERO);
+        let n = 200;
+        for i in 20..20 + n {
+            let (p, dl) = paced(&d, &policy, took(i)).await;
+            polls += p;
+            delay += dl;
+        }
+        let mean_polls = f64::from(polls) / f64::from(n as u32);
+        let mean_delay = delay / n as u32;
+        assert!(mean_polls <= 4.0, "mean polls {mean_polls}");
+        // ≤ 10% of a 2 s task.
+        assert!(mean_delay <= ms(200), "mean delay {mean_delay:?}");
+        // Far better than cold polling.
+        assert!(mean_delay <= ms(100), "mean delay {mean_delay:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cloud_that_gets_slower_is_followed() {
+        let d = TaskDurations::new();
+        let policy = PollPolicy::default();
+        for _ in 0..20 {
+            paced(&d, &policy, ms(2000)).await;
+        }
+        // Now tasks take 10 s: overdue backoff finds them (gently at first: most overdue
+        // tasks are only a little late), and the window moves.
+        let (polls, delay) = paced(&d, &policy, ms(10_000)).await;
+        assert!(polls <= 16, "{polls}");
+        assert!(delay <= policy.max, "{delay:?}");
+        for _ in 0..RECENT {
+            paced(&d, &policy, ms(10_000)).await;
+        }
+        let (polls, delay) = paced(&d, &policy, ms(10_000)).await;
+        assert!(polls <= policy.window_polls + 1, "{polls}");
+        assert!(delay <= ms(500), "{delay:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cloud_that_gets_faster_is_followed() {
+        let d = TaskDurations::new();
+        let policy = PollPolicy::default();
+        for _ in 0..RECENT {
+            paced(&d, &policy, ms(10_000)).await;
+        }
+        // Tasks now take 1 s: found done at the first poll, each time a bit earlier.
+        let mut last_delay = Duration::MAX;
+        for _ in 0..(RECENT * 3) {
+            last_delay = paced(&d, &policy, ms(1000)).await.1;
+        }
+        assert!(last_delay <= ms(200), "{last_delay:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_wait_is_bounded_by_its_timeout() {
+        let d = TaskDurations::new();
+        for _ in 0..10 {
+            d.record(Action::Off, Duration::from_secs(3600));
+        }
+        let fake = Fake::new(Duration::from_secs(7200));
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        let wait = wait_with(
+            || fake.read(),
+            "t",
+            &PollPolicy::default(),
+            Some(Pacing {
+                durations: &d,
+                action: Action::Off,
+                since: fake.since,
+            }),
+            Duration::from_secs(60),
+            &cancel,
+        )
+        .await;
+        assert!(matches!(wait, TaskWait::TimedOut { .. }), "{wait:?}");
+        // One poll right at the deadline, none before (the window starts later).
+        assert_eq!(wait.polls(), 1);
+        assert!(started.elapsed() <= Duration::from_secs(61));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_ends_a_quiet_wait_at_once() {
+        let d = TaskDurations::new();
+        d.record(Action::Off, Duration::from_secs(600));
+        let fake = Fake::new(Duration::from_secs(600));
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            trigger.cancel();
+        });
+        let started = Instant::now();
+        let wait = wait_with(
+            || fake.read(),
+            "t",
+            &PollPolicy::default(),
+            Some(Pacing {
+                durations: &d,
+                action: Action::Off,
+                since: fake.since,
+            }),
+            Duration::from_secs(900),
+            &cancel,
+        )
+        .await;
+        assert!(
+            matches!(wait, TaskWait::Interrupted { polls: 0, .. }),
+            "{wait:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,260 @@
+use super::*;
+use crate::abiquo::model::TaskState;
+use crate::journal::{Header, JOURNAL_FORMAT};
+use crate::plan::{Plan, PlannedStep};
+use crate::runbook::model::{OnFailure, Order};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn window(lo: u64, hi: u64) -> Option<Window> {
+    Some(Window {
+        lo: ms(lo),
+        hi: ms(hi),
+    })
+}
+
+fn header(endpoint: &str, runbook: &str) -> Header {
+    Header {
+        format: JOURNAL_FORMAT,
+        powerbook: "test".into(),
+        runbook_path: "/x.toml".into(),
+        runbook_name: runbook.into(),
+        source_hash: "h".into(),
+        endpoint: endpoint.into(),
+        started_at: "2026-01-01T00:00:00Z".into(),
+        started_ms: 0,
+    }
+}
+
+fn write_journal(dir: &Path, file: &str, endpoint: &str, runbook: &str) {
+    let line = serde_json::to_string(&Record::Header(header(endpoint, runbook))).unwrap();
+    std::fs::write(dir.join(file), format!("{line}\n")).unwrap();
+}
+
+fn plan(endpoint: &str, actions: &[Action]) -> Plan {
+    let step = |index, action| PlannedStep {
+        index,
+        name: format!("s{index}"),
+        action,
+        order: Order::Parallel,
+        after: Vec::new(),
+        concurrency: 1,
+        waves: Vec::new(),
+        wave_pause_ms: 0,
+        task_timeout_ms: 600_000,
+        fallback: None,
+        max_failures: None,
+        on_failure: OnFailure::Abort,
+        targets: Vec::new(),
+    };
+    Plan {
+        format: crate::plan::PLAN_FORMAT,
+        runbook_name: "r".into(),
+        source_hash: String::new(),
+        endpoint: endpoint.into(),
+        created_at: String::new(),
+        concurrency: 1,
+        max_failures: None,
+        deadline_ms: None,
+        steps: actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| step(i, *a))
+            .collect(),
+    }
+}
+
+fn finished(step: usize, state: Option<TaskState>, elapsed_ms: u64) -> Event {
+    Event::TaskFinished {
+        step,
+        target: 0,
+        vm: "vm".into(),
+        task_href: "h".into(),
+        state,
+        polls: 3,
+        elapsed_ms,
+    }
+}
+
+/// A journal as the writer leaves it: the header, then each event in a record.
+fn journal_text(endpoint: &str, runbook: &str, events: &[Event]) -> String {
+    let mut text = serde_json::to_string(&Record::Header(header(endpoint, runbook))).unwrap();
+    text.push('\n');
+    for event in events {
+        let record = Record::Event {
+            at_ms: 1,
+            event: event.clone(),
+        };
+        text.push_str(&serde_json::to_string(&record).unwrap());
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn only_journals_of_the_same_cloud_and_runbook_count() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), "a.jsonl", "http://a/api", "web");
+    write_journal(dir.path(), "b.jsonl", "http://b/api", "web");
+    write_journal(dir.path(), "c.jsonl", "http://a/api", "db");
+    std::fs::write(dir.path().join("junk.jsonl"), "not json\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+
+    assert_eq!(past_journals(dir.path(), "http://a/api", None).len(), 2);
+    let web = past_journals(dir.path(), "http://a/api", Some("web"));
+    assert_eq!(web.len(), 1);
+    assert_eq!(web[0].header.runbook_name, "web");
+    assert!(past_journals(&dir.path().join("missing"), "http://a/api", None).is_empty());
+}
+
+#[test]
+fn window_is_the_widened_range_with_few_samples_then_percentiles() {
+    let d = TaskDurations::new();
+    assert_eq!(d.window(Action::Off), None);
+    d.record(Action::Off, ms(2000));
+    assert_eq!(d.window(Action::Off), window(1800, 2200));
+    assert_eq!(d.window(Action::On), None, "per action");
+    for i in 0..100 {
+        d.record(Action::Off, ms(1000 + i * 10));
+    }
+    let w = d.window(Action::Off).unwrap();
+    assert!(w.lo >= ms(1040) && w.lo <= ms(1060), "{w:?}");
+    assert!(w.hi >= ms(1930) && w.hi <= ms(1960), "{w:?}");
+}
+
+#[test]
+fn recent_samples_replace_old_ones() {
+    let d = TaskDurations::new();
+    for _ in 0..RECENT {
+        d.record(Action::On, ms(10_000));
+    }
+    for _ in 0..RECENT {
+        d.record(Action::On, ms(1_000));
+    }
+    assert_eq!(d.window(Action::On), window(1000, 1000));
+}
+
+#[test]
+fn priors_guide_until_the_run_has_its_own_samples() {
+    let d = TaskDurations::new();
+    for _ in 0..50 {
+        d.add_prior(Action::Shutdown, ms(30_000));
+    }
+    assert_eq!(d.window(Action::Shutdown), window(30_000, 30_000));
+    for _ in 0..FEW {
+        d.record(Action::Shutdown, ms(3_000));
+    }
+    assert_eq!(d.window(Action::Shutdown), window(3_000, 3_000));
+}
+
+#[test]
+fn vm_times_are_means_per_action() {
+    let d = TaskDurations::new();
+    d.record_vm(Action::Off, Duration::from_secs(10));
+    d.record_vm(Action::Off, Duration::from_secs(20));
+    assert_eq!(d.vm_mean(Action::Off), Some((Duration::from_secs(15), 2)));
+    assert_eq!(d.vm_mean(Action::On), None);
+    // The two statistics are apart: VM times do not pace the polling.
+    assert_eq!(d.window(Action::Off), None);
+}
+
+#[test]
+fn journal_events_become_priors_per_step_action() {
+    let events = [
+        Event::RunStarted {
+            started_at: String::new(),
+            plan: Box::new(plan("https://cloud/api", &[Action::Shutdown, Action::On])),
+        },
+        finished(0, Some(TaskState::FinishedSuccessfully), 40_000),
+        finished(0, Some(TaskState::FinishedUnsuccessfully), 1_000),
+        finished(1, Some(TaskState::FinishedSuccessfully), 5_000),
+        finished(1, None, 99_000),
+    ];
+    let d = TaskDurations::new();
+    assert_eq!(d.learn_from_events(&events, "https://cloud/api"), 2);
+    assert_eq!(d.window(Action::Shutdown), window(36_000, 44_000));
+    assert_eq!(d.window(Action::On), window(4_500, 5_500));
+    let other = TaskDurations::new();
+    assert_eq!(other.learn_from_events(&events, "https://other/api"), 0);
+    assert_eq!(other.window(Action::On), None);
+}
+
+#[tokio::test]
+async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |endpoint: &str, action, ms| {
+        [
+            Event::RunStarted {
+                started_at: String::new(),
+                plan: Box::new(plan(endpoint, &[action])),
+            },
+            finished(0, Some(TaskState::FinishedSuccessfully), ms),
+        ]
+    };
+    let journal = journal_text("http://x/api", "r", &run("http://x/api", Action::Off, 7000));
+    std::fs::write(dir.path().join("a-1.jsonl"), journal).unwrap();
+    let other_cloud = journal_text("http://y/api", "r", &run("http://y/api", Action::On, 9000));
+    std::fs::write(dir.path().join("a-2.jsonl"), other_cloud).unwrap();
+    let stray = journal_text("http://x/api", "r", &run("http://x/api", Action::On, 1));
+    std::fs::write(dir.path().join("notes.txt"), stray).unwrap();
+    let d = TaskDurations::from_journals(dir.path(), "http://x/api", "r").await;
+    assert_eq!(d.window(Action::Off), window(6300, 7700));
+    assert_eq!(d.window(Action::On), None);
+    let none = TaskDurations::from_journals(&dir.path().join("missing"), "x", "r").await;
+    assert_eq!(none.window(Action::Off), None);
+}
+
+#[test]
+fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
+    use crate::exec::event::VmResult;
+    use crate::plan::VmRef;
+    let dir = tempfile::tempdir().unwrap();
+    let result = |duration_ms| VmResult {
+        step: 0,
+        step_name: "s0".into(),
+        target: 0,
+        vm: VmRef {
+            id: 1,
+            name: "vm".into(),
+            label: None,
+            href: "http://x/api/vm/1".into(),
+            vdc: None,
+            vapp: None,
+            hypervisor: None,
+        },
+        action: Action::Off,
+        state_before: None,
+        state_after: None,
+        deallocated_after: None,
+        path: PathTaken::Direct,
+        task_state: None,
+        task_href: None,
+        duration_ms,
+        outcome: VmOutcome::Ok,
+        failed_jobs: Vec::new(),
+    };
+    let run = |task_ms, vm_ms| {
+        [
+            Event::RunStarted {
+                started_at: String::new(),
+                plan: Box::new(plan("http://x/api", &[Action::Off])),
+            },
+            finished(0, Some(TaskState::FinishedSuccessfully), task_ms),
+            Event::VmFinished {
+                result: Box::new(result(vm_ms)),
+            },
+        ]
+    };
+    let web = journal_text("http://x/api", "web", &run(2_000, 2_300));
+    std::fs::write(dir.path().join("web.jsonl"), web).unwrap();
+    let db = journal_text("http://x/api", "db", &run(4_000, 4_300));
+    std::fs::write(dir.path().join("db.jsonl"), db).unwrap();
+
+    let d = TaskDurations::read(dir.path(), "http://x/api", "web");
+    // Task times from both runbooks' runs on this cloud…
+    assert_eq!(d.window(Action::Off), window(1_800, 4_400));
+    // …VM times from this runbook's only.
+    assert_eq!(d.vm_mean(Action::Off), Some((ms(2_300), 1)));
+}

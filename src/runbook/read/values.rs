@@ -1,0 +1,254 @@
+//! One TOML value → its raw type, or a wrong-type error that says what was expected.
+
+use super::Reader;
+use crate::runbook::diagnostic::Diagnostic;
+use crate::runbook::raw::{RawAmount, RawNameOrId, Sp};
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+/// How a value written as an integer, or as a string, becomes a `T`.
+type Constructors<T> = (fn(i64) -> T, fn(String) -> T);
+
+impl Reader {
+    pub(super) fn table<'a, 'i>(
+        &mut self,
+        k: &Spanned<DeString<'i>>,
+        v: &'a Spanned<DeValue<'i>>,
+    ) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(k, v, "a table", None);
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
+            _ => {
+                self.wrong_type(k, v, "a string", None);
+                None
+            }
+        }
+    }
+
+    pub(super) fn boolean(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<bool>> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
+            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "a boolean",
+                    Some(&format!("write {s} without quotes")),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(k, v, "a boolean (true or false)", None);
+                None
+            }
+        }
+    }
+
+    pub(super) fn integer(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<i64>> {
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Spanned::new(v.span(), n)),
+                Err(_) => {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            "runbook::out-of-range",
+                            v.span(),
+                            format!("`{}` is too large", k.get_ref()),
+                        )
+                        .label("does not fit in 64 bits"),
+                    );
+                    None
+                }
+            },
+            DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "an integer",
+                    Some(&format!("write {} without quotes", s.trim())),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(k, v, "an integer", None);
+                None
+            }
+        }
+    }
+
+    /// A duration is a string; a bare number gets a hint to add a unit.
+    pub(super) fn duration(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<String>> {
+        match v.get_ref() {
+            DeValue::String(_) => self.string(k, v),
+            DeValue::Integer(i) => {
+                let help = format!(
+                    "durations are strings with a unit, e.g. \"{}s\" or \"{}m\"",
+                    i.as_str(),
+                    i.as_str()
+                );
+                self.wrong_type(k, v, "a duration string", Some(&help));
+                None
+            }
+            _ => {
+                self.wrong_type(
+                    k,
+                    v,
+                    "a duration string",
+                    Some("durations are strings with a unit, e.g. \"30s\", \"5m\", \"1h 30m\""),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn amount(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawAmount>> {
+        self.integer_or_text(
+            k,
+            v,
+            (RawAmount::Count, RawAmount::Text),
+            "a count or a percentage",
+            Some("write a count (3) or a percentage string (\"10%\")"),
+        )
+    }
+
+    pub(super) fn name_or_id(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawNameOrId>> {
+        self.integer_or_text(
+            k,
+            v,
+            (RawNameOrId::Id, RawNameOrId::Name),
+            "a name or a numeric id",
+            None,
+        )
+    }
+
+    /// An integer or a string, each made a `T` by its constructor; anything else is a
+    /// wrong type.
+    fn integer_or_text<T>(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+        (from_integer, from_text): Constructors<T>,
+        expected: &str,
+        help: Option<&str>,
+    ) -> Option<Sp<T>> {
+        match v.get_ref() {
+            DeValue::Integer(_) => self
+                .integer(k, v)
+                .map(|n| Spanned::new(n.span(), from_integer(*n.get_ref()))),
+            DeValue::String(s) => Some(Spanned::new(v.span(), from_text(s.to_string()))),
+            _ => {
+                self.wrong_type(k, v, expected, help);
+                None
+            }
+        }
+    }
+
+    pub(super) fn string_list(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<Vec<Sp<String>>>> {
+        let items = match v.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::String(s) => {
+                let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
+                self.wrong_type(k, v, "an array of step names", Some(&help));
+                return None;
+            }
+            _ => {
+                self.wrong_type(k, v, "an array of step names", None);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
+                other => self.push_wrong_type(
+                    item.span(),
+                    &format!("`{}`", k.get_ref()),
+                    "a step name (string)",
+                    other,
+                    None,
+                ),
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
+    pub(super) fn wrong_type(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+        expected: &str,
+        help: Option<&str>,
+    ) {
+        let what = format!("`{}`", k.get_ref());
+        self.push_wrong_type(v.span(), &what, expected, v.get_ref(), help);
+    }
+
+    pub(super) fn push_wrong_type(
+        &mut self,
+        span: Range<usize>,
+        what: &str,
+        expected: &str,
+        found: &DeValue<'_>,
+        help: Option<&str>,
+    ) {
+        let found = match found {
+            DeValue::Integer(_) => "an integer",
+            DeValue::Array(_) => "an array",
+            DeValue::Table(_) => "a table",
+            other => match other.type_str() {
+                "string" => "a string",
+                "float" => "a float",
+                "boolean" => "a boolean",
+                _ => "a datetime",
+            },
+        };
+        let mut d = Diagnostic::error(
+            "runbook::wrong-type",
+            span,
+            format!("wrong type for {what}: expected {expected}, found {found}"),
+        )
+        .label(format!("expected {expected}"));
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        self.diagnostics.push(d);
+    }
+}

@@ -1,0 +1,231 @@
+//! One step's settings: its action, waves, fallback and thresholds, over `[defaults]`.
+
+use super::Validator;
+use crate::runbook::diagnostic::Diagnostic;
+use crate::runbook::model::{Action, Amount, Fallback, OnFailure, Order, Runbook, Step, Waves};
+use crate::runbook::raw::{RawAmount, RawDefaults, RawFallback, RawStep, Sp};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// Step settings after applying `[defaults]`.
+pub(super) struct Inherited {
+    task_timeout: Duration,
+    on_failure: OnFailure,
+    max_failures: Option<Amount>,
+    concurrency: Option<NonZeroUsize>,
+    order: Order,
+    allow_protected: bool,
+    expected_duration: Option<Duration>,
+}
+
+impl Inherited {
+    fn built_in() -> Self {
+        Inherited {
+            task_timeout: Runbook::DEFAULT_TASK_TIMEOUT,
+            on_failure: OnFailure::default(),
+            max_failures: None,
+            concurrency: None,
+            order: Order::default(),
+            allow_protected: false,
+            expected_duration: None,
+        }
+    }
+}
+
+/// The settings both `[defaults]` and a step may give; a step's override the defaults,
+/// which override the built-ins.
+struct Overrides<'r> {
+    task_timeout: Option<&'r Sp<String>>,
+    on_failure: Option<&'r Sp<String>>,
+    max_failures: Option<&'r Sp<RawAmount>>,
+    concurrency: Option<&'r Sp<i64>>,
+    order: Option<&'r Sp<String>>,
+    allow_protected: Option<&'r Sp<bool>>,
+    expected_duration: Option<&'r Sp<String>>,
+}
+
+impl<'r> From<&'r RawDefaults> for Overrides<'r> {
+    fn from(raw: &'r RawDefaults) -> Self {
+        Overrides {
+            task_timeout: raw.task_timeout.as_ref(),
+            on_failure: raw.on_failure.as_ref(),
+            max_failures: raw.max_failures.as_ref(),
+            concurrency: raw.concurrency.as_ref(),
+            order: raw.order.as_ref(),
+            allow_protected: raw.allow_protected.as_ref(),
+            expected_duration: raw.expected_duration.as_ref(),
+        }
+    }
+}
+
+impl<'r> From<&'r RawStep> for Overrides<'r> {
+    fn from(raw: &'r RawStep) -> Self {
+        Overrides {
+            task_timeout: raw.task_timeout.as_ref(),
+            on_failure: raw.on_failure.as_ref(),
+            max_failures: raw.max_failures.as_ref(),
+            concurrency: raw.concurrency.as_ref(),
+            order: raw.order.as_ref(),
+            allow_protected: raw.allow_protected.as_ref(),
+            expected_duration: raw.expected_duration.as_ref(),
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn defaults(&mut self, raw: Option<&RawDefaults>) -> Inherited {
+        let built_in = Inherited::built_in();
+        match raw {
+            Some(raw) => self.inherit(raw.into(), &built_in),
+            None => built_in,
+        }
+    }
+
+    /// `raw` over `base`. An invalid timeout, `on_failure` or `order` keeps the base value
+    /// (the error is reported); an invalid threshold, concurrency or estimate is dropped.
+    fn inherit(&mut self, raw: Overrides<'_>, base: &Inherited) -> Inherited {
+        Inherited {
+            task_timeout: raw
+                .task_timeout
+                .and_then(|t| self.duration("task_timeout", t))
+                .unwrap_or(base.task_timeout),
+            on_failure: raw
+                .on_failure
+                .and_then(|o| self.on_failure(o))
+                .unwrap_or(base.on_failure),
+            max_failures: match raw.max_failures {
+                Some(m) => self.amount("max_failures", m, 0),
+                None => base.max_failures,
+            },
+            concurrency: match raw.concurrency {
+                Some(c) => self.positive("concurrency", c),
+                None => base.concurrency,
+            },
+            order: raw.order.and_then(|o| self.order(o)).unwrap_or(base.order),
+            allow_protected: raw
+                .allow_protected
+                .map_or(base.allow_protected, |b| *b.get_ref()),
+            expected_duration: match raw.expected_duration {
+                Some(e) => self.duration("expected_duration", e),
+                None => base.expected_duration,
+            },
+        }
+    }
+
+    pub(super) fn step(&mut self, raw: &RawStep, defaults: &Inherited) -> Step {
+        let action = raw.action.as_ref().and_then(|a| self.action(a));
+        let targets = self.selectors(raw.targets.as_ref(), action);
+        let exclude = self.selectors(raw.exclude.as_ref(), None);
+        let settings = self.inherit(raw.into(), defaults);
+        if let (Order::Sequential, Some(c)) = (settings.order, &raw.concurrency) {
+            self.warn(
+                "runbook::ignored-key",
+                c.span(),
+                "`concurrency` has no effect with order = \"sequential\"",
+            )
+            .label("sequential steps act on one VM at a time");
+        }
+        let waves = raw.waves.as_ref().and_then(|w| {
+            let w = w.get_ref();
+            let size = w.size.as_ref().and_then(|s| self.amount("size", s, 1))?;
+            let pause = match &w.pause {
+                Some(p) => self.duration("pause", p)?,
+                None => Duration::ZERO,
+            };
+            Some(Waves { size, pause })
+        });
+        let fallback = raw
+            .fallback
+            .as_ref()
+            .and_then(|f| self.fallback(f, raw.action.as_ref(), action));
+        Step {
+            name: raw
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_default(),
+            action: action.unwrap_or(Action::On),
+            targets,
+            exclude,
+            after: Vec::new(),
+            order: settings.order,
+            concurrency: settings.concurrency,
+            waves,
+            fallback,
+            task_timeout: settings.task_timeout,
+            on_failure: settings.on_failure,
+            max_failures: settings.max_failures,
+            allow_protected: settings.allow_protected,
+            expected_duration: settings.expected_duration,
+        }
+    }
+
+    fn fallback(
+        &mut self,
+        raw: &Sp<RawFallback>,
+        raw_action: Option<&Sp<String>>,
+        action: Option<Action>,
+    ) -> Option<Fallback> {
+        let f = raw.get_ref();
+        let fb_action = match &f.action {
+            Some(a) if a.get_ref() == "off" => Some(Action::Off),
+            Some(a) => {
+                self.err(
+                    "runbook::invalid-value",
+                    a.span(),
+                    format!("unsupported fallback action `{}`", a.get_ref()),
+                )
+                .label("the only fallback is `off` (hard power off)");
+                None
+            }
+            None => Some(Action::Off),
+        };
+        let after = f.after.as_ref().and_then(|a| self.duration("after", a));
+        if let Some(a) = action
+            && a != Action::Shutdown
+        {
+            let mut d = Diagnostic::error(
+                "runbook::fallback-not-shutdown",
+                raw.span(),
+                format!("`fallback` only applies to `shutdown` steps, not `{a}`"),
+            )
+            .label("remove this fallback")
+            .help("a fallback hard-offs VMs whose graceful shutdown fails or is too slow");
+            if let Some(ra) = raw_action {
+                d = d.with_secondary(ra.span(), format!("this step's action is `{a}`"));
+            }
+            self.diags.push(d);
+            return None;
+        }
+        let after = after?;
+        Some(Fallback {
+            action: fb_action?,
+            after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::runbook::model::Amount;
+    use std::time::Duration;
+
+    #[test]
+    fn step_settings_override_defaults_which_override_built_ins() {
+        let rb = runbook(&format!(
+            "[defaults]\ntask_timeout = \"1h 30m\"\nmax_failures = 0\norder = \"sequential\"\nallow_protected = true\n\
+             [[step]]\nname = \"a\"\n{STEP}\
+             [[step]]\nname = \"b\"\ntask_timeout = \"2m\"\nmax_failures = \"100%\"\norder = \"parallel\"\nallow_protected = false\n{STEP}"
+        ));
+        let (a, b) = (&rb.steps[0], &rb.steps[1]);
+        assert_eq!(a.task_timeout, Duration::from_secs(5400));
+        assert_eq!(a.max_failures, Some(Amount::Count(0)));
+        assert_eq!(a.order, crate::runbook::model::Order::Sequential);
+        assert!(a.allow_protected);
+        assert_eq!(b.task_timeout, Duration::from_secs(120));
+        assert_eq!(b.max_failures, Some(Amount::Percent(100)));
+        assert_eq!(b.order, crate::runbook::model::Order::Parallel);
+        assert!(!b.allow_protected);
+    }
+}
