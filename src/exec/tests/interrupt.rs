@@ -204,7 +204,6 @@ async fn kill_before_the_fallback_hard_off_sends_no_hard_off() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: after a busy answer, the lock wait's re-read sends the request again even once Ctrl-C stopped the run (act() has no stop check before a retry)"]
 async fn a_busy_retry_is_not_sent_after_ctrl_c() {
     let fake = FakeCloud::new().with_vm("vm", VmState::On);
     fake.script("vm", [Reply::refuse("VM-2")]);
@@ -217,4 +216,27 @@ async fn a_busy_retry_is_not_sent_after_ctrl_c() {
     let run = h.run().await;
     assert_eq!(h.fake.mutations("vm").len(), 1, "nothing new after Ctrl-C");
     assert!(!matches!(run.outcome("vm"), VmOutcome::Ok));
+    assert_eq!(run.outcome("vm"), &not_started("interrupted"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_retry_is_not_sent_after_a_threshold_abort() {
+    let fake = FakeCloud::new()
+        .with_vm("a", VmState::On)
+        .with_vm("b", VmState::On);
+    fake.script("a", [Reply::refuse("VM-2")]);
+    // While another operation holds `a`, `b` fails and crosses `max_failures = 0`.
+    fake.set_state_at(CallKind::GetVm, "a", 2, VmState::Locked);
+    fake.set_state_at(CallKind::GetVm, "a", 4, VmState::On);
+    fake.script("b", [Reply::refuse("VM-4")]);
+    let h = harness(fake, &one_step("off", "*", "max_failures = 0"));
+    let run = h.run().await;
+    assert!(run.failure("b").starts_with("VM-4"));
+    assert_eq!(
+        h.fake.mutations("a").len(),
+        1,
+        "nothing new after the abort"
+    );
+    assert_eq!(run.outcome("a"), &not_started("run aborted"));
+    assert!(run.summary.aborted.is_some());
 }
