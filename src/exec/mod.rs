@@ -8,10 +8,14 @@
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
 pub mod event;
+#[cfg(test)]
+mod fake;
 pub mod poll;
 pub mod resume;
 pub mod sink;
 pub mod status;
+#[cfg(test)]
+mod tests;
 mod vm;
 
 use crate::abiquo::api::CloudApi;

@@ -398,6 +398,12 @@ async fn act<A: CloudApi>(
                 {
                     r.path = PathTaken::Skipped;
                     return ActEnd::Outcome(outcome_of(&d));
+                } else if ctx.control.stop_token().is_cancelled() {
+                    // The VM's first request was refused, so nothing of it is in flight:
+                    // a stopped run starts it no more than a VM it never reached. (A
+                    // forced retry goes on: it finishes a graceful task already accepted.)
+                    r.path = PathTaken::NotStarted;
+                    return ActEnd::Outcome(not_started(ctx));
                 }
             }
             Err(e) => return ActEnd::Outcome(client_failure(ctx, &e)),
