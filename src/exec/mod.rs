@@ -7,6 +7,7 @@
 //! Failure thresholds, the deadline and Ctrl-C stop the launching of new VMs; VMs in flight
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
+mod control;
 pub mod event;
 #[cfg(test)]
 mod fake;
@@ -18,6 +19,8 @@ pub mod status;
 mod tests;
 mod vm;
 
+pub use control::{RunControl, StopReason};
+
 use crate::abiquo::api::CloudApi;
 use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
 use crate::exec::poll::PollPolicy;
@@ -28,11 +31,10 @@ use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Knobs of a run that are not in the runbook.
 #[derive(Debug, Clone)]
@@ -53,100 +55,6 @@ impl Default for RunOptions {
             lock_wait: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(60),
             durations: TaskDurations::new(),
-        }
-    }
-}
-
-/// Why the run stopped launching.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    Interrupted,
-    Aborted(String),
-}
-
-/// Stop/kill switches shared by the executor and whoever drives it (Ctrl-C handler, tests).
-#[derive(Debug, Clone, Default)]
-pub struct RunControl {
-    inner: Arc<ControlInner>,
-}
-
-#[derive(Debug, Default)]
-struct ControlInner {
-    /// Start nothing new.
-    stop: CancellationToken,
-    /// Stop following in-flight tasks too.
-    kill: CancellationToken,
-    /// Ctrl-C was pressed (possibly after an abort).
-    interrupted: CancellationToken,
-    /// The first abort reason.
-    aborted: Mutex<Option<String>>,
-}
-
-impl RunControl {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Ctrl-C: stop launching; in-flight tasks are drained (bounded by the run's
-    /// `drain_timeout`). Wins over an earlier abort for the exit code.
-    pub fn interrupt(&self) {
-        self.inner.interrupted.cancel();
-        self.inner.stop.cancel();
-    }
-
-    /// Threshold, deadline or fatal error: stop launching. The first reason is kept.
-    /// Returns whether this call stopped the run.
-    pub fn abort(&self, reason: String) -> bool {
-        let mut slot = self
-            .inner
-            .aborted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() || self.inner.interrupted.is_cancelled() {
-            return false;
-        }
-        *slot = Some(reason);
-        self.inner.stop.cancel();
-        true
-    }
-
-    /// Stop following in-flight tasks at once.
-    pub fn kill(&self) {
-        self.inner.stop.cancel();
-        self.inner.kill.cancel();
-    }
-
-    /// Why the run stopped launching; an interruption wins over an abort.
-    pub fn reason(&self) -> Option<StopReason> {
-        if self.inner.interrupted.is_cancelled() {
-            return Some(StopReason::Interrupted);
-        }
-        self.aborted().map(StopReason::Aborted)
-    }
-
-    /// The abort reason, if a threshold, the deadline or a fatal error stopped the run.
-    pub fn aborted(&self) -> Option<String> {
-        self.inner
-            .aborted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn stop_token(&self) -> &CancellationToken {
-        &self.inner.stop
-    }
-
-    pub fn kill_token(&self) -> &CancellationToken {
-        &self.inner.kill
-    }
-
-    /// For "not started: …".
-    fn short_reason(&self) -> String {
-        match self.reason() {
-            Some(StopReason::Interrupted) => "interrupted".into(),
-            Some(StopReason::Aborted(_)) => "run aborted".into(),
-            None => String::new(),
         }
     }
 }
@@ -317,7 +225,7 @@ async fn watchdog<A: CloudApi>(
         announced.store(true, Ordering::SeqCst);
         ctx.emit(Event::RunAborted { reason }).await;
         // In-flight tasks finish on their own timeouts; a Ctrl-C now bounds the wait.
-        ctx.control.inner.interrupted.cancelled().await;
+        ctx.control.interrupted_token().cancelled().await;
     }
     let drain = ctx.options.drain_timeout;
     ctx.emit(Event::RunInterrupted {
