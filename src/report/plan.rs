@@ -4,7 +4,7 @@
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::DurationSource;
 use crate::plan::text::duration;
-use crate::plan::{Disposition, PlannedStep};
+use crate::plan::{Disposition, PlannedStep, StepCounts};
 use crate::report::table::{RenderOptions, TEST_WIDTH};
 use crate::runbook::model::Order;
 use comfy_table::{ContentArrangement, Table, presets};
@@ -13,6 +13,23 @@ use std::fmt::Write as _;
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "N to act on" then every other disposition that occurs: the same words for the run
+/// and for each step.
+fn counts_line(c: &StepCounts) -> String {
+    let mut parts = vec![format!("{} to act on", c.act)];
+    for (n, what) in [
+        (c.skip, "skipped"),
+        (c.refuse, "REFUSED"),
+        (c.excluded, "excluded"),
+        (c.protected, "protected"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(", ")
 }
 
 /// The whole human plan.
@@ -24,23 +41,11 @@ pub fn render(doc: &PlanDocument, opts: RenderOptions) -> String {
         "Plan for runbook '{}' against {}",
         plan.runbook_name, plan.endpoint
     );
-    let t = &doc.totals;
-    let mut parts = vec![format!("{} to act on", t.act)];
-    for (n, what) in [
-        (t.skip, "skipped"),
-        (t.refuse, "REFUSED"),
-        (t.excluded, "excluded"),
-        (t.protected, "protected"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
     let _ = writeln!(
         out,
         "{} listed; {} in {}",
         plural(doc.vms_listed, "VM", "VMs"),
-        parts.join(", "),
+        counts_line(&doc.totals),
         plural(plan.steps.len(), "step", "steps"),
     );
     let mut limits = vec![format!(
@@ -188,23 +193,11 @@ fn step_section(doc: &PlanDocument, pos: usize, s: &PlannedStep, opts: RenderOpt
         s.name,
         s.action
     );
-    let c = s.counts();
-    let mut parts = vec![format!("{} to act on", c.act)];
-    for (n, what) in [
-        (c.skip, "skipped"),
-        (c.refuse, "REFUSED"),
-        (c.excluded, "excluded"),
-        (c.protected, "protected"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
     let _ = writeln!(
         out,
         "  {}: {}",
         plural(s.targets.len(), "VM", "VMs"),
-        parts.join(", ")
+        counts_line(&s.counts())
     );
     if s.waves.len() > 1 {
         let sizes: Vec<String> = s.waves.iter().map(|w| w.len().to_string()).collect();

@@ -10,7 +10,7 @@ pub use crate::abiquo::api::MutationAnswer;
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, PowerRequest, Task, User, VirtualMachine};
+use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine};
 use crate::abiquo::retry::RetryPolicy;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
@@ -125,6 +125,19 @@ fn epoch_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The href of a link we must follow; its absence is an error naming what lacked it.
+fn link_href(
+    link: Option<&Link>,
+    rel: &str,
+    on: impl FnOnce() -> String,
+) -> Result<String, ClientError> {
+    link.map(|l| l.href.clone())
+        .ok_or_else(|| ClientError::NoLink {
+            rel: rel.into(),
+            on: on(),
+        })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -359,13 +372,7 @@ impl Client {
 
     /// The VM's tasks, newest first (`tasks` link).
     pub async fn vm_tasks(&self, vm: &VirtualMachine) -> Result<Vec<Task>, ClientError> {
-        let href = vm
-            .link("tasks")
-            .map(|l| l.href.clone())
-            .ok_or_else(|| ClientError::NoLink {
-                rel: "tasks".into(),
-                on: format!("VM {}", vm.name),
-            })?;
+        let href = link_href(vm.link("tasks"), "tasks", || format!("VM {}", vm.name))?;
         let page: Collection<Task> = self
             .get_json(&href, &self.media(media::TASKS), &format!("GET {href}"))
             .await?;

@@ -2,7 +2,7 @@
 //! VM's tasks, then its state) before anything is sent again.
 
 use super::transport::{AuthMode, NoAnswer, is_transient};
-use super::{Client, MutationAnswer, epoch_secs, lock};
+use super::{Client, MutationAnswer, epoch_secs, link_href, lock};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::abiquo::model::{
@@ -31,13 +31,7 @@ impl Client {
             PowerRequest::State { .. } => "state",
             PowerRequest::Reset => "reset",
         };
-        let href = vm
-            .link(rel)
-            .map(|l| l.href.clone())
-            .ok_or_else(|| ClientError::NoLink {
-                rel: rel.into(),
-                on: format!("VM {}", vm.name),
-            })?;
+        let href = link_href(vm.link(rel), rel, || format!("VM {}", vm.name))?;
         match request {
             PowerRequest::State { target, graceful } => {
                 let body = VirtualMachineStateBody {
@@ -61,13 +55,9 @@ impl Client {
     /// Acknowledges a failed task (`acknowledge` link). powerbook does not do this by
     /// default: the failed job must stay visible to operators.
     pub async fn ack(&self, task: &Task) -> Result<(), ClientError> {
-        let href = task
-            .link("acknowledge")
-            .map(|l| l.href.clone())
-            .ok_or_else(|| ClientError::NoLink {
-                rel: "acknowledge".into(),
-                on: format!("task {}", task.task_id),
-            })?;
+        let href = link_href(task.link("acknowledge"), "acknowledge", || {
+            format!("task {}", task.task_id)
+        })?;
         // Acknowledging twice is harmless, so transient failures are retried like a GET.
         let mut retry = 0;
         loop {
@@ -200,11 +190,8 @@ impl Client {
                 lock(&self.inner.known_tasks).contains(id)
             });
             if let Some(task) = found {
-                let href = task.link("self").map(|l| l.href.clone()).ok_or_else(|| {
-                    ClientError::NoLink {
-                        rel: "self".into(),
-                        on: format!("task {}", task.task_id),
-                    }
+                let href = link_href(task.link("self"), "self", || {
+                    format!("task {}", task.task_id)
                 })?;
                 self.remember_task(&href);
                 return Ok(Reconciled::Found(href));

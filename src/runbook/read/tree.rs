@@ -165,18 +165,15 @@ impl Reader {
         }
         for key in ["name", "action", "targets"] {
             if missing(table, &entries, keys::STEP, key) {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        "runbook::missing-key",
-                        span.clone(),
-                        format!("this step has no `{key}`"),
-                    )
-                    .label(format!("`{key}` is required"))
-                    .help(match key {
+                self.missing_key(
+                    span.clone(),
+                    "this step",
+                    key,
+                    match key {
                         "name" => "every step needs a unique name, e.g. name = \"web down\"",
                         "action" => "action is one of: on, off, shutdown, pause, resume, reset, deallocate",
                         _ => "targets select the VMs, e.g. targets = [{ vdc = \"prod\", vapp = \"web-*\" }]",
-                    }),
+                    },
                 );
             }
         }
@@ -199,10 +196,11 @@ impl Reader {
             }
         }
         if missing(table, &entries, keys::WAVES, "size") {
-            self.diagnostics.push(
-                Diagnostic::error("runbook::missing-key", v.span(), "`waves` has no `size`")
-                    .label("`size` is required")
-                    .help("e.g. waves = { size = \"25%\", pause = \"30s\" }"),
+            self.missing_key(
+                v.span(),
+                "`waves`",
+                "size",
+                "e.g. waves = { size = \"25%\", pause = \"30s\" }",
             );
         }
         Some(Spanned::new(v.span(), w))
@@ -224,10 +222,11 @@ impl Reader {
             }
         }
         if missing(table, &entries, keys::FALLBACK, "after") {
-            self.diagnostics.push(
-                Diagnostic::error("runbook::missing-key", v.span(), "`fallback` has no `after`")
-                    .label("`after` is required")
-                    .help("how long the graceful shutdown may take, e.g. fallback = { action = \"off\", after = \"5m\" }"),
+            self.missing_key(
+                v.span(),
+                "`fallback`",
+                "after",
+                "how long the graceful shutdown may take, e.g. fallback = { action = \"off\", after = \"5m\" }",
             );
         }
         Some(Spanned::new(v.span(), f))
@@ -363,6 +362,19 @@ impl Reader {
             .help(
                 "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
             ),
+        );
+    }
+
+    /// `subject` (a step, `waves`, `fallback`) lacks its required `key`.
+    fn missing_key(&mut self, span: Range<usize>, subject: &str, key: &str, help: &str) {
+        self.diagnostics.push(
+            Diagnostic::error(
+                "runbook::missing-key",
+                span,
+                format!("{subject} has no `{key}`"),
+            )
+            .label(format!("`{key}` is required"))
+            .help(help),
         );
     }
 }

@@ -140,10 +140,7 @@ impl Validator<'_> {
         span: Range<usize>,
         message: impl Into<String>,
     ) -> Pending<'_> {
-        Pending {
-            diags: self.diags,
-            diag: Some(Diagnostic::error(code, span, message)),
-        }
+        self.pending(Diagnostic::error(code, span, message))
     }
 
     fn warn(
@@ -152,9 +149,13 @@ impl Validator<'_> {
         span: Range<usize>,
         message: impl Into<String>,
     ) -> Pending<'_> {
+        self.pending(Diagnostic::warning(code, span, message))
+    }
+
+    fn pending(&mut self, diag: Diagnostic) -> Pending<'_> {
         Pending {
             diags: self.diags,
-            diag: Some(Diagnostic::warning(code, span, message)),
+            diag: Some(diag),
         }
     }
 }

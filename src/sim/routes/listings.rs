@@ -1,18 +1,54 @@
 //! Listings and single reads of VMs, VDCs and vApps.
 
 use super::ids;
-use super::paging::{Params, paging};
+use super::paging::{Paging, Params, paging};
 use crate::abiquo::codes::Code;
 use crate::abiquo::media;
 use crate::abiquo::model::Collection;
 use crate::sim::answer::ok_json;
 use crate::sim::error::ApiError;
+use crate::sim::negotiate::Negotiated;
 use crate::sim::shared::Shared;
 use crate::sim::world::{ListFilter, Scope};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use std::sync::Arc;
+
+/// Negotiates a listing's media type, then reads its paging parameters.
+fn accept_paged(
+    shared: &Shared,
+    headers: &HeaderMap,
+    params: Params,
+    media: &str,
+) -> Result<(Negotiated, Paging), Response> {
+    let n = shared.accept(headers, &[media])?;
+    let p = paging(shared, params, &n.version)?;
+    Ok((n, p))
+}
+
+/// One page of a listing that is filtered by name (`has`, case-blind) and sorted by the
+/// world's order (`asc=false` reverses it): the VDC and vApp listings.
+fn named_page<T>(
+    p: &Paging,
+    href: &str,
+    mut all: Vec<T>,
+    name: impl Fn(&T) -> &str,
+) -> Collection<T> {
+    if let Some(h) = &p.has {
+        let h = h.to_lowercase();
+        all.retain(|d| name(d).to_lowercase().contains(&h));
+    }
+    if !p.asc {
+        all.reverse();
+    }
+    let (range, links) = p.page(href, all.len());
+    Collection {
+        total_size: Some(all.len() as u64),
+        links,
+        collection: all.drain(range).collect(),
+    }
+}
 
 async fn list_vms_in(
     shared: Arc<Shared>,
@@ -21,12 +57,8 @@ async fn list_vms_in(
     scope: Option<Scope>,
     href: String,
 ) -> Response {
-    let n = match shared.accept(&headers, &[media::VIRTUAL_MACHINES]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let p = match paging(&shared, params, &n.version) {
-        Ok(p) => p,
+    let (n, p) = match accept_paged(&shared, &headers, params, media::VIRTUAL_MACHINES) {
+        Ok(np) => np,
         Err(r) => return r,
     };
     let Some(scope) = scope else {
@@ -101,36 +133,20 @@ pub(super) async fn list_vdcs(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    let n = match shared.accept(&headers, &[media::VIRTUAL_DATACENTERS]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let p = match paging(&shared, params, &n.version) {
-        Ok(p) => p,
+    let (n, p) = match accept_paged(&shared, &headers, params, media::VIRTUAL_DATACENTERS) {
+        Ok(np) => np,
         Err(r) => return r,
     };
     let base = shared.base_for(&headers);
     let href = format!("{base}/cloud/virtualdatacenters");
     let body = {
         let world = shared.world();
-        let mut all: Vec<_> = world
+        let all: Vec<_> = world
             .vdc_list()
             .into_iter()
             .map(|i| world.vdc_dto(&base, i))
             .collect();
-        if let Some(h) = &p.has {
-            let h = h.to_lowercase();
-            all.retain(|d| d.name.to_lowercase().contains(&h));
-        }
-        if !p.asc {
-            all.reverse();
-        }
-        let (range, links) = p.page(&href, all.len());
-        Collection {
-            total_size: Some(all.len() as u64),
-            links,
-            collection: all.drain(range).collect(),
-        }
+        named_page(&p, &href, all, |d| &d.name)
     };
     ok_json(&n, &body)
 }
@@ -159,12 +175,8 @@ pub(super) async fn list_vapps(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    let n = match shared.accept(&headers, &[media::VIRTUAL_APPLIANCES]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let p = match paging(&shared, params, &n.version) {
-        Ok(p) => p,
+    let (n, p) = match accept_paged(&shared, &headers, params, media::VIRTUAL_APPLIANCES) {
+        Ok(np) => np,
         Err(r) => return r,
     };
     let base = shared.base_for(&headers);
@@ -175,26 +187,13 @@ pub(super) async fn list_vapps(
         Some(Err(e)) => return shared.api_error(&e, &n.version),
         None => return shared.api_error(&ApiError::from(Code::Vdc0), &n.version),
     };
-    let mut all: Vec<_> = world
+    let all: Vec<_> = world
         .vapp_list(vdc_idx)
         .into_iter()
         .map(|i| world.vapp_dto(&base, i))
         .collect();
     drop(world);
-    if let Some(h) = &p.has {
-        let h = h.to_lowercase();
-        all.retain(|a| a.name.to_lowercase().contains(&h));
-    }
-    if !p.asc {
-        all.reverse();
-    }
-    let (range, links) = p.page(&href, all.len());
-    let body = Collection {
-        total_size: Some(all.len() as u64),
-        links,
-        collection: all.drain(range).collect(),
-    };
-    ok_json(&n, &body)
+    ok_json(&n, &named_page(&p, &href, all, |a| &a.name))
 }
 
 pub(super) async fn get_vapp(
