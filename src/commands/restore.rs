@@ -10,10 +10,7 @@ use crate::journal::restore::{NOTHING_TOUCHED, restore_runbook};
 pub fn restore(args: &RestoreArgs) -> Outcome {
     let journal = match load_reporting(&args.journal) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::Usage;
-        }
+        Err(outcome) => return outcome,
     };
     let view = RunView::of(&journal);
     let text = match restore_runbook(&view, &args.journal.display().to_string()) {

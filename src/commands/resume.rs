@@ -24,10 +24,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     }
     let journal = match load_reporting(&args.journal) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::Usage;
-        }
+        Err(outcome) => return outcome,
     };
     let view = RunView::of(&journal);
     let header = &journal.header;

@@ -43,10 +43,7 @@ pub fn runs(args: &RunsArgs) -> Outcome {
 fn show(journal: &Path, output: OutputFormat, opts: RenderOptions) -> Outcome {
     let j = match load_reporting(journal) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::Usage;
-        }
+        Err(outcome) => return outcome,
     };
     let view = RunView::of(&j);
     let report = report_of(&view);

@@ -415,11 +415,19 @@ pub fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
-/// Loads a journal, saying on stderr when its last line was torn.
-pub fn load_reporting(path: &Path) -> Result<Journal, String> {
-    let journal = load(path)?;
-    if journal.torn {
-        eprintln!("note: {}: {TORN_NOTE}", path.display());
+/// Loads a journal, saying on stderr when its last line was torn; when it cannot be read,
+/// says why and gives the usage outcome.
+pub fn load_reporting(path: &Path) -> Result<Journal, Outcome> {
+    match load(path) {
+        Ok(journal) => {
+            if journal.torn {
+                eprintln!("note: {}: {TORN_NOTE}", path.display());
+            }
+            Ok(journal)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(Outcome::Usage)
+        }
     }
-    Ok(journal)
 }
