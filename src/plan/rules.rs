@@ -48,6 +48,14 @@ pub fn evaluate(
             ),
         };
     }
+    // The API refuses a pause on XEN before it looks at the state; one already paused
+    // needs no request at all.
+    if action == Action::Pause
+        && *state != VmState::Paused
+        && hypervisor.is_some_and(|h| h.eq_ignore_ascii_case("XEN_3"))
+    {
+        return refuse(Code::Vm6);
+    }
     match state {
         VmState::Locked => {
             // The API refuses any power action while a task holds the VM; `run` waits for
@@ -177,6 +185,16 @@ mod tests {
             let d = evaluate(*action, state, None, kvm, None);
             assert_eq!(kind(&d), *want, "{action} on {state}");
         }
+    }
+
+    #[test]
+    fn xen_cannot_pause_whatever_the_state() {
+        for state in [VmState::On, VmState::Off, VmState::Locked] {
+            let d = evaluate(Action::Pause, &state, None, Some("XEN_3"), None);
+            assert_eq!(kind(&d), "refuse VM-6", "{state}");
+        }
+        let d = evaluate(Action::Off, &VmState::On, None, Some("XEN_3"), None);
+        assert_eq!(kind(&d), "act");
     }
 
     #[test]
