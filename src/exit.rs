@@ -49,4 +49,4 @@ Exit codes:
   2    usage error or invalid runbook (nothing was touched)
   3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
        or a saved plan that no longer matches the cloud
-  130  interrupted (Ctrl-C)";
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained";

@@ -213,19 +213,64 @@ pub async fn confirm() -> bool {
     matches!(answer, Ok(Ok(line)) if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-/// First Ctrl-C: stop launching and drain. Second: exit at once.
+/// First Ctrl-C (or SIGTERM / SIGHUP, as schedulers and closed terminals send): stop
+/// launching and drain. A second signal of any of them: exit at once.
 pub async fn handle_ctrl_c(control: RunControl) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: cannot watch for termination signals: {e}");
+            return;
+        }
+    };
+    let Some(name) = signals.next().await else {
         return;
-    }
+    };
     eprintln!(
-        "\ninterrupted: starting nothing new and draining tasks in flight (Ctrl-C again to \
+        "\n{name}: starting nothing new and draining tasks in flight (Ctrl-C again to \
          exit at once)"
     );
     control.interrupt();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("interrupted again: exiting now; tasks in flight keep running in the cloud");
+    if let Some(name) = signals.next().await {
+        eprintln!("{name} again: exiting now; tasks in flight keep running in the cloud");
         std::process::exit(i32::from(Outcome::Interrupted.code()));
+    }
+}
+
+/// The signals that stop a run: Ctrl-C everywhere, SIGTERM and SIGHUP on Unix.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal's name; `None` when signals cannot be received any more.
+    async fn next(&mut self) -> Option<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.ok().map(|()| "interrupted"),
+                s = self.term.recv() => s.map(|()| "SIGTERM"),
+                s = self.hup.recv() => s.map(|()| "SIGHUP"),
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok().map(|()| "interrupted")
     }
 }
 

@@ -758,6 +758,42 @@ targets = [{ vm = "vm-*" }]
     assert_eq!(t.stats().mutations.len(), c.ok);
 }
 
+#[test]
+fn sigterm_drains_like_ctrl_c_and_says_how_to_resume() {
+    let t = Test::new().generated(12, 800).runbook(
+        r#"
+name = "terminate me"
+[limits]
+concurrency = 3
+[[step]]
+name = "all off"
+action = "off"
+targets = [{ vm = "vm-*" }]
+"#,
+    );
+    let child = run(&t, "runbook.toml")
+        .args(["--output", "json"])
+        .code(130)
+        .stderr_contains("SIGTERM: starting nothing new")
+        .stderr_contains("Resume with: powerbook resume")
+        .spawn();
+    wait_until("the run starts", Duration::from_secs(20), || {
+        !t.stats().mutations.is_empty()
+    });
+    child.terminate();
+    let report: RunReport = child.wait().json();
+    let summary = report.summary.unwrap();
+    assert!(summary.interrupted);
+    let c = summary.counts;
+    assert!(c.not_started >= 6, "{c:?}");
+    assert_eq!(
+        c.ok + c.not_started,
+        12,
+        "in-flight VMs were drained, none left LOCKED: {c:?}"
+    );
+    assert_eq!(t.stats().mutations.len(), c.ok);
+}
+
 // ---------------------------------------------------------------------------------------
 // Executor corner cases (library)
 // ---------------------------------------------------------------------------------------

@@ -513,11 +513,20 @@ impl Running {
 
     /// SIGINT, as Ctrl-C would send.
     pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// SIGTERM, as a scheduler stopping the job would send.
+    pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -INT failed");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Waits for the end (killing it after the test's timeout, which fails the test) and
