@@ -4,7 +4,7 @@
 use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs};
 use crate::commands::session::{Simulate, client_config, connect, test_mode, with_simulator};
 use crate::exit::Outcome;
-use crate::journal::estimates::plan_history;
+use crate::journal::history::read_durations;
 use crate::plan::build;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{EstimateInputs, estimate};
@@ -115,12 +115,13 @@ async fn plan_connected(
     } else {
         login.min(per_page).max(Duration::from_millis(1))
     };
-    let history = plan_history(&options.runs_dir, client.endpoint(), &runbook.name);
+    // Earlier runs of this runbook against this cloud tell how long its VMs take.
+    let history = read_durations(&options.runs_dir, client.endpoint(), &runbook.name);
     let inputs = EstimateInputs {
         request,
         listed_vms: vms.len(),
         page_size,
-        history: history.as_ref(),
+        history: Some(&history),
         ..EstimateInputs::default()
     };
     let est = estimate(&plan, runbook, &inputs);

@@ -4,7 +4,6 @@
 //! arrives); [`load`] reads a journal back (tolerating a torn last line) and folds it into a
 //! [`RunView`]; [`resume`], [`restore`] and [`runs`] build on that.
 
-pub mod estimates;
 pub mod history;
 pub mod lifecycle;
 pub mod restore;

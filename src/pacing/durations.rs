@@ -167,12 +167,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn window(lo: u64, hi: u64) -> Option<Window> {
-        Some(Window {
-            lo: ms(lo),
-            hi: ms(hi),
-        })
-    }
+    use crate::pacing::window_ms as window;
 
     #[test]
     fn window_is_the_widened_range_with_few_samples_then_percentiles() {

@@ -9,3 +9,12 @@ mod schedule;
 pub(crate) use durations::RECENT;
 pub use durations::{Pacing, TaskDurations, Window};
 pub use schedule::{PollPolicy, PollSchedule};
+
+/// `Window` literals for tests, in milliseconds.
+#[cfg(test)]
+pub(crate) fn window_ms(lo: u64, hi: u64) -> Option<Window> {
+    Some(Window {
+        lo: std::time::Duration::from_millis(lo),
+        hi: std::time::Duration::from_millis(hi),
+    })
+}

@@ -119,12 +119,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn window(lo: u64, hi: u64) -> Option<Window> {
-        Some(Window {
-            lo: ms(lo),
-            hi: ms(hi),
-        })
-    }
+    use crate::pacing::window_ms as window;
 
     #[test]
     fn schedules_keep_their_exact_figures() {

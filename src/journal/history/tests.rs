@@ -1,7 +1,6 @@
 use super::*;
 use crate::abiquo::model::TaskState;
 use crate::journal::{Header, JOURNAL_FORMAT};
-use crate::pacing::Window;
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{OnFailure, Order};
 
@@ -9,12 +8,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn window(lo: u64, hi: u64) -> Option<Window> {
-    Some(Window {
-        lo: ms(lo),
-        hi: ms(hi),
-    })
-}
+use crate::pacing::window_ms as window;
 
 fn header(endpoint: &str, runbook: &str) -> Header {
     Header {
