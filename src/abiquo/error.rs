@@ -37,6 +37,66 @@ pub enum ClientError {
     /// Bad client configuration (endpoint, CA certificate...).
     #[error("{0}")]
     Config(String),
+    /// A link (or redirect) points outside the origins the credentials may go to.
+    #[error("{}", foreign_text(.link, .endpoint, *.downgrade))]
+    ForeignLink {
+        link: String,
+        endpoint: String,
+        downgrade: bool,
+    },
+    /// The server's TLS certificate was not accepted; retrying cannot help.
+    #[error(
+        "the TLS certificate of {url} is not trusted ({detail}); pass --ca-cert FILE with \
+         your CA or the server's own certificate, or --insecure to skip the check"
+    )]
+    Tls { url: String, detail: String },
+    /// The TLS handshake failed for another reason (often: the endpoint is not https).
+    #[error("TLS handshake with {url} failed ({detail}); is the endpoint's scheme right?")]
+    TlsHandshake { url: String, detail: String },
+    /// An answer larger than the configured cap; it was not read to the end.
+    #[error(
+        "the answer from {url} is larger than {limit} (raise --max-response-size if the \
+         API really sends that much)"
+    )]
+    TooLarge { url: String, limit: String },
+    /// A redirect the client would not follow (another origin, or too many hops).
+    #[error("{url} redirects ({status}) to {location}, which is not followed{}", redirect_hint(*.foreign))]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+        foreign: bool,
+    },
+    /// A request that kept failing until its attempts or its time budget ran out.
+    #[error("{last} (gave up after {attempts} attempts in {}s)", .elapsed_ms / 1000)]
+    Exhausted {
+        attempts: u32,
+        elapsed_ms: u64,
+        last: Box<ClientError>,
+    },
+}
+
+fn foreign_text(link: &str, endpoint: &str, downgrade: bool) -> String {
+    if downgrade {
+        format!(
+            "refused a link to {link}: it steps down from https to http (the endpoint is \
+             {endpoint}); credentials never travel in clear text"
+        )
+    } else {
+        format!(
+            "refused a link to {link}: it is not the endpoint's origin {endpoint} \
+             (credentials stay on the endpoint; --allow-origin {link} trusts it)"
+        )
+    }
+}
+
+fn redirect_hint(foreign: bool) -> &'static str {
+    if foreign {
+        ": credentials stay on the endpoint's origin (set the endpoint to the final URL, or \
+         --allow-origin)"
+    } else {
+        " (too many redirects)"
+    }
 }
 
 fn api_text(status: &u16, code: &str, message: &str) -> String {
@@ -74,7 +134,7 @@ impl ClientError {
 
     /// The Abiquo error code, if the API gave one.
     pub fn code(&self) -> Option<&str> {
-        match self {
+        match self.root() {
             ClientError::Api { code, .. } | ClientError::Forbidden { code, .. }
                 if !code.is_empty() =>
             {
@@ -85,7 +145,7 @@ impl ClientError {
     }
 
     pub fn status(&self) -> Option<u16> {
-        match self {
+        match self.root() {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::Unauthorized { .. } => Some(401),
             ClientError::Forbidden { .. } => Some(403),
@@ -97,8 +157,19 @@ impl ClientError {
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
             self,
-            ClientError::Unauthorized { .. } | ClientError::Config(_)
+            ClientError::Unauthorized { .. }
+                | ClientError::Config(_)
+                | ClientError::Tls { .. }
+                | ClientError::TlsHandshake { .. }
         ) || matches!(self.status(), Some(406 | 415))
+    }
+
+    /// The error behind retries, if this one only says they ran out.
+    pub fn root(&self) -> &ClientError {
+        match self {
+            ClientError::Exhausted { last, .. } => last.root(),
+            other => other,
+        }
     }
 
     /// The API refused because the VM is busy with another operation. Abiquo 2.0 answers

@@ -1,6 +1,8 @@
 //! When and how long to wait before trying a request again.
 
 use crate::abiquo::backoff::Backoff;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Capped exponential backoff with jitter, for transient failures (5xx, 429, timeouts,
@@ -17,6 +19,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Upper bound on a server's `Retry-After`, so a confused server cannot stall the run.
     pub max_retry_after: Duration,
+    /// Time one request may take, its retries included: no retry starts past it, and the
+    /// last attempt's timeout is cut to what is left.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -27,6 +32,7 @@ impl Default for RetryPolicy {
             factor: 2.0,
             max_delay: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
+            budget: Duration::from_secs(60),
         }
     }
 }
@@ -55,6 +61,30 @@ impl RetryPolicy {
     }
 }
 
+/// A retry about to happen, so the operator hears about an API that does not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryNotice {
+    /// `GET /api/cloud/virtualmachines` (no query: it never carries secrets, but it is long).
+    pub request: String,
+    /// Why the last attempt failed: `HTTP 503`, `no answer within 30s`, `connection refused`.
+    pub reason: String,
+    /// This retry's number, from 1.
+    pub retry: u32,
+    /// Retries allowed at most.
+    pub of: u32,
+    pub delay: Duration,
+}
+
+/// Who hears about retries (the command layer prints them on stderr).
+#[derive(Clone)]
+pub struct RetryObserver(pub Arc<dyn Fn(&RetryNotice) + Send + Sync>);
+
+impl fmt::Debug for RetryObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetryObserver")
+    }
+}
+
 /// Parses a `Retry-After` header given in seconds. HTTP dates are rare for APIs; for them the
 /// caller falls back to its own backoff.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -73,6 +103,7 @@ mod tests {
             factor: 2.0,
             max_delay: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(5),
+            budget: Duration::from_secs(60),
         };
         assert_eq!(p.ceiling(0), Duration::from_millis(100));
         assert_eq!(p.ceiling(1), Duration::from_millis(200));

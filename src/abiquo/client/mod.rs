@@ -11,7 +11,7 @@ use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine};
-use crate::abiquo::retry::RetryPolicy;
+use crate::abiquo::retry::{RetryObserver, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TOKEN_HEADER: &str = "x-abiquo-token";
 /// Longest paging chain we follow before calling the listing broken.
 const MAX_PAGES: usize = 100_000;
+/// Default cap on one answer's body: a page of 100 VMs is a few hundred KiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Everything needed to build a [`Client`].
 #[derive(Debug, Clone)]
@@ -36,13 +38,24 @@ pub struct ClientConfig {
     pub credentials: Credentials,
     /// Skip TLS certificate verification.
     pub insecure: bool,
-    /// Extra trusted CA certificate(s), PEM.
+    /// Extra trusted CA certificate(s), PEM; a self-signed server certificate in it is
+    /// pinned.
     pub ca_cert: Option<PathBuf>,
+    /// Origins besides the endpoint's that may receive the credentials (`--allow-origin`).
+    pub allowed_origins: Vec<String>,
+    /// Allow plain http with credentials to a host that is not this machine.
+    pub allow_http: bool,
     /// Run-wide request rate limit, shared by every clone of the client.
     pub requests_per_second: Option<NonZeroU32>,
     pub retry: RetryPolicy,
     /// Timeout of one HTTP request.
     pub request_timeout: Duration,
+    /// Timeout of opening a connection (TCP and TLS handshake).
+    pub connect_timeout: Duration,
+    /// Largest answer body read; a larger one is an error.
+    pub max_response_bytes: usize,
+    /// Told about every retry (progress for the operator).
+    pub on_retry: Option<RetryObserver>,
     /// How long reconciliation of a lost answer waits for a LOCKED VM to settle.
     pub reconcile_wait: Duration,
     /// `limit` of each page when listing.
@@ -57,9 +70,14 @@ impl ClientConfig {
             credentials,
             insecure: false,
             ca_cert: None,
+            allowed_origins: Vec::new(),
+            allow_http: false,
             requests_per_second: None,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            on_retry: None,
             reconcile_wait: Duration::from_secs(120),
             page_size: 100,
         }
@@ -99,6 +117,9 @@ struct Inner {
     request_timeout: Duration,
     reconcile_wait: Duration,
     page_size: usize,
+    origins: origin::OriginPolicy,
+    max_response_bytes: usize,
+    on_retry: Option<RetryObserver>,
     known_tasks: Mutex<HashSet<String>>,
     counters: Counters,
 }
@@ -198,35 +219,19 @@ impl Client {
         if config.version.trim().is_empty() {
             return Err(ClientError::Config("empty API version".to_owned()));
         }
+        let origins =
+            origin::OriginPolicy::new(&parsed, &config.allowed_origins, config.allow_http)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("powerbook/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .connect_timeout(config.connect_timeout.min(config.request_timeout))
             .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(origins.redirect_policy())
             .tcp_nodelay(true);
         if config.insecure {
             builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        if let Some(path) = &config.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
-                ClientError::Config(format!(
-                    "cannot read CA certificate {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError::Config(format!(
-                    "{} is not a PEM certificate bundle: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(ClientError::Config(format!(
-                    "{} contains no certificate",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_certs_merge(certs);
+        } else if let Some(path) = &config.ca_cert {
+            builder = builder.tls_backend_preconfigured(tls::pinned_config(path)?);
         }
         let http = builder
             .build()
@@ -247,6 +252,9 @@ impl Client {
                 request_timeout: config.request_timeout,
                 reconcile_wait: config.reconcile_wait,
                 page_size: config.page_size.max(1),
+                origins,
+                max_response_bytes: config.max_response_bytes.max(1024),
+                on_retry: config.on_retry,
                 known_tasks: Mutex::new(HashSet::new()),
                 counters: Counters::default(),
             }),
@@ -312,14 +320,50 @@ impl Client {
         self.list_all(&first, media::VIRTUAL_MACHINES).await
     }
 
-    /// Follows a collection's `next` links from `first` and gathers every element.
+    /// Follows a collection's `next` links from `first` and gathers every element. When the
+    /// first page says how many there are (`totalSize`) and a different number arrived, the
+    /// collection changed while we read it or the server pages wrongly: read it once more,
+    /// then refuse rather than act on a partial list.
     pub async fn list_all<T: DeserializeOwned>(
         &self,
         first: &str,
         entity: &str,
     ) -> Result<Vec<T>, ClientError> {
+        let mut again = false;
+        loop {
+            let (items, total) = self.list_pages(first, entity).await?;
+            match total {
+                Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
+                    if again {
+                        return Err(ClientError::Decode {
+                            context: format!("listing {entity}"),
+                            detail: format!(
+                                "the API said totalSize {total} but sent {} (read twice); the \
+                                 listing is incomplete or its paging is broken",
+                                items.len()
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        "listing {entity}: totalSize {total} but {} arrived; reading it again",
+                        items.len()
+                    );
+                    again = true;
+                }
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// One pass over the pages: the elements and the first page's `totalSize`.
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        entity: &str,
+    ) -> Result<(Vec<T>, Option<u64>), ClientError> {
         let accept = self.media(entity);
         let mut out = Vec::new();
+        let mut total = None;
         let mut seen = HashSet::new();
         let mut next = Some(first.to_owned());
         while let Some(url) = next.take() {
@@ -330,6 +374,9 @@ impl Client {
                 });
             }
             let page: Collection<T> = self.get_json(&url, &accept, &format!("GET {url}")).await?;
+            if seen.len() == 1 {
+                total = page.total_size;
+            }
             let empty = page.collection.is_empty();
             next = page.next_href().map(str::to_owned);
             out.extend(page.collection);
@@ -338,7 +385,7 @@ impl Client {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     // ----------------------------------------------------------------------------------
@@ -381,7 +428,11 @@ impl Client {
 }
 
 mod mutate;
+mod origin;
+mod tls;
 mod transport;
+
+pub use transport::human_bytes;
 
 use transport::decode;
 

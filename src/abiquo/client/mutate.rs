@@ -1,7 +1,7 @@
 //! Power mutations: send once, and when the answer is lost, find out what happened (the
 //! VM's tasks, then its state) before anything is sent again.
 
-use super::transport::{AuthMode, NoAnswer, is_transient};
+use super::transport::{AuthMode, NoAnswer, Tries, is_transient, strip_query};
 use super::{Client, MutationAnswer, epoch_secs, link_href, lock};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
@@ -59,29 +59,36 @@ impl Client {
             format!("task {}", task.task_id)
         })?;
         // Acknowledging twice is harmless, so transient failures are retried like a GET.
-        let mut retry = 0;
+        let mut tries = Tries::new();
+        let request = format!("POST {}", strip_query(&href));
         loop {
-            match self
+            let (after, reason, error) = match self
                 .attempt(
                     Method::POST,
                     &href,
                     "text/json,application/json",
                     None,
                     AuthMode::Session,
+                    &tries,
                 )
                 .await
             {
                 Ok(a) if (200..300).contains(&a.status) => return Ok(()),
-                Ok(a) if is_transient(a.status) && self.may_retry(retry) => {
-                    self.backoff(retry, a.retry_after()).await;
-                }
+                Ok(a) if is_transient(a.status) => (
+                    a.retry_after(),
+                    format!("HTTP {}", a.status),
+                    ClientError::from_answer(a.status, &a.body),
+                ),
                 Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
-                Err(e) if e.retryable() && self.may_retry(retry) => {
-                    self.backoff(retry, None).await;
-                }
+                Err(e) if e.retryable() => (None, "no answer".to_owned(), e.into_error()),
                 Err(e) => return Err(e.into_error()),
+            };
+            if !self
+                .retry_after_failure(&mut tries, after, &request, &reason)
+                .await
+            {
+                return Err(self.gave_up(&tries, error));
             }
-            retry += 1;
         }
     }
 
@@ -96,7 +103,8 @@ impl Client {
     ) -> Result<MutationAnswer, ClientError> {
         let accept = self.media(media::ACCEPTED_REQUEST);
         let context = format!("{mutation} on {}", vm.name);
-        let mut retry = 0u32;
+        let request = format!("{method} {}", strip_query(href));
+        let mut tries = Tries::new();
         let mut relogged = false;
         loop {
             let sent_at = epoch_secs();
@@ -107,22 +115,24 @@ impl Client {
                     &accept,
                     body.clone(),
                     AuthMode::Session,
+                    &tries,
                 )
                 .await
             {
                 Ok(a) if (200..300).contains(&a.status) => {
                     match serde_json::from_slice::<AcceptedRequest>(&a.body) {
-                        Ok(accepted) => {
-                            let task_href = accepted
-                                .status_href()
-                                .ok_or_else(|| ClientError::NoLink {
-                                    rel: "status".into(),
-                                    on: format!("the answer to {context}"),
-                                })?
-                                .to_owned();
-                            self.remember_task(&task_href);
-                            return Ok(MutationAnswer::Accepted { task_href });
-                        }
+                        Ok(accepted) => match accepted.status_href() {
+                            Some(task_href) => {
+                                let task_href = task_href.to_owned();
+                                self.remember_task(&task_href);
+                                return Ok(MutationAnswer::Accepted { task_href });
+                            }
+                            // Accepted, but we cannot follow it: find its task instead.
+                            None => ClientError::NoLink {
+                                rel: "status".into(),
+                                on: format!("the answer to {context}"),
+                            },
+                        },
                         // Processed, but the answer is unreadable: same as lost.
                         Err(e) => ClientError::Decode {
                             context: context.clone(),
@@ -130,26 +140,39 @@ impl Client {
                         },
                     }
                 }
-                Ok(a) if a.status == 401 && !relogged && self.refresh_session().await? => {
+                // An expired session: log in again, then find out before sending again
+                // (a proxy may have answered 401 for a request that got through).
+                Ok(a) if a.status == 401 && !relogged => {
+                    if !self.refresh_session(a.token.as_deref()).await? {
+                        return Err(ClientError::from_answer(a.status, &a.body));
+                    }
                     relogged = true;
-                    continue;
-                }
-                // 429 is an explicit "not processed, come back later".
-                Ok(a) if a.status == 429 && self.may_retry(retry) => {
-                    self.backoff(retry, a.retry_after()).await;
-                    retry += 1;
-                    continue;
-                }
-                Ok(a) if a.status >= 500 && self.may_retry(retry) => {
                     ClientError::from_answer(a.status, &a.body)
                 }
-                Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
-                Err(NoAnswer::NotSent(_)) if self.may_retry(retry) => {
-                    self.backoff(retry, None).await;
-                    retry += 1;
+                // 429 is an explicit "not processed, come back later".
+                Ok(a) if a.status == 429 => {
+                    let error = ClientError::from_answer(a.status, &a.body);
+                    if !self
+                        .retry_after_failure(&mut tries, a.retry_after(), &request, "HTTP 429")
+                        .await
+                    {
+                        return Err(self.gave_up(&tries, error));
+                    }
                     continue;
                 }
-                Err(NoAnswer::MaybeSent(e)) if self.may_retry(retry) => e,
+                Ok(a) if a.status >= 500 => ClientError::from_answer(a.status, &a.body),
+                Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
+                Err(NoAnswer::NotSent(e)) => {
+                    let reason = e.to_string();
+                    if !self
+                        .retry_after_failure(&mut tries, None, &request, &reason)
+                        .await
+                    {
+                        return Err(self.gave_up(&tries, e));
+                    }
+                    continue;
+                }
+                Err(NoAnswer::MaybeSent(e) | NoAnswer::Oversized(e)) => e,
                 Err(e) => return Err(e.into_error()),
             };
             tracing::debug!(%lost, "reconciling {context}");
@@ -166,8 +189,13 @@ impl Client {
                     return Ok(MutationAnswer::AlreadyDone { state });
                 }
                 Reconciled::NotProcessed => {
-                    self.backoff(retry, None).await;
-                    retry += 1;
+                    let reason = lost.to_string();
+                    if !self
+                        .retry_after_failure(&mut tries, None, &request, &reason)
+                        .await
+                    {
+                        return Err(self.gave_up(&tries, lost));
+                    }
                 }
             }
         }
@@ -207,7 +235,7 @@ impl Client {
                             ),
                         });
                     }
-                    self.backoff(round.min(4), None).await;
+                    tokio::time::sleep(self.inner.retry.delay(round.min(4), None)).await;
                     round += 1;
                 }
                 (state, PowerRequest::State { target, .. }) if *state == target.state() => {

@@ -135,6 +135,7 @@ fn fast_retry() -> RetryPolicy {
         factor: 2.0,
         max_delay: Duration::from_millis(20),
         max_retry_after: Duration::from_secs(5),
+        budget: Duration::from_secs(30),
     }
 }
 
@@ -521,10 +522,10 @@ async fn every_lost_answer_is_reconciled_before_a_resend() {
     );
     assert_eq!(
         mock.count("GET", "/tasks"),
-        4,
-        "one reconciliation per resend"
+        5,
+        "every lost answer is reconciled, the last one too, before giving up"
     );
-    assert_eq!(client.stats().reconciliations, 4);
+    assert_eq!(client.stats().reconciliations, 5);
 }
 
 #[tokio::test]
@@ -713,8 +714,12 @@ async fn unreachable_endpoint_is_a_transport_error() {
     config.retry = fast_retry();
     let client = Client::new(config).unwrap();
     let err = client.login().await.unwrap_err();
-    assert!(matches!(err, ClientError::Transport { .. }), "{err}");
+    assert!(matches!(err.root(), ClientError::Transport { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()));
+    assert!(
+        err.to_string().contains("gave up after 5 attempts"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -775,4 +780,118 @@ async fn a_malformed_link_fails_at_once_without_retries() {
     let err = client.get_vm_at("not a url").await.unwrap_err();
     assert!(matches!(err, ClientError::Config(_)), "{err}");
     assert_eq!(client.stats().retries, 0);
+}
+
+/// Tokens expire after a few requests each: concurrent callers that all hit the expiry share
+/// one new login, and none of them fails while it is under way.
+#[tokio::test]
+async fn concurrent_requests_survive_a_token_expiry_with_one_login() {
+    let logins = Arc::new(AtomicUsize::new(0));
+    let l = logins.clone();
+    let mock = Mock::start(move |s, _| {
+        if s.uri.ends_with("/login") {
+            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::sleep(Duration::from_millis(50));
+            (
+                200,
+                vec![("x-abiquo-token", format!("tok-{n}"))],
+                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
+            )
+        } else if s.header("authorization").as_deref() == Some("Token tok-1") {
+            (401, vec![], String::new())
+        } else {
+            ok(vm_json(&s.base, "ON"))
+        }
+    })
+    .await;
+    let client = mock.client();
+    client.login().await.unwrap();
+    let vm = mock.vm(VmState::On);
+    let reads = (0..40).map(|_| client.get_vm(&vm));
+    for read in futures::future::join_all(reads).await {
+        read.unwrap();
+    }
+    assert_eq!(logins.load(Ordering::SeqCst), 2);
+}
+
+/// A 401 on a power request: log in again, look at the VM's tasks, and only then send it
+/// again (a proxy may have answered 401 for a request that got through).
+#[tokio::test]
+async fn a_mutation_refused_401_is_reconciled_after_a_new_login() {
+    let logins = Arc::new(AtomicUsize::new(0));
+    let l = logins.clone();
+    let mock = Mock::start(move |s, _| {
+        if s.uri.ends_with("/login") {
+            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+            (
+                200,
+                vec![("x-abiquo-token", format!("tok-{n}"))],
+                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
+            )
+        } else if s.header("authorization").as_deref() == Some("Token tok-1") {
+            (401, vec![], String::new())
+        } else if s.method == "PUT" {
+            accepted(&format!("{}/tasks/t-1", s.base))
+        } else if s.uri.ends_with("/tasks") {
+            ok(r#"{"links":[],"collection":[]}"#.into())
+        } else {
+            ok(vm_json(&s.base, "ON"))
+        }
+    })
+    .await;
+    let client = mock.client();
+    client.login().await.unwrap();
+    let answer = client
+        .power(
+            &mock.vm(VmState::On),
+            PowerRequest::State {
+                target: PowerState::Off,
+                graceful: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, MutationAnswer::Accepted { .. }),
+        "{answer:?}"
+    );
+    let order: Vec<String> = mock
+        .seen()
+        .iter()
+        .filter(|s| !s.uri.ends_with("/login"))
+        .map(|s| format!("{} {}", s.method, s.uri.rsplit('/').next().unwrap_or("")))
+        .collect();
+    assert_eq!(order, ["PUT state", "GET tasks", "GET 3", "PUT state"]);
+    assert_eq!(client.stats().reconciliations, 1);
+}
+
+#[tokio::test]
+async fn a_link_to_another_origin_is_refused_without_a_request() {
+    let mock = Mock::start(|s, _| ok(vm_json(&s.base, "ON"))).await;
+    let client = mock.client();
+    let err = client
+        .get_vm_at("http://127.0.0.1:9/api/cloud/virtualdatacenters/1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::ForeignLink { .. }), "{err}");
+    assert!(err.to_string().contains("http://127.0.0.1:9"), "{err}");
+    assert_eq!(client.stats().requests, 0);
+    assert!(mock.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_total_size_larger_than_what_arrived_is_read_again_then_refused() {
+    let mock = Mock::start(|s, _| {
+        ok(serde_json::json!({
+            "totalSize": 3,
+            "links": [],
+            "collection": [serde_json::from_str::<serde_json::Value>(&vm_json(&s.base, "ON")).unwrap()]
+        })
+        .to_string())
+    })
+    .await;
+    let client = mock.client();
+    let err = client.list_vms().await.unwrap_err();
+    assert!(err.to_string().contains("totalSize 3 but sent 1"), "{err}");
+    assert_eq!(mock.count("GET", "/cloud/virtualmachines"), 2);
 }

@@ -1,22 +1,27 @@
-//! One HTTP exchange and its retries: the auth header (session token or credentials), rate
-//! limiting, classifying failures by whether the request may have been processed, and
-//! re-login on an expired session.
+//! One HTTP exchange and its retries: the origin check, the auth header (session token or
+//! credentials), rate limiting, bounded reads, classifying failures by whether the request
+//! may have been processed, and re-login on an expired session.
 
 use super::{Client, lock};
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::{ClientError, excerpt};
-use crate::abiquo::retry::parse_retry_after;
-use reqwest::Method;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use crate::abiquo::retry::{RetryNotice, parse_retry_after};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// Shortest timeout an attempt gets when the budget is almost spent.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// One HTTP answer, fully read.
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: HeaderMap,
     pub(super) body: Vec<u8>,
+    /// The session token the request carried, if any (to tell a stale token on a 401).
+    pub(super) token: Option<String>,
 }
 
 impl Answer {
@@ -30,30 +35,69 @@ impl Answer {
 
 /// Why one attempt produced no answer.
 pub(super) enum NoAnswer {
-    /// The request could not even be built (e.g. a malformed link): retrying cannot help.
+    /// Retrying cannot help and nothing was processed: a malformed or foreign link, an
+    /// untrusted certificate, a redirect we do not follow.
     Invalid(ClientError),
     /// The request surely never reached the server (connection refused, DNS...).
     NotSent(ClientError),
     /// The request may have been processed: timeout, or the connection dropped mid-way.
     MaybeSent(ClientError),
+    /// The server answered, but more than we read: a GET gains nothing from a retry, a
+    /// mutation may have been processed.
+    Oversized(ClientError),
 }
 
 impl NoAnswer {
     pub(super) fn into_error(self) -> ClientError {
         match self {
-            NoAnswer::Invalid(e) | NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e) => e,
+            NoAnswer::Invalid(e)
+            | NoAnswer::NotSent(e)
+            | NoAnswer::MaybeSent(e)
+            | NoAnswer::Oversized(e) => e,
         }
     }
 
     pub(super) fn retryable(&self) -> bool {
-        !matches!(self, NoAnswer::Invalid(_))
+        matches!(self, NoAnswer::NotSent(_) | NoAnswer::MaybeSent(_))
     }
+
+    fn reason(&self) -> String {
+        match self {
+            NoAnswer::MaybeSent(ClientError::Timeout { secs, .. }) => {
+                format!("no answer within {secs}s")
+            }
+            NoAnswer::NotSent(ClientError::Transport { detail, .. })
+            | NoAnswer::MaybeSent(ClientError::Transport { detail, .. }) => short_reason(detail),
+            other => match other {
+                NoAnswer::Invalid(e)
+                | NoAnswer::NotSent(e)
+                | NoAnswer::MaybeSent(e)
+                | NoAnswer::Oversized(e) => e.to_string(),
+            },
+        }
+    }
+}
+
+/// The last cause of a transport error chain, which is the one people recognise
+/// ("Connection refused (os error 111)").
+fn short_reason(detail: &str) -> String {
+    detail
+        .rsplit(": ")
+        .next()
+        .unwrap_or(detail)
+        .trim()
+        .to_owned()
 }
 
 /// Verdict on one GET attempt.
 pub(super) enum Judged {
     Done(Result<Answer, ClientError>),
-    Retry(Option<Duration>),
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+        /// What to report if no retry is left.
+        error: ClientError,
+    },
 }
 
 /// Which credentials an attempt uses.
@@ -65,14 +109,64 @@ pub(super) enum AuthMode {
     Configured,
 }
 
+/// The attempts of one request: how many retries so far, since when.
+pub(super) struct Tries {
+    started: Instant,
+    pub(super) retry: u32,
+}
+
+impl Tries {
+    pub(super) fn new() -> Tries {
+        Tries {
+            started: Instant::now(),
+            retry: 0,
+        }
+    }
+}
+
 impl Client {
-    pub(super) fn may_retry(&self, retry: u32) -> bool {
-        retry + 1 < self.inner.retry.max_attempts
+    /// Waits before the next attempt and says so; `false` when attempts or the time budget
+    /// are spent (then the caller gives up).
+    pub(super) async fn retry_after_failure(
+        &self,
+        tries: &mut Tries,
+        retry_after: Option<Duration>,
+        request: &str,
+        reason: &str,
+    ) -> bool {
+        let policy = &self.inner.retry;
+        if tries.retry + 1 >= policy.max_attempts {
+            return false;
+        }
+        let delay = policy.delay(tries.retry, retry_after);
+        if tries.started.elapsed() + delay >= policy.budget {
+            return false;
+        }
+        tries.retry += 1;
+        self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.inner.on_retry {
+            (observer.0)(&RetryNotice {
+                request: request.to_owned(),
+                reason: reason.to_owned(),
+                retry: tries.retry,
+                of: policy.max_attempts.saturating_sub(1),
+                delay,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        true
     }
 
-    pub(super) async fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
-        self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.inner.retry.delay(retry, retry_after)).await;
+    /// The error to return after `tries`: said to be final when it was retried.
+    pub(super) fn gave_up(&self, tries: &Tries, last: ClientError) -> ClientError {
+        if tries.retry == 0 {
+            return last;
+        }
+        ClientError::Exhausted {
+            attempts: tries.retry + 1,
+            elapsed_ms: u64::try_from(tries.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            last: Box::new(last),
+        }
     }
 
     pub(super) async fn get_json<T: DeserializeOwned>(
@@ -82,21 +176,24 @@ impl Client {
         context: &str,
     ) -> Result<T, ClientError> {
         // Malformed bodies are retried too: a GET can safely be repeated.
-        let mut retry = 0;
+        let mut tries = Tries::new();
         loop {
             let answer = self.get_with_retries(url, accept).await?;
             match serde_json::from_slice::<T>(&answer.body) {
                 Ok(v) => return Ok(v),
-                Err(e) if self.may_retry(retry) => {
-                    tracing::debug!("{context}: undecodable answer ({e}); retrying");
-                    self.backoff(retry, None).await;
-                    retry += 1;
-                }
                 Err(e) => {
-                    return Err(ClientError::Decode {
+                    let last = ClientError::Decode {
                         context: context.to_owned(),
                         detail: format!("{e} (body starts: {})", excerpt(&answer.body)),
-                    });
+                    };
+                    tracing::debug!("{context}: {last}");
+                    let request = format!("GET {}", strip_query(url));
+                    if !self
+                        .retry_after_failure(&mut tries, None, &request, "undecodable answer")
+                        .await
+                    {
+                        return Err(self.gave_up(&tries, last));
+                    }
                 }
             }
         }
@@ -109,90 +206,94 @@ impl Client {
         url: &str,
         accept: &str,
     ) -> Result<Answer, ClientError> {
-        let mut retry = 0;
-        let mut relogged = false;
-        loop {
-            let res = self
-                .attempt(Method::GET, url, accept, None, AuthMode::Session)
-                .await;
-            match self.judge_get(res, retry) {
-                Judged::Done(r) => {
-                    if let Err(ClientError::Unauthorized { .. }) = &r
-                        && !relogged
-                        && self.refresh_session().await?
-                    {
-                        relogged = true;
-                        continue;
-                    }
-                    return r;
-                }
-                Judged::Retry(after) => self.backoff(retry, after).await,
-            }
-            retry += 1;
-        }
+        self.get_authenticated(url, accept, AuthMode::Session).await
     }
 
-    /// A GET with the configured credentials (login), retried on transient failures. Kept
-    /// apart from [`Self::get_with_retries`] so that login never recurses into itself.
+    /// A GET with the configured credentials (login), retried on transient failures; never
+    /// re-logs in, so login cannot recurse into itself.
     pub(super) async fn get_configured(
         &self,
         url: &str,
         accept: &str,
     ) -> Result<Answer, ClientError> {
-        let mut retry = 0;
+        self.get_authenticated(url, accept, AuthMode::Configured)
+            .await
+    }
+
+    async fn get_authenticated(
+        &self,
+        url: &str,
+        accept: &str,
+        auth: AuthMode,
+    ) -> Result<Answer, ClientError> {
+        let mut tries = Tries::new();
+        let mut relogged = false;
+        let request = format!("GET {}", strip_query(url));
         loop {
             let res = self
-                .attempt(Method::GET, url, accept, None, AuthMode::Configured)
+                .attempt(Method::GET, url, accept, None, auth, &tries)
                 .await;
-            match self.judge_get(res, retry) {
-                Judged::Done(r) => return r,
-                Judged::Retry(after) => self.backoff(retry, after).await,
+            if let Ok(a) = &res
+                && a.status == 401
+                && auth == AuthMode::Session
+                && !relogged
+                // Boxed: login is itself a GET through here (with the configured credentials,
+                // so it never comes back to this branch).
+                && Box::pin(self.refresh_session(a.token.as_deref())).await?
+            {
+                relogged = true;
+                continue;
             }
-            retry += 1;
+            match judge_get(res) {
+                Judged::Done(r) => return r.map_err(|e| self.gave_up(&tries, e)),
+                Judged::Retry {
+                    after,
+                    reason,
+                    error,
+                } => {
+                    if !self
+                        .retry_after_failure(&mut tries, after, &request, &reason)
+                        .await
+                    {
+                        return Err(self.gave_up(&tries, error));
+                    }
+                }
+            }
         }
     }
 
-    pub(super) fn judge_get(&self, res: Result<Answer, NoAnswer>, retry: u32) -> Judged {
-        match res {
-            Ok(a) if (200..300).contains(&a.status) => Judged::Done(Ok(a)),
-            Ok(a) if is_transient(a.status) && self.may_retry(retry) => {
-                Judged::Retry(a.retry_after())
-            }
-            Ok(a) => Judged::Done(Err(ClientError::from_answer(a.status, &a.body))),
-            Err(e) if e.retryable() && self.may_retry(retry) => Judged::Retry(None),
-            Err(e) => Judged::Done(Err(e.into_error())),
-        }
-    }
-
-    /// A 401 with a session token: the token may have expired. With Basic credentials,
-    /// log in again (once for all concurrent callers). `Ok(true)` = try again.
-    pub(super) async fn refresh_session(&self) -> Result<bool, ClientError> {
+    /// A 401: the session token may have expired. With Basic credentials, log in again, once
+    /// for all concurrent callers: whoever finds the token already replaced just retries.
+    /// `used` is the token the refused request carried. `Ok(true)` = try again.
+    pub(super) async fn refresh_session(&self, used: Option<&str>) -> Result<bool, ClientError> {
         if !matches!(self.inner.credentials, Credentials::Basic { .. }) {
             return Ok(false);
         }
-        let stale = lock(&self.inner.session).clone();
-        let Some(stale) = stale else {
+        let Some(used) = used else {
+            // The credentials themselves were refused: logging in again cannot help.
             return Ok(false);
         };
         let _guard = self.inner.relogin.lock().await;
-        if lock(&self.inner.session).as_deref() != Some(stale.as_str()) {
-            return Ok(true); // someone else refreshed it meanwhile
+        if lock(&self.inner.session).as_deref() != Some(used) {
+            return Ok(true);
         }
-        *lock(&self.inner.session) = None;
+        tracing::debug!("session token refused; logging in again");
         self.login().await?;
         Ok(true)
     }
 
-    pub(super) fn authorization(&self, auth: AuthMode) -> String {
+    /// The `Authorization` value and the session token in it, if it is one.
+    pub(super) fn authorization(&self, auth: AuthMode) -> (String, Option<String>) {
         if auth == AuthMode::Session
-            && let Some(token) = lock(&self.inner.session).as_deref()
+            && let Some(token) = lock(&self.inner.session).clone()
         {
-            return format!("Token {token}");
+            return (format!("Token {token}"), Some(token));
         }
-        self.inner.credentials.header_value()
+        (self.inner.credentials.header_value(), None)
     }
 
-    /// One HTTP exchange, rate limited. Never logs the `Authorization` header.
+    /// One HTTP exchange, rate limited, to an allowed origin only. Never logs the
+    /// `Authorization` header. The answer's body is read up to the configured cap.
     pub(super) async fn attempt(
         &self,
         method: Method,
@@ -200,64 +301,187 @@ impl Client {
         accept: &str,
         body: Option<(String, Vec<u8>)>,
         auth: AuthMode,
+        tries: &Tries,
     ) -> Result<Answer, NoAnswer> {
+        let parsed = Url::parse(url).map_err(|e| {
+            NoAnswer::Invalid(ClientError::Config(format!(
+                "cannot send a request to `{}`: {e}",
+                strip_query(url)
+            )))
+        })?;
+        // Checked before the rate limiter and the auth header: a foreign link costs nothing
+        // and carries nothing.
+        self.inner
+            .origins
+            .check(&parsed)
+            .map_err(NoAnswer::Invalid)?;
         if let Some(limiter) = &self.inner.limiter {
             limiter.until_ready().await;
         }
         self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let left = self
+            .inner
+            .retry
+            .budget
+            .saturating_sub(tries.started.elapsed());
+        let timeout = self
+            .inner
+            .request_timeout
+            .min(left)
+            .max(MIN_ATTEMPT_TIMEOUT);
+        let (authorization, token) = self.authorization(auth);
         let mut req = self
             .inner
             .http
-            .request(method.clone(), url)
+            .request(method.clone(), parsed)
+            .timeout(timeout)
             .header(ACCEPT, accept)
-            .header(AUTHORIZATION, self.authorization(auth));
+            .header(AUTHORIZATION, authorization);
         if let Some((content_type, bytes)) = body {
             // Exactly one Content-Type: the vendor type, set once, body given as bytes.
             req = req.header(CONTENT_TYPE, content_type).body(bytes);
         }
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| self.classify(&e, url))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| self.classify(&e, url, timeout))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            // The server answered a status but the body never arrived whole.
-            NoAnswer::MaybeSent(self.classify(&e, url).into_error())
-        })?;
+        if (300..400).contains(&status) {
+            return Err(NoAnswer::Invalid(
+                self.redirect_error(url, status, &headers),
+            ));
+        }
+        let cap = self.inner.max_response_bytes;
+        let too_large = || {
+            NoAnswer::Oversized(ClientError::TooLarge {
+                url: strip_query(url),
+                limit: human_bytes(cap),
+            })
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > cap))
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > cap {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                // The server answered a status but the body never arrived whole.
+                Err(e) => {
+                    return Err(NoAnswer::MaybeSent(
+                        self.classify(&e, url, timeout).into_error(),
+                    ));
+                }
+            }
+        }
         tracing::debug!(
-            "{method} {url} -> {status} in {}ms",
+            "{method} {} -> {status} in {}ms",
+            strip_query(url),
             started.elapsed().as_millis()
         );
         Ok(Answer {
             status,
             headers,
-            body: body.to_vec(),
+            body,
+            token,
         })
     }
 
-    pub(super) fn classify(&self, e: &reqwest::Error, url: &str) -> NoAnswer {
+    fn redirect_error(&self, url: &str, status: u16, headers: &HeaderMap) -> ClientError {
+        let location = headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let target = Url::parse(url).and_then(|base| base.join(location));
+        let foreign = match &target {
+            Ok(t) => self.inner.origins.check(t).is_err(),
+            Err(_) => true,
+        };
+        ClientError::Redirected {
+            url: strip_query(url),
+            status,
+            location: target.map_or_else(|_| location.to_owned(), |t| strip_query(t.as_str())),
+            foreign,
+        }
+    }
+
+    pub(super) fn classify(&self, e: &reqwest::Error, url: &str, timeout: Duration) -> NoAnswer {
         let url = strip_query(url);
+        let chain = error_chain(e);
         if e.is_builder() {
             return NoAnswer::Invalid(ClientError::Config(format!(
-                "cannot send a request to `{url}`: {}",
-                error_chain(e)
+                "cannot send a request to `{url}`: {chain}"
             )));
         }
+        if let Some(tls) = tls_error(&url, &chain) {
+            return NoAnswer::Invalid(tls);
+        }
         if e.is_connect() {
-            return NoAnswer::NotSent(ClientError::Transport {
-                url,
-                detail: error_chain(e),
-            });
+            return NoAnswer::NotSent(ClientError::Transport { url, detail: chain });
         }
         if e.is_timeout() {
             return NoAnswer::MaybeSent(ClientError::Timeout {
                 url,
-                secs: self.inner.request_timeout.as_secs(),
+                secs: timeout.as_secs_f64().ceil() as u64,
             });
         }
-        NoAnswer::MaybeSent(ClientError::Transport {
-            url,
-            detail: error_chain(e),
-        })
+        NoAnswer::MaybeSent(ClientError::Transport { url, detail: chain })
+    }
+}
+
+/// Certificate and handshake failures, told apart from network trouble by rustls' wording.
+fn tls_error(url: &str, chain: &str) -> Option<ClientError> {
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate") {
+        let detail = chain
+            .split(": ")
+            .find(|part| part.to_ascii_lowercase().contains("certificate"))
+            .unwrap_or(chain)
+            .trim()
+            .to_owned();
+        return Some(ClientError::Tls {
+            url: url.to_owned(),
+            detail,
+        });
+    }
+    if lower.contains("corrupt message")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("handshake")
+        || lower.contains("alert")
+    {
+        return Some(ClientError::TlsHandshake {
+            url: url.to_owned(),
+            detail: short_reason(chain),
+        });
+    }
+    None
+}
+
+fn judge_get(res: Result<Answer, NoAnswer>) -> Judged {
+    match res {
+        Ok(a) if (200..300).contains(&a.status) => Judged::Done(Ok(a)),
+        Ok(a) if is_transient(a.status) => Judged::Retry {
+            after: a.retry_after(),
+            reason: format!("HTTP {}", a.status),
+            error: ClientError::from_answer(a.status, &a.body),
+        },
+        Ok(a) => Judged::Done(Err(ClientError::from_answer(a.status, &a.body))),
+        Err(e) if e.retryable() => Judged::Retry {
+            after: None,
+            reason: e.reason(),
+            error: e.into_error(),
+        },
+        Err(e) => Judged::Done(Err(e.into_error())),
     }
 }
 
@@ -274,6 +498,19 @@ pub(super) fn decode<T: DeserializeOwned>(body: &[u8], context: &str) -> Result<
 
 pub(super) fn strip_query(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
+}
+
+/// `8 MiB`, `512 KiB`, `100 bytes`.
+pub fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// `error: cause: cause` — reqwest's top-level message alone hides the useful part.
