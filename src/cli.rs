@@ -70,6 +70,7 @@ pub struct ValidateArgs {
 
 /// Connection to the Abiquo API. Credentials come from the environment only.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnectionArgs {
     /// API root URL, e.g. https://abiquo.example.com/api (flag > env > runbook).
     #[arg(long, env = "ABIQUO_API_URL", value_name = "URL")]
@@ -80,9 +81,55 @@ pub struct ConnectionArgs {
     /// Skip TLS certificate verification (a warning is printed).
     #[arg(long, env = "ABIQUO_API_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     pub insecure: bool,
-    /// Trust this PEM CA certificate (private Abiquo CAs).
+    /// Trust the certificates of this PEM file: a private CA, or the server's own
+    /// self-signed certificate (pinned: exactly that certificate is accepted).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Also send credentials to this origin (scheme://host:port) when the API's links point
+    /// there, e.g. a public name of the same API. Repeatable. Never an http origin for an
+    /// https endpoint.
+    #[arg(long, value_name = "URL")]
+    pub allow_origin: Vec<String>,
+    /// Allow plain http with credentials to a host other than this machine.
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Timeout of one HTTP request to the API.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+    /// Timeout of opening a connection (TCP and TLS).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+    /// Longest time one request may take with its retries (each retry is printed on
+    /// stderr); then it fails with the time it took.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    pub retry_budget: Duration,
+    /// Largest answer read from the API, e.g. 8MiB or 512KiB; a larger one is an error.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub max_response_size: usize,
+}
+
+/// `8MiB`, `512KiB`, `1048576` (bytes); at least 1 KiB.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; e.g. 8MiB, 512KiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("`{s}`: unknown unit; use KiB, MiB or GiB")),
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 1024 {
+        return Err(format!("`{s}`: at least 1KiB"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]
@@ -230,9 +277,6 @@ pub struct RunTuning {
     /// After Ctrl-C, how long to keep following tasks in flight.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
     pub drain_timeout: Duration,
-    /// Timeout of one HTTP request to the API.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
-    pub request_timeout: Duration,
 }
 
 /// `30s`, `5m`, `250ms` (humantime), strictly positive.
@@ -372,5 +416,15 @@ mod tests {
             parse_positive_duration("250ms"),
             Ok(Duration::from_millis(250))
         );
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_tiny_or_unknown_ones() {
+        assert_eq!(parse_size("8MiB"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(parse_size("10").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 }

@@ -69,7 +69,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     if connection.endpoint.is_none() && runbook.api.endpoint.is_none() {
         connection.endpoint = Some(header.endpoint.clone());
     }
-    let mut config = match client_config(&connection, &runbook, None) {
+    let config = match client_config(&connection, &runbook, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -84,7 +84,6 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         );
         return Outcome::Usage;
     }
-    config.request_timeout = args.tuning.request_timeout;
     let client = match connect(config).await {
         Ok(c) => c,
         Err(outcome) => return outcome,

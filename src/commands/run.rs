@@ -67,14 +67,13 @@ async fn run_connected(
     simulator: Option<&str>,
 ) -> Outcome {
     let test_mode = test_mode();
-    let mut config = match client_config(&args.connection, runbook, simulator) {
+    let config = match client_config(&args.connection, runbook, simulator) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return Outcome::Usage;
         }
     };
-    config.request_timeout = args.tuning.request_timeout;
     let client = match connect(config).await {
         Ok(c) => c,
         Err(outcome) => return outcome,

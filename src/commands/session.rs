@@ -8,6 +8,7 @@ use crate::abiquo::auth::Credentials;
 use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
+use crate::abiquo::retry::{RetryNotice, RetryObserver};
 use crate::cli::{ConnectionArgs, OutputFormat, RunTuning};
 use crate::exec::event::Summary;
 use crate::exec::poll::PollPolicy;
@@ -32,6 +33,8 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// `POWERBOOK_TEST_MODE=1`: deterministic output (fixed width, no progress, durations
@@ -147,11 +150,55 @@ pub fn client_config(
     let mut config = ClientConfig::new(&endpoint, &version, credentials);
     config.insecure = conn.insecure;
     config.ca_cert = conn.ca_cert.clone();
+    config.allowed_origins = conn.allow_origin.clone();
+    config.allow_http = conn.allow_http;
+    config.request_timeout = conn.request_timeout;
+    config.connect_timeout = conn.connect_timeout;
+    config.retry.budget = conn.retry_budget;
+    config.max_response_bytes = conn.max_response_size;
+    config.on_retry = Some(retry_printer());
     config.requests_per_second = runbook
         .limits
         .requests_per_second
         .and_then(|n| NonZeroU32::new(u32::try_from(n.get()).unwrap_or(u32::MAX)));
     Ok(config)
+}
+
+/// Retries on stderr, so an API that does not answer is never silent: at most one line a
+/// second, saying how many were not shown.
+fn retry_printer() -> RetryObserver {
+    let last: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+    RetryObserver(Arc::new(move |n: &RetryNotice| {
+        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last
+            .0
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            last.1 += 1;
+            return;
+        }
+        let hidden = std::mem::take(&mut last.1);
+        last.0 = Some(now);
+        let more = match hidden {
+            0 => String::new(),
+            1 => " (1 more retry since the last line)".to_owned(),
+            n => format!(" ({n} more retries since the last line)"),
+        };
+        eprintln!(
+            "API not answering ({}), retry {}/{} in {} for {}{more}",
+            n.reason,
+            n.retry,
+            n.of,
+            humantime::format_duration(round_delay(n.delay)),
+            n.request
+        );
+    }))
+}
+
+/// Delays to a tenth of a second: `1.6s`, not `1s 612ms 3us`.
+fn round_delay(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / 100 * 100)
 }
 
 /// Builds the client and logs in. `Err` carries the exit outcome (message already printed).
@@ -180,7 +227,11 @@ fn describe_connect_error(e: &ClientError, endpoint: &str) -> String {
         ClientError::Unauthorized { .. } => {
             format!("{e}; check ABIQUO_API_USERNAME / ABIQUO_API_PASSWORD or ABIQUO_API_TOKEN")
         }
-        ClientError::Transport { .. } | ClientError::Timeout { .. } => {
+        ClientError::Transport { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Exhausted { .. }
+        | ClientError::Tls { .. }
+        | ClientError::TlsHandshake { .. } => {
             format!("{e} (endpoint {endpoint})")
         }
         _ => format!("cannot log in at {endpoint}: {e}"),

@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod architecture;
+mod hardening;
 mod journal;
 mod perf;
 mod plan;
 mod run;
+mod servers;
 mod sim;
 mod support;
 mod validate;

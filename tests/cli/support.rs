@@ -222,6 +222,11 @@ impl Test {
             .collect()
     }
 
+    /// Enters the test's runtime, so servers of the test can be spawned onto it.
+    pub fn runtime_guard(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.cloud.runtime().enter()
+    }
+
     /// Runs a future (a library call against the simulator) to completion.
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.cloud.runtime().block_on(future)
