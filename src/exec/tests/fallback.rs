@@ -223,3 +223,24 @@ async fn without_a_fallback_a_failed_shutdown_is_a_failure() {
     assert_eq!(run.result("vm").path, PathTaken::Graceful);
     assert_eq!(h.fake.mutations("vm"), [SHUTDOWN]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_fallback_hard_off_is_sent_after_an_interruption() {
+    let fake = FakeCloud::new().with_vm("vm", VmState::On);
+    fake.script(
+        "vm",
+        [Reply::Accept(TaskScript::fails_after_polls(2, "SHUTDOWN"))],
+    );
+    let h = harness(fake, &shutdown_with_fallback());
+    let c = h.control.clone();
+    h.fake
+        .when(CallKind::GetTask, "vm", 1, move || c.interrupt());
+    let run = h.run().await;
+    assert!(
+        matches!(run.outcome("vm"), VmOutcome::Interrupted { reason }
+            if reason.contains("fallback hard off was not sent")),
+        "{:?}",
+        run.outcome("vm")
+    );
+    assert_eq!(h.fake.mutations("vm"), [SHUTDOWN]);
+}

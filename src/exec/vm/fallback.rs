@@ -46,8 +46,23 @@ pub(super) async fn after_graceful<A: CloudApi>(
     }
 }
 
+/// After Ctrl-C or SIGTERM nothing new is sent, and a hard off is new: the operator stopped
+/// the run, and a forced power-off is the last thing to do behind their back. Resume starts
+/// the VM's shutdown again.
+fn interrupted_before_fallback<A: CloudApi>(ctx: &Ctx<'_, A>) -> Option<VmOutcome> {
+    ctx.control
+        .interrupted_token()
+        .is_cancelled()
+        .then(|| VmOutcome::Interrupted {
+            reason: "graceful shutdown not done; the fallback hard off was not sent".into(),
+        })
+}
+
 /// The fallback hard off after the graceful task failed: waits for the VM's lock if needed.
 async fn force_off<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
+    if let Some(stopped) = interrupted_before_fallback(ctx) {
+        return stopped;
+    }
     let vm = match read_settled(ctx, &r.vm.href).await {
         Ok(vm) => vm,
         Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
@@ -70,6 +85,9 @@ async fn force_off_once<A: CloudApi>(
     job: VmJob<'_>,
     r: &mut VmResult,
 ) -> Option<VmOutcome> {
+    if let Some(stopped) = interrupted_before_fallback(ctx) {
+        return Some(stopped);
+    }
     let vm = match ctx.client.get_vm_at(&r.vm.href).await {
         Ok(vm) => vm,
         Err(e) => return Some(client_failure(ctx, &e)),
