@@ -3,7 +3,9 @@
 //! untrusted and self-signed certificates, plain http off loopback, 202s without a `status`
 //! link, huge answers and lying `totalSize`s.
 
-use crate::servers::{self, Tamper, counting, passthrough, proxy, redirector, silent, tls_front};
+use crate::servers::{
+    self, Tamper, counting, expiring_tokens, passthrough, proxy, redirector, silent, tls_front,
+};
 use crate::support::{FAST_POLLING, Test};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -279,6 +281,40 @@ fn a_total_size_that_disagrees_with_the_listing_is_refused() {
         .stderr_contains("totalSize 5 but sent 3")
         .mutations(0)
         .run();
+}
+
+#[test]
+fn a_session_token_that_expires_mid_run_is_renewed_and_the_run_finishes() {
+    let t = Test::new().generated(1000, 30).runbook(
+        r#"
+name = "all off"
+[limits]
+concurrency = 100
+[[step]]
+name = "off"
+action = "off"
+targets = [{ vdc = "*" }]
+"#,
+    );
+    let (front, tokens) = expiring_tokens(&t, Duration::from_secs(3));
+    let out = run_via(&t, &front.origin)
+        .timeout(Duration::from_secs(240))
+        .success()
+        .mutations(1000)
+        .actions_per_vm(&["OFF"])
+        .run();
+    assert!(
+        tokens.refused() > 0,
+        "the token never expired\n{}",
+        out.context()
+    );
+    let logins = t
+        .stats()
+        .requests
+        .get("GET /api/login")
+        .copied()
+        .unwrap_or(0);
+    assert!(logins >= 2, "{logins} logins\n{}", out.context());
 }
 
 /// The one journal a test's runs directory holds.

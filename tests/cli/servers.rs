@@ -8,8 +8,10 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// Requests a server saw, and how many carried an `Authorization` header.
@@ -46,6 +48,43 @@ struct ProxyState {
     tamper: Tamper,
     counter: Counter,
     links_to: Arc<Mutex<String>>,
+    tokens: Option<Arc<Tokens>>,
+}
+
+/// Session tokens seen in `/login` answers, refused once older than `ttl`.
+pub struct Tokens {
+    ttl: Duration,
+    issued: Mutex<HashMap<String, Instant>>,
+    refused: AtomicUsize,
+}
+
+impl Tokens {
+    /// Requests answered 401 because their token had expired.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    fn expired(&self, req: &Request) -> bool {
+        let Some(token) = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Token "))
+        else {
+            return false;
+        };
+        let issued = self.issued.lock().unwrap();
+        issued.get(token).is_some_and(|at| at.elapsed() > self.ttl)
+    }
+
+    fn issued(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(token) = headers.get("x-abiquo-token").and_then(|v| v.to_str().ok()) {
+            self.issued
+                .lock()
+                .unwrap()
+                .insert(token.to_owned(), Instant::now());
+        }
+    }
 }
 
 fn bind(t: &Test) -> (TcpListener, String) {
@@ -71,6 +110,22 @@ impl Proxy {
 
 /// A proxy to the test's simulator whose answers pass through `tamper`.
 pub fn proxy(t: &Test, tamper: Tamper) -> Proxy {
+    start_proxy(t, tamper, None)
+}
+
+/// A proxy whose session tokens expire `ttl` after `/login` issued them (answered 401, as
+/// the API does for a stale token).
+pub fn expiring_tokens(t: &Test, ttl: Duration) -> (Proxy, Arc<Tokens>) {
+    let tokens = Arc::new(Tokens {
+        ttl,
+        issued: Mutex::default(),
+        refused: AtomicUsize::new(0),
+    });
+    let proxy = start_proxy(t, Arc::new(|_, _| {}), Some(Arc::clone(&tokens)));
+    (proxy, tokens)
+}
+
+fn start_proxy(t: &Test, tamper: Tamper, tokens: Option<Arc<Tokens>>) -> Proxy {
     let upstream = sim_origin(t);
     let (listener, origin) = bind(t);
     let counter = Counter::default();
@@ -84,6 +139,7 @@ pub fn proxy(t: &Test, tamper: Tamper) -> Proxy {
         tamper,
         counter: counter.clone(),
         links_to: Arc::clone(&links_to),
+        tokens,
     };
     let app = axum::Router::new().fallback(forward).with_state(state);
     let _guard = t.runtime_guard();
@@ -104,6 +160,18 @@ pub fn passthrough(t: &Test) -> Proxy {
 
 async fn forward(State(st): State<ProxyState>, req: Request) -> Response {
     st.counter.saw(&req);
+    if let Some(tokens) = &st.tokens
+        && tokens.expired(&req)
+    {
+        tokens.refused.fetch_add(1, Ordering::SeqCst);
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("content-type", "application/vnd.abiquo.errors+json")
+            .body(Body::from(
+                r#"{"collection":[{"code":"GEN-5","message":"Token expired"}]}"#,
+            ))
+            .unwrap();
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -127,6 +195,9 @@ async fn forward(State(st): State<ProxyState>, req: Request) -> Response {
     };
     let status = answer.status();
     let headers = answer.headers().clone();
+    if let Some(tokens) = &st.tokens {
+        tokens.issued(&headers);
+    }
     let bytes = answer.bytes().await.unwrap_or_default();
     let links_to = st.links_to.lock().unwrap().clone();
     let mut text = String::from_utf8_lossy(&bytes)
