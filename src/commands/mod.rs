@@ -35,7 +35,10 @@ pub fn main(cli: Cli) -> Outcome {
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings only).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The certificate verifier logs its refusals; the client's own error says more.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

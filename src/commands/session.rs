@@ -190,15 +190,15 @@ fn retry_printer() -> RetryObserver {
             n.reason,
             n.retry,
             n.of,
-            humantime::format_duration(round_delay(n.delay)),
+            seconds(n.delay),
             n.request
         );
     }))
 }
 
-/// Delays to a tenth of a second: `1.6s`, not `1s 612ms 3us`.
-fn round_delay(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / 100 * 100)
+/// `0.2s`, `1.6s`, `10.0s`.
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
 }
 
 /// Builds the client and logs in. `Err` carries the exit outcome (message already printed).

@@ -443,12 +443,14 @@ impl Client {
 fn tls_error(url: &str, chain: &str) -> Option<ClientError> {
     let lower = chain.to_ascii_lowercase();
     if lower.contains("certificate") {
-        let detail = chain
-            .split(": ")
-            .find(|part| part.to_ascii_lowercase().contains("certificate"))
-            .unwrap_or(chain)
-            .trim()
-            .to_owned();
+        // From the first mention of the certificate on: "invalid peer certificate:
+        // UnknownIssuer" says why.
+        let parts: Vec<&str> = chain.split(": ").collect();
+        let from = parts
+            .iter()
+            .position(|part| part.to_ascii_lowercase().contains("certificate"))
+            .unwrap_or(0);
+        let detail = parts[from..].join(": ").trim().to_owned();
         return Some(ClientError::Tls {
             url: url.to_owned(),
             detail,
@@ -513,17 +515,23 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
-/// `error: cause: cause` — reqwest's top-level message alone hides the useful part.
+/// `cause: cause` — reqwest's top-level message alone hides the useful part, and its
+/// wrappers ("error sending request for url (…)", "client error (Connect)") only repeat
+/// what the message around it says.
 pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        let wrapper =
+            text.starts_with("error sending request for url") || text.starts_with("client error (");
+        if !wrapper && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
         }
-        source = s.source();
+        next = err.source();
     }
-    text
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    parts.join(": ")
 }
