@@ -137,7 +137,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_older_than_its_ttl_is_refused_and_basic_and_login_still_work() {
         let mut cfg = fast_lab();
-        cfg.token_ttl = Some(Duration::from_millis(300));
+        cfg.token_ttl = Some(Duration::from_secs(1));
         let sim = start(cfg).await;
         let c = client(Duration::from_secs(10));
         let login = format!("{}/login", sim.base_url());
@@ -153,7 +153,7 @@ mod tests {
         let token = token.unwrap();
         assert_eq!(send(with_token(&token)).await.0, StatusCode::OK);
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let resp = with_token(&token).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
