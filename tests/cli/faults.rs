@@ -3,11 +3,11 @@
 //! the run ends, every VM has a definite result that matches what the simulator did, and
 //! every VM had exactly one power action accepted.
 
-use crate::support::Test;
+use crate::support::{Test, generated};
 use powerbook::abiquo::model::{JobState, TaskState, VmState};
 use powerbook::exec::event::VmOutcome;
 use powerbook::report::RunReport;
-use powerbook::sim::Faults;
+use powerbook::sim::SimConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,8 +43,9 @@ targets = [{ vm = "vm-*" }]
 on_failure = "continue"
 "#;
 
-/// Kinds of `faults_injected` each scenario must have produced (so none passes unharmed).
-fn injected_kinds(f: &Faults) -> Vec<&'static str> {
+/// Kinds of `faults_injected` a scenario must have produced (so none passes unharmed).
+fn injected_kinds(cfg: &SimConfig) -> Vec<&'static str> {
+    let f = &cfg.faults;
     [
         (f.http_503, "503"),
         (f.http_429, "429"),
@@ -52,34 +53,32 @@ fn injected_kinds(f: &Faults) -> Vec<&'static str> {
         (f.lose_answer, "lose_answer"),
         (f.slow, "slow"),
         (f.job_failure, "job_failure"),
+        (f.no_status_link, "no_status_link"),
     ]
     .into_iter()
     .filter(|(rate, _)| *rate > 0.0)
     .map(|(_, kind)| kind)
+    .chain(cfg.token_ttl.map(|_| "token_expired"))
     .collect()
 }
 
 /// Runs the runbook over `vms` VMs under `faults` and checks every VM's result against the
 /// simulator.
-fn matrix(seed: u64, vms: usize, faults: impl FnOnce(&mut Faults)) {
-    let mut injected = Faults {
-        retry_after: Duration::from_millis(100),
-        slow_delay: SLOW_DELAY,
-        ..Faults::default()
-    };
-    faults(&mut injected);
-    let kinds = injected_kinds(&injected);
-    let timeout = if injected.slow > 0.0 {
+fn matrix(seed: u64, vms: usize, setup: impl FnOnce(&mut SimConfig)) {
+    let mut cfg = generated(vms, TASK_MS);
+    cfg.task_jitter = Duration::from_millis(TASK_JITTER_MS);
+    cfg.seed = seed;
+    cfg.faults.retry_after = Duration::from_millis(100);
+    cfg.faults.slow_delay = SLOW_DELAY;
+    setup(&mut cfg);
+    let kinds = injected_kinds(&cfg);
+    let expiring = cfg.token_ttl.is_some();
+    let timeout = if cfg.faults.slow > 0.0 {
         SHORT_REQUEST_TIMEOUT
     } else {
         REQUEST_TIMEOUT
     };
-    let t = Test::new()
-        .generated(vms, TASK_MS)
-        .configure(|c| c.task_jitter = Duration::from_millis(TASK_JITTER_MS))
-        .seed(seed)
-        .faults(|f| *f = injected)
-        .runbook(RUNBOOK);
+    let t = Test::new().sim_config(cfg).runbook(RUNBOOK);
     let _alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -102,6 +101,14 @@ fn matrix(seed: u64, vms: usize, faults: impl FnOnce(&mut Faults)) {
             stats.faults_injected.get(*kind).is_some_and(|n| *n > 0),
             "no `{kind}` fault was injected: {:?}",
             stats.faults_injected
+        );
+    }
+
+    if expiring {
+        assert!(
+            stats.requests_to("GET /api/login") >= 2,
+            "an expired token must lead to a new login: {:?}",
+            stats.requests
         );
     }
 
@@ -203,37 +210,38 @@ fn matrix(seed: u64, vms: usize, faults: impl FnOnce(&mut Faults)) {
 
 #[test]
 fn http_503_on_5_percent_of_requests() {
-    matrix(11, ONE_FAULT_VMS, |f| f.http_503 = 0.05);
+    matrix(11, ONE_FAULT_VMS, |c| c.faults.http_503 = 0.05);
 }
 
 #[test]
 fn http_429_with_retry_after_on_5_percent_of_requests() {
-    matrix(12, ONE_FAULT_VMS, |f| f.http_429 = 0.05);
+    matrix(12, ONE_FAULT_VMS, |c| c.faults.http_429 = 0.05);
 }
 
 #[test]
 fn dropped_connections_on_2_percent_of_requests() {
-    matrix(13, ONE_FAULT_VMS, |f| f.drop_connection = 0.02);
+    matrix(13, ONE_FAULT_VMS, |c| c.faults.drop_connection = 0.02);
 }
 
 #[test]
 fn answers_lost_after_commit_on_2_percent_of_mutations() {
-    matrix(14, ONE_FAULT_VMS, |f| f.lose_answer = 0.02);
+    matrix(14, ONE_FAULT_VMS, |c| c.faults.lose_answer = 0.02);
 }
 
 #[test]
 fn slow_answers_past_the_request_timeout_on_10_percent_of_requests() {
-    matrix(15, ONE_FAULT_VMS, |f| f.slow = 0.10);
+    matrix(15, ONE_FAULT_VMS, |c| c.faults.slow = 0.10);
 }
 
 #[test]
 fn job_failures_on_10_percent_of_tasks() {
-    matrix(16, ONE_FAULT_VMS, |f| f.job_failure = 0.10);
+    matrix(16, ONE_FAULT_VMS, |c| c.faults.job_failure = 0.10);
 }
 
 #[test]
 fn every_fault_at_once() {
-    matrix(17, ALL_VMS, |f| {
+    matrix(17, ALL_VMS, |c| {
+        let f = &mut c.faults;
         f.http_503 = 0.05;
         f.http_429 = 0.05;
         f.drop_connection = 0.02;
@@ -249,4 +257,20 @@ fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(40);
     format!("--- stderr (last lines)\n{}", lines[from..].join("\n"))
+}
+
+#[test]
+#[ignore = "client: an expired session token aborts the run (401 GEN-5 fails VMs, the rest \
+            are not started) instead of logging in again (issue 11, item 10)"]
+fn session_token_expiring_mid_run() {
+    matrix(18, ONE_FAULT_VMS, |c| {
+        c.token_ttl = Some(Duration::from_secs(1))
+    });
+}
+
+#[test]
+#[ignore = "client: a 202 without a `status` link fails the VM although its task runs, \
+            instead of reconciling through the VM's tasks (issue 11, item 7)"]
+fn accepted_answers_without_status_link_on_10_percent_of_mutations() {
+    matrix(19, ONE_FAULT_VMS, |c| c.faults.no_status_link = 0.10);
 }
