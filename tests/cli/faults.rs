@@ -62,12 +62,13 @@ fn injected_kinds(cfg: &SimConfig) -> Vec<&'static str> {
     .collect()
 }
 
-/// Runs the runbook over `vms` VMs under `faults` and checks every VM's result against the
-/// simulator.
+/// Runs the runbook over `vms` VMs on a simulator `setup` adjusts (its faults) and checks
+/// every VM's result against the simulator.
 fn matrix(seed: u64, vms: usize, setup: impl FnOnce(&mut SimConfig)) {
     let mut cfg = generated(vms, TASK_MS);
     cfg.task_jitter = Duration::from_millis(TASK_JITTER_MS);
     cfg.seed = seed;
+    // Retry-After is whole seconds on the wire: this is answered as `1`.
     cfg.faults.retry_after = Duration::from_millis(100);
     cfg.faults.slow_delay = SLOW_DELAY;
     setup(&mut cfg);
