@@ -345,6 +345,14 @@ pub struct SimArgs {
     /// Error answered for a power request on a LOCKED VM (the reference leaves it open).
     #[arg(long, value_enum, value_name = "CODE")]
     pub locked_code: Option<crate::sim::LockedCode>,
+    /// Lifetime of the tokens /login issues, e.g. "3s"; older ones are refused 401 GEN-5
+    /// (default: tokens never expire).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub token_ttl: Option<Duration>,
+    /// Base URL of every link in answers, e.g. https://cloud.example.com/api (an API behind
+    /// a proxy or under another public name); requests are still served on --listen.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub faults: FaultArgs,
 }
@@ -384,6 +392,9 @@ pub struct FaultArgs {
     /// Cut successful JSON answers in half.
     #[arg(long = "fault-malformed", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
     pub malformed_json: f64,
+    /// Process a power request but answer its 202 without the task's `status` link.
+    #[arg(long = "fault-no-status-link", value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub no_status_link: f64,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

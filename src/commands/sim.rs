@@ -23,6 +23,8 @@ pub fn config_from_args(args: &SimArgs) -> Result<SimConfig, String> {
     if let Some(code) = args.locked_code {
         config.locked_code = code;
     }
+    config.token_ttl = args.token_ttl;
+    config.public_url.clone_from(&args.public_url);
     let f = &args.faults;
     let faults = &mut config.faults;
     faults.http_503 = f.http_503;
@@ -33,6 +35,7 @@ pub fn config_from_args(args: &SimArgs) -> Result<SimConfig, String> {
     faults.job_failure = f.job_failure;
     faults.stuck_task = f.stuck_task;
     faults.malformed_json = f.malformed_json;
+    faults.no_status_link = f.no_status_link;
     if let Some(d) = f.retry_after {
         faults.retry_after = d;
     }
@@ -159,6 +162,12 @@ mod tests {
             "0.7",
             "--fault-malformed",
             "0.8",
+            "--fault-no-status-link",
+            "0.9",
+            "--token-ttl",
+            "3s",
+            "--public-url",
+            "https://cloud.example.com/api",
         ]);
         let c = config_from_args(&args).unwrap();
         assert_eq!(c.vms().count(), 50);
@@ -178,9 +187,15 @@ mod tests {
                 f.slow,
                 f.job_failure,
                 f.stuck_task,
-                f.malformed_json
+                f.malformed_json,
+                f.no_status_link
             ],
-            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        );
+        assert_eq!(c.token_ttl, Some(Duration::from_secs(3)));
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://cloud.example.com/api")
         );
         assert_eq!(
             (f.retry_after, f.slow_delay),
@@ -195,5 +210,13 @@ mod tests {
         assert_eq!(c.faults, crate::sim::Faults::default());
         assert!(Cli::try_parse_from(["powerbook", "sim", "--speed", "0"]).is_err());
         assert!(Cli::try_parse_from(["powerbook", "sim", "--fault-stuck", "-0.1"]).is_err());
+        assert_eq!((c.token_ttl, c.public_url), (None, None));
+        assert!(Cli::try_parse_from(["powerbook", "sim", "--token-ttl", "0s"]).is_err());
+        let bad_url = sim_args(&["--public-url", "ftp://h/api"]);
+        assert!(
+            config_from_args(&bad_url)
+                .unwrap_err()
+                .contains("public_url")
+        );
     }
 }

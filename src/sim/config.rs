@@ -49,6 +49,14 @@ pub struct SimConfig {
     pub azure_deallocate_stopped: bool,
     /// Product version answered by `GET /api/version`.
     pub product_version: String,
+    /// Lifetime of a token issued by `/login`, counted from its issue (not refreshed by
+    /// use); older tokens are refused 401 `GEN-5` as unknown ones are. `None`: never expires.
+    pub token_ttl: Option<Duration>,
+    /// Base URL of every link in answers (e.g. `https://cloud.example.com/api`), as an API
+    /// behind a proxy or answering under another public name emits them; `None`: the
+    /// simulator's own address. Only the base changes: link paths stay the simulator's, and
+    /// requests are still served on its own address.
+    pub public_url: Option<String>,
 }
 
 /// Fault injection rates, each a probability in `0.0..=1.0`; all off by default.
@@ -64,7 +72,9 @@ pub struct Faults {
     pub drop_connection: f64,
     /// Mutations only: process the request, then close the connection without answering.
     pub lose_answer: f64,
-    /// Delay the answer by `slow_delay`.
+    /// Delay the answer by `slow_delay`, GETs and mutations alike. The request is processed
+    /// first and only its answer is held back: a client that times out on a slow mutation
+    /// has lost the answer of a committed request (its task exists and runs).
     pub slow: f64,
     pub slow_delay: Duration,
     /// An accepted task fails (job FAILED, ROLLBACK_DONE) whatever the VM.
@@ -73,6 +83,9 @@ pub struct Faults {
     pub stuck_task: f64,
     /// A successful JSON answer is cut in half.
     pub malformed_json: f64,
+    /// Power requests only: the request is processed (task created as usual) but the 202
+    /// acceptedrequest lacks its `status` link.
+    pub no_status_link: f64,
 }
 
 impl Default for Faults {
@@ -88,6 +101,7 @@ impl Default for Faults {
             job_failure: 0.0,
             stuck_task: 0.0,
             malformed_json: 0.0,
+            no_status_link: 0.0,
         }
     }
 }
@@ -104,6 +118,7 @@ impl Faults {
             ("job_failure", self.job_failure),
             ("stuck_task", self.stuck_task),
             ("malformed_json", self.malformed_json),
+            ("no_status_link", self.no_status_link),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
@@ -290,6 +305,8 @@ impl SimConfig {
             allow_paused_off: false,
             azure_deallocate_stopped: false,
             product_version: "6.1.0".to_owned(),
+            token_ttl: None,
+            public_url: None,
         }
     }
 
@@ -324,6 +341,12 @@ impl SimConfig {
             return Err(format!("speed must be a number > 0, not {}", self.speed));
         }
         self.faults.validate()?;
+        if self.token_ttl.is_some_and(|t| t.is_zero()) {
+            return Err("token_ttl must be more than zero".into());
+        }
+        if let Some(url) = &self.public_url {
+            check_public_url(url)?;
+        }
         if self.accepted_versions.is_empty() {
             return Err("accepted_versions must name at least one version".into());
         }
@@ -367,6 +390,24 @@ impl SimConfig {
         }
         Ok(())
     }
+}
+
+/// A public base URL must be an absolute http(s) URL with a host and nothing after the
+/// path (links are built by appending paths to it).
+fn check_public_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("public_url `{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "public_url `{url}` must be an http:// or https:// URL with a host"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(format!(
+            "public_url `{url}` must have no user, query or fragment"
+        ));
+    }
+    Ok(())
 }
 
 /// The simulator's own account (printed by `powerbook sim`; not a secret).

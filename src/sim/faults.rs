@@ -1,5 +1,6 @@
 //! Fault injection: HTTP 503/429, slow answers, malformed JSON, and connections closed
-//! without an answer (before or after processing the request).
+//! without an answer (before or after processing the request). A 202 without its `status`
+//! link is decided by the power handlers (`routes::vms`), which build that body.
 //!
 //! Closing without answering needs a hook below HTTP: every connection's stream carries a
 //! [`KillSwitch`]; a handler that flips it makes every later write fail, so hyper drops the
@@ -244,12 +245,14 @@ pub(crate) async fn inject(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return resp;
     }
+    let mutation = is_mutation(&req);
+    let resp = next.run(req).await;
+    // Slow answers are held back after processing: a client that times out on a slow
+    // mutation has lost the answer of a committed request, as with `lose_answer`.
     if slow < faults.slow {
         shared.fault("slow");
         tokio::time::sleep(faults.slow_delay).await;
     }
-    let mutation = is_mutation(&req);
-    let resp = next.run(req).await;
     if mutation
         && resp.status() == StatusCode::ACCEPTED
         && lose < faults.lose_answer
@@ -274,4 +277,36 @@ pub(crate) async fn inject(
         return Response::from_parts(parts, Body::from(cut));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sim::testing::{VMS, admin, client, fast_lab, put_off, start, vm_url};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn slow_answers_outlast_a_client_timeout_and_a_slow_mutation_is_committed_first() {
+        let mut cfg = fast_lab();
+        cfg.faults.slow = 1.0;
+        cfg.faults.slow_delay = Duration::from_millis(600);
+        let sim = start(cfg).await;
+        let c = client(Duration::from_millis(200));
+        let web = vm_url(&sim, "web-01");
+
+        let e = put_off(&c, &web).send().await.unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        // Processed before the delay: the task exists although the client saw no answer.
+        let stats = sim.stats();
+        assert_eq!(stats.mutations["web-01"].len(), 1);
+        assert_eq!(stats.faults_injected.get("slow"), Some(&1));
+
+        let list = format!("{}/cloud/virtualmachines", sim.base_url());
+        let e = admin(c.get(&list))
+            .header("Accept", VMS)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert_eq!(sim.stats().faults_injected.get("slow"), Some(&2));
+    }
 }

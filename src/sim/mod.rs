@@ -13,6 +13,8 @@ mod negotiate;
 mod routes;
 mod shared;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod transitions;
 mod vm;
 mod world;

@@ -28,11 +28,30 @@ pub(crate) struct Shared {
     links_from_host: bool,
     port: u16,
     counters: Mutex<Counters>,
-    tokens: Mutex<HashMap<String, usize>>,
+    /// Issued tokens: the user and when (ms since start).
+    tokens: Mutex<HashMap<String, Issued>>,
+    /// `SimConfig::public_url` without its trailing slash.
+    public: Option<String>,
     faults_rng: Mutex<StdRng>,
     token_rng: Mutex<StdRng>,
     /// TCP connections accepted (keep-alive clients open few).
     pub connections: Arc<AtomicU64>,
+}
+
+/// A token `/login` issued.
+#[derive(Debug, Clone, Copy)]
+struct Issued {
+    user: usize,
+    at_ms: u64,
+}
+
+/// What a `Token`/`Bearer` credential names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenCheck {
+    Valid(usize),
+    /// Issued, but older than `SimConfig::token_ttl`.
+    Expired,
+    Unknown,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,7 +65,12 @@ impl Shared {
         let start_epoch_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let public = cfg
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned());
         Shared {
+            public,
             world: Mutex::new(World::new(Arc::clone(&cfg), start_epoch_ms)),
             faults_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0xFA17_FA17)),
             token_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0x70CE_0000)),
@@ -97,7 +121,8 @@ impl Shared {
     pub fn vm_states(&self) -> Vec<SimVm> {
         let now = self.now();
         let snapshots = self.world().all_snapshots(now);
-        snapshots.iter().map(|s| s.sim_vm(&self.base)).collect()
+        let base = self.public.as_ref().unwrap_or(&self.base);
+        snapshots.iter().map(|s| s.sim_vm(base)).collect()
     }
 
     pub fn error_version(&self, headers: &HeaderMap) -> String {
@@ -110,17 +135,32 @@ impl Shared {
             let mut rng = lock(&self.token_rng);
             uuid(&mut rng).replace('-', "")
         };
-        lock(&self.tokens).insert(token.clone(), user);
+        let issued = Issued {
+            user,
+            at_ms: self.now(),
+        };
+        lock(&self.tokens).insert(token.clone(), issued);
         token
     }
 
-    /// The user a token was issued to.
-    pub fn token_user(&self, token: &str) -> Option<usize> {
-        lock(&self.tokens).get(token).copied()
+    /// The user a token was issued to, if it has not expired.
+    pub fn check_token(&self, token: &str) -> TokenCheck {
+        let Some(issued) = lock(&self.tokens).get(token).copied() else {
+            return TokenCheck::Unknown;
+        };
+        let age = self.now().saturating_sub(issued.at_ms);
+        match self.cfg.token_ttl {
+            Some(ttl) if u128::from(age) >= ttl.as_millis() => TokenCheck::Expired,
+            _ => TokenCheck::Valid(issued.user),
+        }
     }
 
-    /// Base URL of links in an answer: explicit host and port, as the real API emits them.
+    /// Base URL of links in an answer: the configured public URL, else explicit host and
+    /// port, as the real API emits them.
     pub fn base_for(&self, headers: &HeaderMap) -> String {
+        if let Some(public) = &self.public {
+            return public.clone();
+        }
         if !self.links_from_host {
             return self.base.clone();
         }
@@ -155,5 +195,73 @@ impl Shared {
 
     pub fn api_error(&self, e: &ApiError, version: &str) -> Response {
         error_response(e, version, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sim::testing::{
+        TASK, USER, VM, VMS, admin, client, fast_lab, hrefs, put_off, send, start, vm_url,
+    };
+    use reqwest::StatusCode;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn public_url_is_the_base_of_every_link_while_requests_use_the_own_address() {
+        const PUBLIC: &str = "https://cloud.example.com:8443/api";
+        let mut cfg = fast_lab();
+        cfg.public_url = Some(format!("{PUBLIC}/"));
+        let sim = start(cfg).await;
+        let own = sim.base_url().to_owned();
+        let c = client(Duration::from_secs(10));
+        let web = vm_url(&sim, "web-01");
+
+        let (_, _, user) = send(admin(c.get(format!("{own}/login"))).header("Accept", USER)).await;
+        let (_, _, list) = send(
+            admin(c.get(format!("{own}/cloud/virtualmachines?limit=2"))).header("Accept", VMS),
+        )
+        .await;
+        let (_, _, vm) = send(admin(c.get(&web)).header("Accept", VM)).await;
+        let (status, _, accepted) = send(put_off(&c, &web)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let status_href = accepted["links"][0]["href"].as_str().unwrap().to_owned();
+        assert!(
+            status_href.starts_with(&format!("{PUBLIC}/cloud/")),
+            "{status_href}"
+        );
+        // The link's path is routed on the simulator's own address.
+        let path = status_href.strip_prefix(PUBLIC).unwrap();
+        let (status, _, task) =
+            send(admin(c.get(format!("{own}{path}"))).header("Accept", TASK)).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let mut all = Vec::new();
+        for doc in [&user, &list, &vm, &accepted, &task] {
+            let found = hrefs(doc);
+            assert!(!found.is_empty(), "{doc}");
+            all.extend(found);
+        }
+        all.extend(sim.vm_states().into_iter().map(|v| v.href));
+        assert!(all.iter().any(|h| h.contains("startwith=")), "a next link");
+        for href in &all {
+            assert!(href.starts_with(&format!("{PUBLIC}/")), "{href}");
+        }
+    }
+
+    #[test]
+    fn public_url_must_be_an_http_url_with_a_host() {
+        for bad in [
+            "ftp://h/api",
+            "not a url",
+            "http://h/api?x=1",
+            "https://u:p@h/api",
+        ] {
+            let mut cfg = fast_lab();
+            cfg.public_url = Some(bad.to_owned());
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        let mut cfg = fast_lab();
+        cfg.public_url = Some("http://127.0.0.1:9/api".into());
+        assert_eq!(cfg.validate(), Ok(()));
     }
 }

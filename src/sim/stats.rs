@@ -22,7 +22,8 @@ pub struct SimStats {
     /// Every request under `/api`.
     pub total_requests: u64,
     /// Injected faults by kind: `503`, `429`, `drop`, `lose_answer`, `slow`, `malformed`,
-    /// `job_failure`, `stuck`.
+    /// `job_failure`, `stuck`, `no_status_link`; and `token_expired`: requests refused
+    /// (401 `GEN-5`) because their token outlived `SimConfig::token_ttl`.
     #[serde(default)]
     pub faults_injected: BTreeMap<String, u64>,
     /// Wall-clock time (ms since the Unix epoch) of the simulator's start: `*_ms` fields

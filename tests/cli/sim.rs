@@ -1557,6 +1557,101 @@ async fn powerbook_sim_binary_prints_its_url_first_and_serves() {
     }
 }
 
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `powerbook sim` with `args`; returns the child and the URL it printed.
+fn spawn_sim(args: &[&str]) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = bin()
+        .args(["sim", "--listen", "127.0.0.1:0", "--speed", "100"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    (KillOnDrop(child), url)
+}
+
+#[tokio::test]
+async fn powerbook_sim_flags_set_token_lifetime_public_links_and_missing_status_links() {
+    const PUBLIC: &str = "https://cloud.example.com/api";
+    let (_sim, url) = spawn_sim(&[
+        "--token-ttl",
+        "1500ms",
+        "--public-url",
+        PUBLIC,
+        "--fault-no-status-link",
+        "1",
+    ]);
+    let c = client();
+    let r = c
+        .get(format!("{url}/login"))
+        .basic_auth("admin", Some("xabiquo"))
+        .header("Accept", "application/vnd.abiquo.user+json; version=5.0")
+        .send()
+        .await
+        .unwrap();
+    let token = r.headers()["x-abiquo-token"].to_str().unwrap().to_owned();
+    let list = |auth: String| {
+        c.get(format!(
+            "{url}/cloud/virtualmachines?vmlabel=storefront%20web%201"
+        ))
+        .header("Accept", VMS)
+        .header("Authorization", auth)
+        .send()
+    };
+    let r = list(format!("Token {token}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let edit = body["collection"][0]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "edit")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(edit.starts_with(&format!("{PUBLIC}/cloud/")), "{edit}");
+    // The link's path is served on the simulator's own address; its 202 has no status link.
+    let vm = edit.replace(PUBLIC, &url);
+    let r = put_state(&c, &vm, r#"{"state":"OFF"}"#).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(accepted["links"], serde_json::json!([]));
+
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let expired = list(format!("Token {token}")).await.unwrap().status();
+    let stats: powerbook::sim::SimStats = c
+        .get(url.replace("/api", "/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expired, StatusCode::UNAUTHORIZED);
+    assert_eq!(stats.faults_injected.get("token_expired"), Some(&1));
+    assert_eq!(stats.faults_injected.get("no_status_link"), Some(&1));
+}
+
 #[test]
 fn powerbook_sim_refuses_remote_addresses_and_bad_inventories() {
     let out = bin()

@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use rand::Rng;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -73,12 +74,13 @@ fn read_vm<T: Serialize>(
     }
 }
 
-/// Answers an accepted mutation: 202 + acceptedrequest with the task's `status` link.
+/// Answers an accepted mutation: 202 + acceptedrequest with the task's `status` link
+/// (left out by the `no_status_link` fault).
 fn accepted(shared: &Shared, n: &Negotiated, status_href: String) -> Response {
     const TEXT: &str = "You can keep track of the progress in the link";
     let old = n.version.starts_with("3.");
     let link = Link::new("status", status_href);
-    let body = if old {
+    let mut body = if old {
         AcceptedRequest {
             message: None,
             entity: Some(TEXT.to_owned()),
@@ -94,8 +96,16 @@ fn accepted(shared: &Shared, n: &Negotiated, status_href: String) -> Response {
             ],
         }
     };
+    let rate = shared.cfg.faults.no_status_link;
+    if rate > 0.0 && shared.fault_rng().random::<f64>() < rate {
+        shared.fault(NO_STATUS_LINK);
+        body.links.retain(|l| l.rel != "status");
+    }
     json_response(StatusCode::ACCEPTED, &n.entity, &n.version, &body)
 }
+
+/// Fault-stats kind of a 202 answered without its `status` link.
+const NO_STATUS_LINK: &str = "no_status_link";
 
 async fn mutate(
     shared: &Shared,
@@ -172,4 +182,43 @@ pub(super) async fn post_reset(
         Err(r) => return r,
     };
     mutate(&shared, &headers, &path, user, Ok(PowerRequest::Reset), &n).await
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sim::testing::{
+        TASKS, admin, client, fast_lab, post_reset, put_off, send, start, vm_url,
+    };
+    use reqwest::StatusCode;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn no_status_link_fault_answers_202_without_the_link_but_processes_the_request() {
+        let mut cfg = fast_lab();
+        cfg.faults.no_status_link = 1.0;
+        let sim = start(cfg).await;
+        let c = client(Duration::from_secs(10));
+        let web = vm_url(&sim, "web-01");
+        let (status, _, body) = send(put_off(&c, &web)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(
+            body["message"],
+            "You can keep track of the progress in the link"
+        );
+        assert_eq!(body["links"], serde_json::json!([]), "{body}");
+        let api = vm_url(&sim, "api-01");
+        let (status, _, body) = send(post_reset(&c, &api)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["links"], serde_json::json!([]), "{body}");
+
+        let stats = sim.stats();
+        assert_eq!(stats.faults_injected.get("no_status_link"), Some(&2));
+        // The task exists: the VM's tasks list shows it.
+        let task_id = &stats.mutations["web-01"][0].task_id;
+        let (status, _, tasks) =
+            send(admin(c.get(format!("{web}/tasks"))).header("Accept", TASKS)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(tasks["collection"][0]["taskId"], task_id.as_str());
+        assert_eq!(stats.mutations["api-01"].len(), 1);
+    }
 }
