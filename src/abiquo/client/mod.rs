@@ -19,7 +19,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Header carrying the session token answered by `GET /login`.
 const TOKEN_HEADER: &str = "x-abiquo-token";
@@ -110,7 +110,10 @@ struct Inner {
     endpoint: String,
     version: String,
     credentials: Credentials,
-    session: Mutex<Option<String>>,
+    session: Mutex<Option<Session>>,
+    /// The shortest age at which the API refused one of our session tokens: its lifetime,
+    /// as far as we can tell. Tokens are renewed before they reach it.
+    token_life: Mutex<Option<Duration>>,
     relogin: tokio::sync::Mutex<()>,
     limiter: Option<DefaultDirectRateLimiter>,
     retry: RetryPolicy,
@@ -122,6 +125,13 @@ struct Inner {
     on_retry: Option<RetryObserver>,
     known_tasks: Mutex<HashSet<String>>,
     counters: Counters,
+}
+
+/// The session token `GET /login` gave, and when.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    born: Instant,
 }
 
 /// The Abiquo API client. Cheap to clone: clones share the connection pool, the session
@@ -246,6 +256,7 @@ impl Client {
                 version: config.version.trim().to_owned(),
                 credentials: config.credentials,
                 session: Mutex::new(None),
+                token_life: Mutex::new(None),
                 relogin: tokio::sync::Mutex::new(()),
                 limiter,
                 retry: config.retry,
@@ -299,7 +310,10 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .filter(|t| !t.is_empty())
         {
-            *lock(&self.inner.session) = Some(token.to_owned());
+            *lock(&self.inner.session) = Some(Session {
+                token: token.to_owned(),
+                born: Instant::now(),
+            });
         }
         decode(&answer.body, "GET /login")
     }

@@ -1,7 +1,7 @@
 //! Power mutations: send once, and when the answer is lost, find out what happened (the
 //! VM's tasks, then its state) before anything is sent again.
 
-use super::transport::{AuthMode, NoAnswer, Tries, is_transient, strip_query};
+use super::transport::{AuthMode, MAX_RELOGINS, NoAnswer, Tries, is_transient, strip_query};
 use super::{Client, MutationAnswer, epoch_secs, link_href, lock};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
@@ -105,7 +105,7 @@ impl Client {
         let context = format!("{mutation} on {}", vm.name);
         let request = format!("{method} {}", strip_query(href));
         let mut tries = Tries::new();
-        let mut relogged = false;
+        let mut relogins = 0;
         loop {
             let sent_at = epoch_secs();
             let lost = match self
@@ -142,11 +142,11 @@ impl Client {
                 }
                 // An expired session: log in again, then find out before sending again
                 // (a proxy may have answered 401 for a request that got through).
-                Ok(a) if a.status == 401 && !relogged => {
+                Ok(a) if a.status == 401 && relogins < MAX_RELOGINS => {
                     if !self.refresh_session(a.token.as_deref()).await? {
                         return Err(ClientError::from_answer(a.status, &a.body));
                     }
-                    relogged = true;
+                    relogins += 1;
                     ClientError::from_answer(a.status, &a.body)
                 }
                 // 429 is an explicit "not processed, come back later".

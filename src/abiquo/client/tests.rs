@@ -895,3 +895,48 @@ async fn a_total_size_larger_than_what_arrived_is_read_again_then_refused() {
     assert!(err.to_string().contains("totalSize 3 but sent 1"), "{err}");
     assert_eq!(mock.count("GET", "/cloud/virtualmachines"), 2);
 }
+
+/// Once a token has expired, the next ones are renewed before they reach that age.
+#[tokio::test]
+async fn tokens_are_renewed_before_the_lifetime_seen_once() {
+    let born: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (b, r) = (born.clone(), refused.clone());
+    let mock = Mock::start(move |s, n| {
+        if s.uri.ends_with("/login") {
+            let token = format!("tok-{n}");
+            b.lock().unwrap().insert(token.clone(), Instant::now());
+            return (
+                200,
+                vec![("x-abiquo-token", token)],
+                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
+            );
+        }
+        let token = s.header("authorization").unwrap_or_default();
+        let token = token.trim_start_matches("Token ");
+        let expired = b
+            .lock()
+            .unwrap()
+            .get(token)
+            .is_none_or(|at| at.elapsed() > Duration::from_millis(300));
+        if expired {
+            r.fetch_add(1, Ordering::SeqCst);
+            (401, vec![], String::new())
+        } else {
+            ok(vm_json(&s.base, "ON"))
+        }
+    })
+    .await;
+    let client = mock.client();
+    client.login().await.unwrap();
+    let vm = mock.vm(VmState::On);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        client.get_vm(&vm).await.unwrap();
+    }
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "only the first expiry is seen"
+    );
+}

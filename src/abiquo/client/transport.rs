@@ -2,7 +2,7 @@
 //! credentials), rate limiting, bounded reads, classifying failures by whether the request
 //! may have been processed, and re-login on an expired session.
 
-use super::{Client, lock};
+use super::{Client, Session, lock};
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::{ClientError, excerpt};
 use crate::abiquo::retry::{RetryNotice, parse_retry_after};
@@ -11,6 +11,10 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// New logins one request may trigger. More than one: under a short token lifetime the token
+/// another caller just renewed may expire again before this request's retry reaches the API.
+pub(super) const MAX_RELOGINS: u32 = 3;
 
 /// Shortest timeout an attempt gets when the budget is almost spent.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -227,7 +231,7 @@ impl Client {
         auth: AuthMode,
     ) -> Result<Answer, ClientError> {
         let mut tries = Tries::new();
-        let mut relogged = false;
+        let mut relogins = 0;
         let request = format!("GET {}", strip_query(url));
         loop {
             let res = self
@@ -236,12 +240,12 @@ impl Client {
             if let Ok(a) = &res
                 && a.status == 401
                 && auth == AuthMode::Session
-                && !relogged
+                && relogins < MAX_RELOGINS
                 // Boxed: login is itself a GET through here (with the configured credentials,
                 // so it never comes back to this branch).
                 && Box::pin(self.refresh_session(a.token.as_deref())).await?
             {
-                relogged = true;
+                relogins += 1;
                 continue;
             }
             match judge_get(res) {
@@ -274,20 +278,48 @@ impl Client {
             return Ok(false);
         };
         let _guard = self.inner.relogin.lock().await;
-        if lock(&self.inner.session).as_deref() != Some(used) {
-            return Ok(true);
+        let current = lock(&self.inner.session).clone();
+        match current {
+            Some(s) if s.token == used => {
+                let age = s.born.elapsed();
+                let mut life = lock(&self.inner.token_life);
+                *life = Some(life.map_or(age, |l| l.min(age)));
+            }
+            _ => return Ok(true),
         }
         tracing::debug!("session token refused; logging in again");
         self.login().await?;
         Ok(true)
     }
 
+    /// Once a token was seen to expire, its successors are renewed at three quarters of
+    /// that age, so a short token lifetime does not cost a refusal (and, for a power
+    /// request, a reconciliation) every time. A failed renewal leaves the old token: the
+    /// API's 401 then triggers the usual login.
+    async fn renew_if_old(&self) {
+        let Some(life) = *lock(&self.inner.token_life) else {
+            return;
+        };
+        let due =
+            |s: &Option<Session>| s.as_ref().is_some_and(|s| s.born.elapsed() >= life * 3 / 4);
+        if !due(&lock(&self.inner.session)) {
+            return;
+        }
+        let _guard = self.inner.relogin.lock().await;
+        if !due(&lock(&self.inner.session)) {
+            return; // renewed while we waited
+        }
+        if let Err(e) = self.login().await {
+            tracing::debug!("renewing the session token failed: {e}");
+        }
+    }
+
     /// The `Authorization` value and the session token in it, if it is one.
     pub(super) fn authorization(&self, auth: AuthMode) -> (String, Option<String>) {
         if auth == AuthMode::Session
-            && let Some(token) = lock(&self.inner.session).clone()
+            && let Some(session) = lock(&self.inner.session).clone()
         {
-            return (format!("Token {token}"), Some(token));
+            return (format!("Token {}", session.token), Some(session.token));
         }
         (self.inner.credentials.header_value(), None)
     }
@@ -315,6 +347,10 @@ impl Client {
             .origins
             .check(&parsed)
             .map_err(NoAnswer::Invalid)?;
+        if auth == AuthMode::Session {
+            // Boxed: renewing is a login, itself a request through here.
+            Box::pin(self.renew_if_old()).await;
+        }
         if let Some(limiter) = &self.inner.limiter {
             limiter.until_ready().await;
         }
