@@ -13,7 +13,6 @@ use crate::abiquo::media;
 use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine};
 use crate::abiquo::retry::{RetryObserver, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -23,8 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Header carrying the session token answered by `GET /login`.
 const TOKEN_HEADER: &str = "x-abiquo-token";
-/// Longest paging chain we follow before calling the listing broken.
-const MAX_PAGES: usize = 100_000;
 /// Default cap on one answer's body: a page of 100 VMs is a few hundred KiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -325,83 +322,6 @@ impl Client {
         Ok(String::from_utf8_lossy(&answer.body).trim().to_owned())
     }
 
-    /// Every VM the user can see, via `/cloud/virtualmachines`, following `next` links.
-    pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
-        let first = format!(
-            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
-            self.inner.endpoint, self.inner.page_size
-        );
-        self.list_all(&first, media::VIRTUAL_MACHINES).await
-    }
-
-    /// Follows a collection's `next` links from `first` and gathers every element. When the
-    /// first page says how many there are (`totalSize`) and a different number arrived, the
-    /// collection changed while we read it or the server pages wrongly: read it once more,
-    /// then refuse rather than act on a partial list.
-    pub async fn list_all<T: DeserializeOwned>(
-        &self,
-        first: &str,
-        entity: &str,
-    ) -> Result<Vec<T>, ClientError> {
-        let mut again = false;
-        loop {
-            let (items, total) = self.list_pages(first, entity).await?;
-            match total {
-                Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
-                    if again {
-                        return Err(ClientError::Decode {
-                            context: format!("listing {entity}"),
-                            detail: format!(
-                                "the API said totalSize {total} but sent {} (read twice); the \
-                                 listing is incomplete or its paging is broken",
-                                items.len()
-                            ),
-                        });
-                    }
-                    tracing::warn!(
-                        "listing {entity}: totalSize {total} but {} arrived; reading it again",
-                        items.len()
-                    );
-                    again = true;
-                }
-                _ => return Ok(items),
-            }
-        }
-    }
-
-    /// One pass over the pages: the elements and the first page's `totalSize`.
-    async fn list_pages<T: DeserializeOwned>(
-        &self,
-        first: &str,
-        entity: &str,
-    ) -> Result<(Vec<T>, Option<u64>), ClientError> {
-        let accept = self.media(entity);
-        let mut out = Vec::new();
-        let mut total = None;
-        let mut seen = HashSet::new();
-        let mut next = Some(first.to_owned());
-        while let Some(url) = next.take() {
-            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
-                return Err(ClientError::Decode {
-                    context: format!("listing {entity}"),
-                    detail: format!("the `next` links loop (back to {url})"),
-                });
-            }
-            let page: Collection<T> = self.get_json(&url, &accept, &format!("GET {url}")).await?;
-            if seen.len() == 1 {
-                total = page.total_size;
-            }
-            let empty = page.collection.is_empty();
-            next = page.next_href().map(str::to_owned);
-            out.extend(page.collection);
-            if empty {
-                // A `next` link after an empty page would loop forever on a broken server.
-                break;
-            }
-        }
-        Ok((out, total))
-    }
-
     // ----------------------------------------------------------------------------------
     // Reads through links
     // ----------------------------------------------------------------------------------
@@ -441,6 +361,7 @@ impl Client {
     }
 }
 
+mod listing;
 mod mutate;
 mod origin;
 mod tls;

@@ -1,0 +1,205 @@
+//! Listing collections: the first page, then the rest. When the first page says how many
+//! elements there are (`totalSize`) and its `next` link pages by `startwith`, the remaining
+//! pages are read a few at a time from that link's own URL with the offset changed, instead
+//! of one round trip after another; otherwise the `next` links are followed in turn.
+
+use super::Client;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::media;
+use crate::abiquo::model::{Collection, VirtualMachine};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+
+/// Longest paging chain we follow before calling the listing broken.
+const MAX_PAGES: usize = 100_000;
+/// Pages read at once (the run-wide rate limit still applies to each).
+const PARALLEL_PAGES: usize = 8;
+
+impl Client {
+    /// Every VM the user can see, via `/cloud/virtualmachines`.
+    pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+        let first = format!(
+            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
+            self.inner.endpoint, self.inner.page_size
+        );
+        self.list_all(&first, media::VIRTUAL_MACHINES).await
+    }
+
+    /// Every element of a collection, from its first page at `first`. When the first page
+    /// says how many there are (`totalSize`) and a different number arrived, the collection
+    /// changed while we read it or the server pages wrongly: read it once more, then refuse
+    /// rather than act on a partial list.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        entity: &str,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut again = false;
+        loop {
+            let (items, total) = self.list_pages(first, entity).await?;
+            match total {
+                Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
+                    if again {
+                        return Err(ClientError::Decode {
+                            context: format!("listing {entity}"),
+                            detail: format!(
+                                "the API said totalSize {total} but sent {} (read twice); the \
+                                 listing is incomplete or its paging is broken",
+                                items.len()
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        "listing {entity}: totalSize {total} but {} arrived; reading it again",
+                        items.len()
+                    );
+                    again = true;
+                }
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// One pass over the pages: the elements and the first page's `totalSize`.
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        entity: &str,
+    ) -> Result<(Vec<T>, Option<u64>), ClientError> {
+        let accept = self.media(entity);
+        let page: Collection<T> = self
+            .get_json(first, &accept, &format!("GET {first}"))
+            .await?;
+        let total = page.total_size;
+        let size = page.collection.len();
+        let next = page.next_href().map(str::to_owned);
+        let mut out = page.collection;
+        let Some(next) = next else {
+            return Ok((out, total));
+        };
+        if let Some(urls) = total.and_then(|t| offset_pages(&next, size, t)) {
+            let pages: Vec<Collection<T>> = futures::stream::iter(urls)
+                .map(|url| {
+                    let accept = accept.clone();
+                    async move {
+                        let context = format!("GET {url}");
+                        self.get_json::<Collection<T>>(&url, &accept, &context)
+                            .await
+                    }
+                })
+                .buffered(PARALLEL_PAGES)
+                .try_collect()
+                .await?;
+            for page in pages {
+                out.extend(page.collection);
+            }
+            return Ok((out, total));
+        }
+        self.follow_next(first, next, &accept, entity, &mut out)
+            .await?;
+        Ok((out, total))
+    }
+
+    /// Follows `next` links one after the other, from `next` on.
+    async fn follow_next<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        next: String,
+        accept: &str,
+        entity: &str,
+        out: &mut Vec<T>,
+    ) -> Result<(), ClientError> {
+        let mut seen = HashSet::from([first.to_owned()]);
+        let mut next = Some(next);
+        while let Some(url) = next.take() {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                return Err(ClientError::Decode {
+                    context: format!("listing {entity}"),
+                    detail: format!("the `next` links loop (back to {url})"),
+                });
+            }
+            let page: Collection<T> = self.get_json(&url, accept, &format!("GET {url}")).await?;
+            let empty = page.collection.is_empty();
+            next = page.next_href().map(str::to_owned);
+            out.extend(page.collection);
+            if empty {
+                // A `next` link after an empty page would loop forever on a broken server.
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The URLs of every page after the first, made from the `next` link by changing its
+/// `startwith`: only when that link pages by `startwith` and `limit`, its offset is where
+/// the first page ended, and the page count is sane. `None` = follow the links instead.
+fn offset_pages(next: &str, first_len: usize, total: u64) -> Option<Vec<String>> {
+    let url = Url::parse(next).ok()?;
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let start = param("startwith")?;
+    let limit = param("limit")?;
+    let first_len = u64::try_from(first_len).ok()?;
+    if limit == 0 || start != first_len || first_len != limit || total <= start {
+        return None;
+    }
+    let pages = (total - start).div_ceil(limit);
+    if pages > MAX_PAGES as u64 {
+        return None;
+    }
+    let urls = (0..pages)
+        .map(|k| {
+            let mut page = url.clone();
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k2, v)| {
+                    let v = if k2 == "startwith" {
+                        (start + k * limit).to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k2.into_owned(), v)
+                })
+                .collect();
+            page.query_pairs_mut().clear().extend_pairs(pairs);
+            page.to_string()
+        })
+        .collect();
+    Some(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset_pages;
+
+    #[test]
+    fn pages_after_the_first_change_only_the_offset_of_the_next_link() {
+        let next = "https://c.example.com/api/cloud/virtualmachines?startwith=100&limit=100&by=name&asc=true";
+        let urls = offset_pages(next, 100, 250).unwrap();
+        assert_eq!(
+            urls,
+            [
+                "https://c.example.com/api/cloud/virtualmachines?startwith=100&limit=100&by=name&asc=true",
+                "https://c.example.com/api/cloud/virtualmachines?startwith=200&limit=100&by=name&asc=true",
+            ]
+        );
+    }
+
+    #[test]
+    fn links_that_do_not_page_by_offset_are_followed_instead() {
+        let odd = "https://c.example.com/api/cloud/virtualmachines?cursor=abc";
+        assert!(offset_pages(odd, 100, 250).is_none());
+        // The next page does not start where the first one ended.
+        let skew = "https://c.example.com/api/cloud/virtualmachines?startwith=50&limit=100";
+        assert!(offset_pages(skew, 100, 250).is_none());
+        // A short first page: the server pages differently than it says.
+        let short = "https://c.example.com/api/cloud/virtualmachines?startwith=100&limit=100";
+        assert!(offset_pages(short, 40, 250).is_none());
+    }
+}
