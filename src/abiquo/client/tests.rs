@@ -168,6 +168,15 @@ async fn handle(State(st): State<MockState>, req: Request) -> Response {
     resp.body(Body::from(body)).unwrap()
 }
 
+/// `/login`'s answer: the user, and the session token in `X-Abiquo-Token`.
+fn logged_in(token: String) -> Reply {
+    (
+        200,
+        vec![("x-abiquo-token", token)],
+        r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
+    )
+}
+
 fn ok(body: String) -> Reply {
     (200, vec![], body)
 }
@@ -378,11 +387,7 @@ async fn malformed_get_bodies_are_retried() {
 async fn login_token_replaces_the_password_afterwards() {
     let mock = Mock::start(|s, _| {
         if s.uri.ends_with("/login") {
-            (
-                200,
-                vec![("x-abiquo-token", "tok-1".into())],
-                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
-            )
+            logged_in("tok-1".to_owned())
         } else {
             ok(vm_json(&s.base, "ON"))
         }
@@ -414,11 +419,7 @@ async fn expired_session_token_logs_in_again_once() {
     let mock = Mock::start(move |s, _| {
         if s.uri.ends_with("/login") {
             let n = l.fetch_add(1, Ordering::SeqCst) + 1;
-            (
-                200,
-                vec![("x-abiquo-token", format!("tok-{n}"))],
-                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
-            )
+            logged_in(format!("tok-{n}"))
         } else if s.header("authorization").as_deref() == Some("Token tok-1") {
             (
                 401,
@@ -792,11 +793,7 @@ async fn concurrent_requests_survive_a_token_expiry_with_one_login() {
         if s.uri.ends_with("/login") {
             let n = l.fetch_add(1, Ordering::SeqCst) + 1;
             std::thread::sleep(Duration::from_millis(50));
-            (
-                200,
-                vec![("x-abiquo-token", format!("tok-{n}"))],
-                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
-            )
+            logged_in(format!("tok-{n}"))
         } else if s.header("authorization").as_deref() == Some("Token tok-1") {
             (401, vec![], String::new())
         } else {
@@ -823,11 +820,7 @@ async fn a_mutation_refused_401_is_reconciled_after_a_new_login() {
     let mock = Mock::start(move |s, _| {
         if s.uri.ends_with("/login") {
             let n = l.fetch_add(1, Ordering::SeqCst) + 1;
-            (
-                200,
-                vec![("x-abiquo-token", format!("tok-{n}"))],
-                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
-            )
+            logged_in(format!("tok-{n}"))
         } else if s.header("authorization").as_deref() == Some("Token tok-1") {
             (401, vec![], String::new())
         } else if s.method == "PUT" {
@@ -906,11 +899,7 @@ async fn tokens_are_renewed_before_the_lifetime_seen_once() {
         if s.uri.ends_with("/login") {
             let token = format!("tok-{n}");
             b.lock().unwrap().insert(token.clone(), Instant::now());
-            return (
-                200,
-                vec![("x-abiquo-token", token)],
-                r#"{"id":1,"nick":"admin","name":"Admin","links":[]}"#.into(),
-            );
+            return logged_in(token);
         }
         let token = s.header("authorization").unwrap_or_default();
         let token = token.trim_start_matches("Token ");
