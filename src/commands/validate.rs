@@ -3,6 +3,7 @@
 use crate::cli::{OutputFormat, ValidateArgs};
 use crate::exit::Outcome;
 use crate::runbook::diagnostic::{self, JsonDiagnostic};
+use crate::runbook::lines::LineIndex;
 use serde::Serialize;
 use std::io::Write;
 
@@ -26,13 +27,13 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
     let mut files = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        let loaded = crate::runbook::read_source(path).and_then(|source| {
-            crate::runbook::parse(&name, &source).map(|loaded| (source, loaded))
-        });
+        let loaded = crate::runbook::read_source(path)
+            .and_then(|source| crate::runbook::parse(&name, &source));
+        // Either way `source` has its secret values blanked out.
         let (valid, source, diagnostics) = match loaded {
-            Ok((source, loaded)) => {
+            Ok(loaded) => {
                 let valid = !args.strict || loaded.warnings.is_empty();
-                (valid, source, loaded.warnings)
+                (valid, loaded.source, loaded.warnings)
             }
             Err(failure) => (false, failure.source, failure.diagnostics),
         };
@@ -43,14 +44,17 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
                 let line = summary(&name, valid, &diagnostics, args.strict);
                 emit(&format!("{line}\n"));
             }
-            OutputFormat::Json => files.push(JsonFile {
-                file: name,
-                valid,
-                diagnostics: diagnostics
-                    .iter()
-                    .map(|d| JsonDiagnostic::new(&source, d))
-                    .collect(),
-            }),
+            OutputFormat::Json => {
+                let index = LineIndex::new(&source);
+                files.push(JsonFile {
+                    file: name,
+                    valid,
+                    diagnostics: diagnostics
+                        .iter()
+                        .map(|d| JsonDiagnostic::new(&index, d))
+                        .collect(),
+                });
+            }
         }
     }
     if args.output == OutputFormat::Json {

@@ -2,6 +2,7 @@
 //! for people and as JSON for editors and CI. One concept in one file (a little over 500
 //! lines with its tests): the diagnostic, its miette adapters and its two renderings.
 
+use super::lines::{IndexedSource, LineIndex};
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde::Serialize;
 use std::fmt;
@@ -170,7 +171,7 @@ impl miette::Diagnostic for Failure {
 /// which would print every line between two steps written 200 lines apart.
 struct Located<'a> {
     diagnostic: &'a Diagnostic,
-    source: &'a NamedSource<String>,
+    source: &'a NamedSource<IndexedSource>,
     labels: Vec<LabeledSpan>,
     notes: Vec<Note<'a>>,
 }
@@ -182,7 +183,11 @@ type Mark = (Range<usize>, Option<String>, bool);
 const SNIPPET_GAP: usize = 4;
 
 impl<'a> Located<'a> {
-    fn new(diagnostic: &'a Diagnostic, source: &'a NamedSource<String>, text: &str) -> Self {
+    fn new(
+        diagnostic: &'a Diagnostic,
+        source: &'a NamedSource<IndexedSource>,
+        index: &LineIndex<'_>,
+    ) -> Self {
         let Some(primary) = &diagnostic.span else {
             return Self {
                 diagnostic,
@@ -191,7 +196,7 @@ impl<'a> Located<'a> {
                 notes: Vec::new(),
             };
         };
-        let line = |offset: usize| line_col(text, offset).0;
+        let line = |offset: usize| index.line_col(offset).0;
         let mut all: Vec<Mark> = vec![(primary.clone(), diagnostic.label.clone(), true)];
         all.extend(
             diagnostic
@@ -298,7 +303,7 @@ impl miette::Diagnostic for Located<'_> {
 /// A far-away secondary label, shown as its own snippet after the diagnostic.
 #[derive(Debug)]
 struct Note<'a> {
-    source: &'a NamedSource<String>,
+    source: &'a NamedSource<IndexedSource>,
     message: String,
     labels: Vec<LabeledSpan>,
 }
@@ -330,8 +335,13 @@ fn colour_allowed() -> bool {
         && std::io::stderr().is_terminal()
 }
 
+/// At most this many diagnostics per file are rendered for people; `--output json` has all.
+pub const RENDER_LIMIT: usize = 50;
+
 /// Renders diagnostics (in order) with the source line, a label under the span, and
 /// `name:line:col`. Without colour the text is deterministic, which the snapshots rely on.
+/// Past [`RENDER_LIMIT`] the errors are kept before the warnings, and a last line counts
+/// the rest.
 pub fn render(name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let theme = if colour_allowed() {
         GraphicalTheme::unicode()
@@ -341,21 +351,50 @@ pub fn render(name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let handler = GraphicalReportHandler::new_themed(theme)
         .with_links(false)
         .with_width(100);
-    let named = NamedSource::new(name, source.to_owned());
+    let index = LineIndex::new(source);
+    let named = NamedSource::new(name, IndexedSource::new(source.to_owned()));
     let mut out = String::new();
-    for diagnostic in diagnostics {
-        let located = Located::new(diagnostic, &named, source);
+    for diagnostic in shown(diagnostics) {
+        let located = Located::new(diagnostic, &named, &index);
         let notes = located.notes.iter().map(|n| n as &dyn miette::Diagnostic);
         let rendered = std::iter::once(&located as &dyn miette::Diagnostic)
             .chain(notes)
             .try_for_each(|d| handler.render_report(&mut out, d));
         if rendered.is_err() {
             // The renderer refused (it should not): fall back to a plain line.
-            out.push_str(&plain_line(name, source, diagnostic));
+            out.push_str(&plain_line(name, &index, diagnostic));
             out.push('\n');
         }
     }
+    if let Some(hidden) = diagnostics
+        .len()
+        .checked_sub(RENDER_LIMIT)
+        .filter(|&n| n > 0)
+    {
+        out.push_str(&format!(
+            "… and {hidden} more (all of them in `powerbook validate --output json`)\n"
+        ));
+    }
     out
+}
+
+/// The diagnostics to render, in their order: all of them up to [`RENDER_LIMIT`], else the
+/// first errors and then the first warnings up to it.
+fn shown(diagnostics: &[Diagnostic]) -> impl Iterator<Item = &Diagnostic> {
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let error_slots = errors.min(RENDER_LIMIT);
+    let warning_slots = RENDER_LIMIT - error_slots;
+    let (mut errors_left, mut warnings_left) = (error_slots, warning_slots);
+    diagnostics.iter().filter(move |d| {
+        let left = if d.is_error() {
+            &mut errors_left
+        } else {
+            &mut warnings_left
+        };
+        let keep = *left > 0;
+        *left = left.saturating_sub(1);
+        keep
+    })
 }
 
 /// Writes text to stderr; a closed stderr is ignored rather than a panic (as `eprint!` would).
@@ -366,32 +405,18 @@ pub fn to_stderr(text: &str) {
 }
 
 /// `file:line:col: severity[code]: message` on one line.
-pub fn plain_line(name: &str, source: &str, d: &Diagnostic) -> String {
+pub fn plain_line(name: &str, index: &LineIndex<'_>, d: &Diagnostic) -> String {
     let severity = match d.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
     };
     match &d.span {
         Some(span) => {
-            let (line, col) = line_col(source, span.start);
+            let (line, col) = index.line_col(span.start);
             format!("{name}:{line}:{col}: {severity}[{}]: {}", d.code, d.message)
         }
         None => format!("{name}: {severity}[{}]: {}", d.code, d.message),
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset. Offsets past the end or inside
-/// a character are clamped, so this never panics.
-pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = before[line_start..].chars().count() + 1;
-    (line, col)
 }
 
 /// The JSON shape of one diagnostic (`validate --output json`).
@@ -409,11 +434,11 @@ pub struct JsonDiagnostic {
 }
 
 impl JsonDiagnostic {
-    pub fn new(source: &str, d: &Diagnostic) -> Self {
+    pub fn new(index: &LineIndex<'_>, d: &Diagnostic) -> Self {
         let (start, end) = match &d.span {
             Some(span) => (
-                Some(line_col(source, span.start)),
-                Some(line_col(source, span.end)),
+                Some(index.line_col(span.start)),
+                Some(index.line_col(span.end)),
             ),
             None => (None, None),
         };
@@ -494,15 +519,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn line_col_counts_from_one_and_in_characters() {
-        let src = "a = 1\nbé = 2\n";
-        assert_eq!(line_col(src, 0), (1, 1));
-        assert_eq!(line_col(src, 6), (2, 1));
-        // `=` after a two-byte character is the fourth character of line 2.
-        assert_eq!(line_col(src, 6 + 4), (2, 4));
-        assert_eq!(line_col(src, 999), (3, 1));
-        // Inside the two-byte `é`: clamped back to its start.
-        assert_eq!(line_col(src, 8), (2, 2));
+    fn rendering_shows_errors_first_up_to_the_limit_and_counts_the_rest() {
+        let source = "x\n".repeat(200);
+        let mut diagnostics: Vec<Diagnostic> = (0..120)
+            .map(|i| Diagnostic::warning("t::warning", 2 * i..2 * i + 1, format!("w{i}")))
+            .collect();
+        diagnostics.push(Diagnostic::error("t::error", 390..391, "the error"));
+        let shown: Vec<&str> = shown(&diagnostics).map(|d| d.message.as_str()).collect();
+        assert_eq!(shown.len(), RENDER_LIMIT);
+        assert_eq!(shown.last(), Some(&"the error"));
+        assert_eq!(shown[0], "w0");
+        let text = render("t.toml", &source, &diagnostics);
+        assert_eq!(text.matches("t::warning").count(), RENDER_LIMIT - 1);
+        assert!(text.contains("the error"));
+        assert!(
+            text.ends_with("… and 71 more (all of them in `powerbook validate --output json`)\n")
+        );
+        let few = render("t.toml", &source, &diagnostics[..3]);
+        assert!(!few.contains("more"), "{few}");
     }
 
     #[test]

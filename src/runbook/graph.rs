@@ -13,82 +13,168 @@ pub struct Edge {
     pub span: Option<Range<usize>>,
 }
 
-/// Transitive "waits for" relation of the steps. Quadratic in the number of steps, which is
-/// fine for runbooks (tens of steps) and still quick for thousands.
+/// Who waits for whom, as adjacency lists both ways. Every walk over it is iterative and
+/// linear in steps plus edges, so a 100,000-step chain neither overflows the stack nor
+/// needs a quadratic reachability table.
 pub struct Graph {
-    /// `reach[i][j]`: step i waits, directly or not, for step j.
-    reach: Vec<Vec<bool>>,
-    edges: Vec<Vec<usize>>,
+    /// `waits[i]`: the steps step i waits for directly.
+    waits: Vec<Vec<usize>>,
+    /// `released[j]`: the steps that wait for step j directly.
+    released: Vec<Vec<usize>>,
 }
 
 impl Graph {
     pub fn new(edges: &[Vec<Edge>]) -> Self {
         let n = edges.len();
-        let edges: Vec<Vec<usize>> = edges
+        let waits: Vec<Vec<usize>> = edges
             .iter()
             .map(|es| es.iter().map(|e| e.to).filter(|&t| t < n).collect())
             .collect();
-        let reach = (0..n)
-            .map(|start| {
-                let mut seen = vec![false; n];
-                let mut queue: VecDeque<usize> = edges[start].iter().copied().collect();
-                while let Some(k) = queue.pop_front() {
-                    if !seen[k] {
-                        seen[k] = true;
-                        queue.extend(edges[k].iter().copied());
-                    }
+        let mut released = vec![Vec::new(); n];
+        for (i, ws) in waits.iter().enumerate() {
+            for &j in ws {
+                released[j].push(i);
+            }
+        }
+        Self { waits, released }
+    }
+
+    pub fn len(&self) -> usize {
+        self.waits.len()
+    }
+
+    /// The steps step `i` waits for directly.
+    pub fn waits_for(&self, i: usize) -> &[usize] {
+        self.waits.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The steps that wait for step `j` directly.
+    pub fn released_by(&self, j: usize) -> &[usize] {
+        self.released.get(j).map_or(&[], Vec::as_slice)
+    }
+
+    /// Steps in an order where each comes after every step it waits for; `None` when there is
+    /// a cycle. Depth first among the steps that are ready (a stack, not a queue), so that
+    /// a step tends to follow the one it waits for: walks that keep per-step state until
+    /// every waiting step is done keep little of it alive.
+    pub fn topological_order(&self) -> Option<Vec<usize>> {
+        let n = self.len();
+        let mut pending: Vec<usize> = self.waits.iter().map(Vec::len).collect();
+        let mut ready: Vec<usize> = (0..n).rev().filter(|&i| pending[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(j) = ready.pop() {
+            order.push(j);
+            for &i in self.released[j].iter().rev() {
+                pending[i] -= 1;
+                if pending[i] == 0 {
+                    ready.push(i);
                 }
-                seen
-            })
-            .collect();
-        Self { reach, edges }
-    }
-
-    fn waits_for(&self, i: usize, j: usize) -> bool {
-        self.reach
-            .get(i)
-            .and_then(|r| r.get(j))
-            .copied()
-            .unwrap_or(false)
-    }
-
-    /// Neither step waits for the other, so they may run at the same time.
-    pub fn concurrent(&self, i: usize, j: usize) -> bool {
-        i != j && !self.waits_for(i, j) && !self.waits_for(j, i)
+            }
+        }
+        (order.len() == n).then_some(order)
     }
 
     /// One cycle per strongly connected group of steps, each as the list of steps in waiting
-    /// order starting at the group's first step (`[a, b]` means a waits for b waits for a).
+    /// order starting at the group's first step (`[a, b]` means a waits for b waits for a),
+    /// ordered by that first step.
     pub fn cycles(&self) -> Vec<Vec<usize>> {
-        let n = self.reach.len();
-        let mut done = vec![false; n];
-        let mut cycles = Vec::new();
-        for start in 0..n {
-            if done[start] || !self.waits_for(start, start) {
-                continue;
-            }
-            let group: Vec<bool> = (0..n)
-                .map(|j| j == start || (self.waits_for(start, j) && self.waits_for(j, start)))
-                .collect();
-            for (j, in_group) in group.iter().enumerate() {
-                if *in_group {
-                    done[j] = true;
-                }
-            }
-            cycles.push(self.path_back(start, &group));
+        let mut groups: Vec<Vec<usize>> = self
+            .components()
+            .into_iter()
+            .filter(|g| g.len() > 1 || g.iter().any(|&i| self.waits[i].contains(&i)))
+            .collect();
+        for g in &mut groups {
+            g.sort_unstable();
         }
-        cycles
+        groups.sort_unstable_by_key(|g| g.first().copied());
+        let mut component = vec![usize::MAX; self.len()];
+        for (c, g) in groups.iter().enumerate() {
+            for &i in g {
+                component[i] = c;
+            }
+        }
+        let mut scratch = vec![None; self.len()];
+        groups
+            .iter()
+            .enumerate()
+            .filter_map(|(c, g)| {
+                let start = *g.first()?;
+                Some(self.path_back(start, |t| component[t] == c, &mut scratch))
+            })
+            .collect()
     }
 
-    /// Shortest path from `start` back to itself inside `group` (breadth first).
-    fn path_back(&self, start: usize, group: &[bool]) -> Vec<usize> {
-        let n = self.reach.len();
-        let mut prev: Vec<Option<usize>> = vec![None; n];
+    /// Strongly connected components (Tarjan's algorithm, with an explicit stack).
+    fn components(&self) -> Vec<Vec<usize>> {
+        const UNSEEN: usize = usize::MAX;
+        let n = self.len();
+        let mut index = vec![UNSEEN; n];
+        let mut low = vec![0; n];
+        let mut on_stack = vec![false; n];
+        let mut stack = Vec::new();
+        let mut calls: Vec<(usize, usize)> = Vec::new();
+        let mut next = 0;
+        let mut out = Vec::new();
+        for root in 0..n {
+            if index[root] != UNSEEN {
+                continue;
+            }
+            index[root] = next;
+            low[root] = next;
+            next += 1;
+            stack.push(root);
+            on_stack[root] = true;
+            calls.push((root, 0));
+            while let Some(&mut (v, ref mut edge)) = calls.last_mut() {
+                if let Some(&w) = self.waits[v].get(*edge) {
+                    *edge += 1;
+                    if index[w] == UNSEEN {
+                        index[w] = next;
+                        low[w] = next;
+                        next += 1;
+                        stack.push(w);
+                        on_stack[w] = true;
+                        calls.push((w, 0));
+                    } else if on_stack[w] {
+                        low[v] = low[v].min(index[w]);
+                    }
+                    continue;
+                }
+                calls.pop();
+                if let Some(&(parent, _)) = calls.last() {
+                    low[parent] = low[parent].min(low[v]);
+                }
+                if low[v] == index[v] {
+                    let mut group = Vec::new();
+                    while let Some(w) = stack.pop() {
+                        on_stack[w] = false;
+                        group.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    out.push(group);
+                }
+            }
+        }
+        out
+    }
+
+    /// Shortest path from `start` back to itself through steps `inside` (breadth first).
+    /// `prev` is all `None` on entry and is left so; only the entries visited are touched.
+    fn path_back(
+        &self,
+        start: usize,
+        inside: impl Fn(usize) -> bool,
+        prev: &mut [Option<usize>],
+    ) -> Vec<usize> {
+        let mut visited = Vec::new();
         let mut queue = VecDeque::from([start]);
-        while let Some(k) = queue.pop_front() {
-            for &t in &self.edges[k] {
+        let mut path = vec![start];
+        'search: while let Some(k) = queue.pop_front() {
+            for &t in &self.waits[k] {
                 if t == start {
-                    let mut path = vec![k];
+                    path = vec![k];
                     let mut cur = k;
                     while let Some(p) = prev[cur] {
                         path.push(p);
@@ -98,15 +184,19 @@ impl Graph {
                         path.push(start);
                     }
                     path.reverse();
-                    return path;
+                    break 'search;
                 }
-                if group[t] && prev[t].is_none() && t != start {
+                if inside(t) && prev[t].is_none() {
                     prev[t] = Some(k);
+                    visited.push(t);
                     queue.push_back(t);
                 }
             }
         }
-        vec![start]
+        for t in visited {
+            prev[t] = None;
+        }
+        path
     }
 }
 
@@ -205,14 +295,42 @@ mod tests {
     }
 
     #[test]
-    fn chain_has_no_cycle_and_parallel_branches_are_concurrent() {
+    fn steps_come_after_the_steps_they_wait_for() {
         // 0; 1 after 0; 2 at start; 3 after 1 and 2
         let g = Graph::new(&edges(&[&[], &[0], &[], &[1, 2]]));
         assert!(g.cycles().is_empty());
-        assert!(!g.concurrent(0, 1));
-        assert!(g.concurrent(0, 2));
-        assert!(g.concurrent(1, 2));
-        assert!(!g.concurrent(3, 0));
+        let order = g.topological_order().unwrap();
+        let at = |i: usize| order.iter().position(|&s| s == i).unwrap();
+        assert_eq!(order.len(), 4);
+        assert!(at(0) < at(1) && at(1) < at(3) && at(2) < at(3));
+        assert!(
+            Graph::new(&edges(&[&[1], &[0]]))
+                .topological_order()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_long_chain_is_walked_without_recursion() {
+        let n = 200_000;
+        let chain: Vec<Vec<Edge>> = (0..n)
+            .map(|i| match i {
+                0 => vec![Edge {
+                    to: n - 1,
+                    span: None,
+                }],
+                _ => vec![Edge {
+                    to: i - 1,
+                    span: None,
+                }],
+            })
+            .collect();
+        let g = Graph::new(&chain);
+        let cycles = g.cycles();
+        assert_eq!(cycles.len(), 1);
+        assert_eq!(cycles[0].len(), n);
+        assert_eq!(cycles[0][..3], [0, n - 1, n - 2]);
+        assert!(g.topological_order().is_none());
     }
 
     #[test]
@@ -220,6 +338,9 @@ mod tests {
         // 0 waits for 2, 2 waits for 1, 1 waits for 0; 3 waits for itself
         let g = Graph::new(&edges(&[&[2], &[0], &[1], &[3]]));
         assert_eq!(g.cycles(), vec![vec![0, 2, 1], vec![3]]);
+        // Two groups joined by an edge stay two cycles; a step outside any cycle is in none.
+        let g = Graph::new(&edges(&[&[1], &[0], &[0, 3], &[2], &[2]]));
+        assert_eq!(g.cycles(), vec![vec![0, 1], vec![2, 3]]);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! (values, step graph, conflicts) → [`model::Runbook`]. Every problem found in a file is
 //! reported at once, each with its `file:line:col`.
 
+mod conflicts;
 pub mod diagnostic;
 mod graph;
+pub mod lines;
 pub mod model;
 pub mod raw;
 mod read;
@@ -22,12 +24,15 @@ use std::path::Path;
 pub struct Loaded {
     pub runbook: model::Runbook,
     pub warnings: Vec<Diagnostic>,
+    /// The text with secret values blanked out: render the warnings against this one.
+    pub source: String,
 }
 
 /// Parses and validates runbook text. `name` is the file name used in messages.
 pub fn parse(name: &str, source: &str) -> Result<Loaded, Failure> {
     let read = read::read(source);
     let mut diagnostics = read.diagnostics;
+    let mut secrets = read.secrets;
     let runbook = if read.syntax_failed {
         None
     } else {
@@ -35,17 +40,20 @@ pub fn parse(name: &str, source: &str) -> Result<Loaded, Failure> {
             &read.raw,
             sha256_hex(source.as_bytes()),
             &mut diagnostics,
+            &mut secrets,
         ))
     };
     diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    let source = redact(source, &secrets);
     match runbook {
         Some(runbook) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded {
             runbook,
             warnings: diagnostics,
+            source,
         }),
         _ => Err(Failure {
             name: name.to_owned(),
-            source: redact(source, &read.secrets),
+            source,
             diagnostics,
         }),
     }
@@ -61,12 +69,10 @@ pub fn load(path: &Path) -> Result<Loaded, Failure> {
 /// and returns `None` when the runbook is invalid (or, with `strict`, has warnings).
 pub fn load_or_report(path: &Path, strict: bool) -> Option<model::Runbook> {
     let name = path.display().to_string();
-    let result =
-        read_source(path).and_then(|source| parse(&name, &source).map(|loaded| (source, loaded)));
-    match result {
-        Ok((source, loaded)) => {
+    match read_source(path).and_then(|source| parse(&name, &source)) {
+        Ok(loaded) => {
             if !loaded.warnings.is_empty() {
-                diagnostic::to_stderr(&diagnostic::render(&name, &source, &loaded.warnings));
+                diagnostic::to_stderr(&diagnostic::render(&name, &loaded.source, &loaded.warnings));
                 if strict {
                     diagnostic::to_stderr(&format!(
                         "error: {name}: {} warning(s), and --strict treats warnings as errors\n",
@@ -122,7 +128,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Blanks out secret values (every byte but line breaks becomes `*`, so spans stay valid).
-fn redact(source: &str, secrets: &[std::ops::Range<usize>]) -> String {
+pub(crate) fn redact(source: &str, secrets: &[std::ops::Range<usize>]) -> String {
     if secrets.is_empty() {
         return source.to_owned();
     }
@@ -238,6 +244,24 @@ mod tests {
         assert!(load_or_report(&dir.path().join("missing.toml"), false).is_none());
         assert!(load_or_report(&warned, false).is_some());
         assert!(load_or_report(&warned, true).is_none());
+    }
+
+    #[test]
+    fn an_endpoint_with_user_info_is_refused_without_showing_it() {
+        let src = "name = \"x\"\n[api]\nendpoint = \"https://ops:pw-77@h/api\"\n\
+                   [[step]]\nname = \"a\"\naction = \"on\"\ntargets = [{ vm = \"a\" }]\n";
+        let failure = parse("x.toml", src).unwrap_err();
+        assert_eq!(
+            failure
+                .diagnostics
+                .iter()
+                .map(|d| d.code)
+                .collect::<Vec<_>>(),
+            ["runbook::credentials"]
+        );
+        assert!(!failure.source.contains("pw-77"));
+        assert!(!failure.render().contains("pw-77"));
+        assert!(!format!("{failure}").contains("pw-77"));
     }
 
     #[test]

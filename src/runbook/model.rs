@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A power action a step performs.
@@ -115,24 +116,47 @@ impl fmt::Display for Amount {
     }
 }
 
-/// A name glob (`web-*`), kept with its source text.
+/// A name glob (`web-*`), kept with its source text. A glob is checked when it is made but
+/// compiled only when first matched, and a name without glob syntax is compared as text:
+/// validating a runbook of 100,000 selectors builds no matcher at all.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     raw: String,
-    matcher: GlobMatcher,
+    /// `None` for a plain name. Boxed: a matcher is large and most names are plain.
+    glob: Option<Box<LazyGlob>>,
+}
+
+#[derive(Debug, Clone)]
+struct LazyGlob {
+    glob: Glob,
+    matcher: OnceLock<GlobMatcher>,
 }
 
 impl Pattern {
     pub fn new(raw: &str) -> Result<Self, globset::Error> {
-        let matcher = Glob::new(raw)?.compile_matcher();
+        let plain = !raw.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        let glob = if plain {
+            None
+        } else {
+            Some(Box::new(LazyGlob {
+                glob: Glob::new(raw)?,
+                matcher: OnceLock::new(),
+            }))
+        };
         Ok(Self {
             raw: raw.to_owned(),
-            matcher,
+            glob,
         })
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.matcher.is_match(name)
+        match &self.glob {
+            None => self.raw == name,
+            Some(lazy) => lazy
+                .matcher
+                .get_or_init(|| lazy.glob.compile_matcher())
+                .is_match(name),
+        }
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,6 +1,7 @@
 //! Arbitrary bytes and near-valid runbooks never make parsing, validation or rendering panic.
 
 use super::diagnostic::{JsonDiagnostic, render};
+use super::lines::LineIndex;
 use super::parse;
 use proptest::prelude::*;
 
@@ -15,8 +16,9 @@ fn exercise(source: &str) {
         Err(failure) => {
             assert!(failure.diagnostics.iter().any(|d| d.is_error()));
             let _ = failure.render();
+            let index = LineIndex::new(&failure.source);
             for d in &failure.diagnostics {
-                let _ = JsonDiagnostic::new(&failure.source, d);
+                let _ = JsonDiagnostic::new(&index, d);
             }
         }
     }

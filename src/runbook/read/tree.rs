@@ -12,7 +12,13 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 impl Reader {
-    pub(super) fn runbook(&mut self, table: &DeTable<'_>) -> RawRunbook {
+    /// The runbook from the top-level table; `steps` is the value of its `step` key, taken
+    /// out of it by [`take_steps`].
+    pub(super) fn runbook<'i>(
+        &mut self,
+        table: &DeTable<'i>,
+        mut steps: Option<Spanned<DeValue<'i>>>,
+    ) -> RawRunbook {
         let mut rb = RawRunbook::default();
         let entries = self.entries(table, keys::RUNBOOK, "at the top level");
         for (k, v) in &entries {
@@ -23,7 +29,7 @@ impl Reader {
                 "limits" => rb.limits = self.table(k, v).map(|t| self.limits(t)),
                 "defaults" => rb.defaults = self.table(k, v).map(|t| self.defaults(t)),
                 "estimates" => rb.estimates = self.estimates(k, v),
-                "step" => rb.steps = self.steps(k, v),
+                "step" => rb.steps = steps.take().and_then(|steps| self.steps(k, steps)),
                 _ => {}
             }
         }
@@ -108,32 +114,40 @@ impl Reader {
         Some(Spanned::new(v.span(), out))
     }
 
+    /// The steps, from the `step` value taken out of the tree: each step's table is dropped
+    /// once read, so the parsed tree and the raw steps are never both whole in memory.
     fn steps(
         &mut self,
         k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
+        v: Spanned<DeValue<'_>>,
     ) -> Option<Vec<Sp<RawStep>>> {
-        let DeValue::Array(items) = v.get_ref() else {
-            self.wrong_type(
-                k,
-                v,
-                "an array of tables",
-                Some("write each step as [[step]]"),
-            );
-            return None;
+        let span = v.span();
+        let items = match v.into_inner() {
+            DeValue::Array(items) => items,
+            other => {
+                self.wrong_type(
+                    k,
+                    &Spanned::new(span, other),
+                    "an array of tables",
+                    Some("write each step as [[step]]"),
+                );
+                return None;
+            }
         };
-        let mut steps = Vec::new();
-        for item in items.iter() {
-            match item.get_ref() {
+        // Sized up front: growing doubles a vector of large structs (the 100,000-step case).
+        let mut steps = Vec::with_capacity(items.len());
+        for item in items {
+            let span = item.span();
+            match item.into_inner() {
                 DeValue::Table(t) => {
-                    let step = self.step(t, item.span());
-                    steps.push(Spanned::new(item.span(), step));
+                    let step = self.step(&t, span.clone());
+                    steps.push(Spanned::new(span, step));
                 }
                 other => self.push_wrong_type(
-                    item.span(),
+                    span,
                     "a step",
                     "a table",
-                    other,
+                    &other,
                     Some("write each step as [[step]]"),
                 ),
             }
@@ -265,7 +279,7 @@ impl Reader {
                     .help("add a selector, e.g. targets = [{ vdc = \"prod\", vapp = \"web-*\" }]"),
             );
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
         for item in items.iter() {
             match item.get_ref() {
                 DeValue::Table(t) if t.is_empty() => self.diagnostics.push(
@@ -377,6 +391,16 @@ impl Reader {
             .help(help),
         );
     }
+}
+
+/// Takes the value of the top-level `step` key out of the tree, leaving a placeholder, so that
+/// it can be read and freed one step at a time.
+pub(super) fn take_steps<'i>(table: &mut DeTable<'i>) -> Option<Spanned<DeValue<'i>>> {
+    let (_, value) = table
+        .iter_mut()
+        .find(|(k, _)| k.get_ref().as_ref() == "step")?;
+    let placeholder = Spanned::new(value.span(), DeValue::Boolean(false));
+    Some(std::mem::replace(value, placeholder))
 }
 
 /// Entries in source order (the tree itself is sorted by key).

@@ -194,7 +194,7 @@ impl Reader {
                 return None;
             }
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
         for item in items.iter() {
             match item.get_ref() {
                 DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),

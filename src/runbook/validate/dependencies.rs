@@ -3,12 +3,20 @@
 
 use super::Validator;
 use super::steps::Inherited;
+use crate::runbook::conflicts;
 use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
 use crate::runbook::graph::{self, Graph};
 use crate::runbook::model::Step;
 use crate::runbook::raw::{RawStep, Sp};
 use std::collections::HashMap;
 use std::ops::Range;
+
+/// Steps named in a grouped conflict warning; the rest are counted.
+const CONFLICT_NAMES: usize = 5;
+/// Steps named (and edges drawn) in a dependency cycle; the rest are counted.
+const CYCLE_NAMES: usize = 10;
+/// References to unknown steps that get a "did you mean": each costs a pass over all names.
+const SUGGESTIONS: usize = 100;
 
 impl Validator<'_> {
     pub(super) fn steps(&mut self, raw: &[Sp<RawStep>], defaults: &Inherited) -> Vec<Step> {
@@ -86,6 +94,7 @@ impl Validator<'_> {
             .filter_map(|(i, n)| n.as_deref().map(|n| (n, i)))
             .collect();
         let mut edges = Vec::new();
+        let mut unknown = 0;
         for (i, step) in raw.iter().enumerate() {
             let mut out: Vec<graph::Edge> = Vec::new();
             match &step.get_ref().after {
@@ -110,10 +119,16 @@ impl Validator<'_> {
                                     entry.span(),
                                     format!("`after` names a step that does not exist: `{target}`"),
                                 );
-                                d = match did_you_mean(
-                                    target,
-                                    names.iter().filter_map(|n| n.as_deref()),
-                                ) {
+                                unknown += 1;
+                                let suggestion = (unknown <= SUGGESTIONS)
+                                    .then(|| {
+                                        did_you_mean(
+                                            target,
+                                            names.iter().filter_map(|n| n.as_deref()),
+                                        )
+                                    })
+                                    .flatten();
+                                d = match suggestion {
                                     Some(s) => d.label(format!("did you mean `{s}`?")),
                                     None => d.label("no step has this name"),
                                 };
@@ -153,7 +168,15 @@ impl Validator<'_> {
                 }
             }
         };
-        let mut path: Vec<String> = cycle.iter().map(|&i| format!("`{}`", name(i))).collect();
+        // A long cycle is named by its first steps and counted; its first edges are drawn.
+        let mut path: Vec<String> = cycle
+            .iter()
+            .take(CYCLE_NAMES)
+            .map(|&i| format!("`{}`", name(i)))
+            .collect();
+        if cycle.len() > CYCLE_NAMES {
+            path.push(format!("… ({} steps in all)", cycle.len()));
+        }
         if let Some(first) = path.first().cloned() {
             path.push(first);
         }
@@ -163,7 +186,7 @@ impl Validator<'_> {
             format!("dependency cycle: {}", path.join(" → "))
         };
         let mut labels = Vec::new();
-        for (k, &i) in cycle.iter().enumerate() {
+        for (k, &i) in cycle.iter().enumerate().take(CYCLE_NAMES) {
             let j = cycle[(k + 1) % cycle.len()];
             let (span, explicit) = edge_span(i, j);
             let text = if explicit {
@@ -190,45 +213,94 @@ impl Validator<'_> {
         self.diags.push(d);
     }
 
-    /// Warns when two steps that may run at the same time could act on the same VMs with
-    /// different actions. Only what the text proves is reported (see [`graph::may_overlap`]).
+    /// Warns when steps that may run at the same time could act on the same VMs with
+    /// different actions: one warning per group of such steps (see [`conflicts`]). Only what
+    /// the text proves is reported (see [`graph::may_overlap`]).
     fn conflicts(&mut self, raw: &[Sp<RawStep>], steps: &[Step], graph: &Graph) {
-        for j in 0..steps.len() {
-            for i in 0..j {
-                let (a, b) = (&steps[i], &steps[j]);
-                if a.action == b.action || !graph.concurrent(i, j) {
-                    continue;
-                }
-                let found = a.targets.iter().enumerate().find_map(|(x, sa)| {
-                    b.targets
-                        .iter()
-                        .enumerate()
-                        .find(|(_, sb)| graph::may_overlap(sa, sb))
-                        .map(|(y, _)| (x, y))
-                });
-                let Some((x, y)) = found else { continue };
-                let span_of = |step: usize, t: usize| {
-                    raw.get(step)
-                        .and_then(|s| s.get_ref().targets.as_ref())
-                        .and_then(|ts| ts.get_ref().get(t))
-                        .map_or(0..0, |t| t.span())
-                };
-                let d = Diagnostic::warning(
+        let found = conflicts::find(steps, graph);
+        let span_of = |step: usize, t: usize| {
+            raw.get(step)
+                .and_then(|s| s.get_ref().targets.as_ref())
+                .and_then(|ts| ts.get_ref().get(t))
+                .map_or(0..0, |t| t.span())
+        };
+        let name = |i: usize| steps.get(i).map_or("?", |s| s.name.as_str());
+        let action = |i: usize| steps.get(i).map_or("?", |s| s.action.as_str());
+        for group in &found.groups {
+            let [first, second, ..] = group.members.as_slice() else {
+                continue;
+            };
+            if group.members.len() == 2 {
+                // Two steps: name both, pointing at the later one.
+                let (a, b) = (first, second);
+                self.warn(
                     "runbook::conflicting-steps",
-                    span_of(j, y),
+                    span_of(b.step, b.target),
                     format!(
                         "steps `{}` ({}) and `{}` ({}) can run at the same time and may select the same VMs",
-                        a.name, a.action, b.name, b.action
+                        name(a.step),
+                        action(a.step),
+                        name(b.step),
+                        action(b.step)
                     ),
                 )
-                .label(format!("may overlap a target of `{}`", a.name))
-                .with_secondary(span_of(i, x), format!("`{}` selects these", a.name))
+                .label(format!("may overlap a target of `{}`", name(a.step)))
+                .secondary(
+                    span_of(a.step, a.target),
+                    format!("`{}` selects these", name(a.step)),
+                )
                 .help(format!(
                     "make one step wait for the other (e.g. after = [\"{}\"]) or make the selectors disjoint",
-                    a.name
+                    name(a.step)
                 ));
-                self.diags.push(d);
+                continue;
             }
+            let mut actions: Vec<&str> = group.members.iter().map(|m| action(m.step)).collect();
+            actions.sort_unstable();
+            actions.dedup();
+            let listed: Vec<String> = group
+                .members
+                .iter()
+                .take(CONFLICT_NAMES)
+                .map(|m| format!("`{}`", name(m.step)))
+                .collect();
+            let rest = group.members.len() - listed.len();
+            let names = if rest > 0 {
+                format!("{} and {rest} more", listed.join(", "))
+            } else {
+                listed.join(", ")
+            };
+            let partner = first.partner;
+            self.warn(
+                "runbook::conflicting-steps",
+                span_of(first.step, first.target),
+                format!(
+                    "{} steps can run at the same time and may select the same VMs with different actions ({}): {names}",
+                    group.members.len(),
+                    actions.join(", ")
+                ),
+            )
+            .label(format!(
+                "`{}` ({}) may overlap steps running at the same time",
+                name(first.step),
+                action(first.step)
+            ))
+            .secondary(
+                span_of(partner, first.partner_target),
+                format!("`{}` ({}) selects these", name(partner), action(partner)),
+            )
+            .help(
+                "order the steps with `after` so that different actions on the same VMs never overlap, or make the selectors disjoint",
+            );
+        }
+        if !found.complete {
+            self.warn(
+                "runbook::conflicts-unchecked",
+                0..0,
+                "too many steps and selectors to check every pair for conflicting actions",
+            )
+            .label("conflicts between steps were checked only in part")
+            .help("split the runbook, or use fewer distinct glob selectors");
         }
     }
 }

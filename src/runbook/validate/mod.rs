@@ -19,13 +19,20 @@ use std::time::Duration;
 
 /// Validates `raw`, appending diagnostics. Returns a runbook whenever one could be built;
 /// the caller discards it if any diagnostic is an error.
-pub fn validate(raw: &RawRunbook, source_hash: String, diags: &mut Vec<Diagnostic>) -> Runbook {
-    let mut v = Validator { diags };
+/// Spans of values found to be secret (an endpoint's user info) are added to `secrets`.
+pub fn validate(
+    raw: &RawRunbook,
+    source_hash: String,
+    diags: &mut Vec<Diagnostic>,
+    secrets: &mut Vec<Range<usize>>,
+) -> Runbook {
+    let mut v = Validator { diags, secrets };
     v.runbook(raw, source_hash)
 }
 
 struct Validator<'d> {
     diags: &'d mut Vec<Diagnostic>,
+    secrets: &'d mut Vec<Range<usize>>,
 }
 
 impl Validator<'_> {
@@ -70,6 +77,20 @@ impl Validator<'_> {
 
     fn api(&mut self, raw: &RawApi) -> ApiSettings {
         let endpoint = raw.endpoint.as_ref().and_then(|e| {
+            if values::user_info(e.get_ref()).is_some() {
+                // `run` refuses such an endpoint too; its password must not be shown back.
+                self.secrets.push(e.span());
+                self.err(
+                    "runbook::credentials",
+                    e.span(),
+                    "the API endpoint must not carry credentials (`user:password@` in the URL)",
+                )
+                .label("remove the user info from the URL")
+                .help(
+                    "set ABIQUO_API_USERNAME and ABIQUO_API_PASSWORD, or ABIQUO_API_TOKEN, in the environment instead",
+                );
+                return None;
+            }
             self.url(
                 "endpoint",
                 e,

@@ -10,6 +10,14 @@ use std::time::Duration;
 /// Durations beyond this are refused: nobody means them, and timers would overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The `user:password` part of a URL's authority (before the `@`), if it has one. With or
+/// without a scheme, so that a mistyped URL does not show a password either.
+pub(super) fn user_info(url: &str) -> Option<&str> {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
 impl Validator<'_> {
     pub(super) fn action(&mut self, raw: &Sp<String>) -> Option<Action> {
         let text = raw.get_ref();
@@ -57,13 +65,22 @@ impl Validator<'_> {
     /// An absolute http(s) URL (trimmed); `expected` labels a refused one.
     pub(super) fn url(&mut self, key: &str, raw: &Sp<String>, expected: &str) -> Option<String> {
         let text = raw.get_ref().trim();
+        let info = user_info(text);
+        if info.is_some() {
+            // Whatever else is wrong with it, a password in a URL is never shown back.
+            self.secrets.push(raw.span());
+        }
         if text.starts_with("https://") || text.starts_with("http://") {
             return Some(text.to_owned());
         }
+        let shown = match info {
+            Some(info) => text.replacen(info, "<redacted>", 1),
+            None => text.to_owned(),
+        };
         self.err(
             "runbook::invalid-url",
             raw.span(),
-            format!("`{key}` is not an http(s) URL: `{text}`"),
+            format!("`{key}` is not an http(s) URL: `{shown}`"),
         )
         .label(expected);
         None
@@ -234,6 +251,16 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+    use super::user_info;
+
+    #[test]
+    fn user_info_is_found_in_the_authority_only() {
+        assert_eq!(user_info("https://ops:pw@host/api"), Some("ops:pw"));
+        assert_eq!(user_info("https://ops@host:443/api"), Some("ops"));
+        assert_eq!(user_info("ops:p@ss@host/api"), Some("ops:p@ss"));
+        assert_eq!(user_info("https://host/api?mail=a@b"), None);
+        assert_eq!(user_info("https://host/api"), None);
+    }
 
     #[test]
     fn percentages_accept_exactly_one_to_one_hundred() {
