@@ -1,7 +1,7 @@
 //! Scale benchmark: the real executor against the simulator over loopback, one table row
 //! per case.
 //!
-//! `cargo bench --bench scale` runs the full cases (about 4 minutes); `-- --quick` a small
+//! `cargo bench --bench scale` runs the full cases (about 3 minutes); `-- --quick` a small
 //! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
 //! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
 //! `-- --only 10000` runs only the cases with that many VMs; `-- --fixed` polls with the
@@ -10,13 +10,20 @@
 //! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
 //! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
 //! one pooled client, the collector and the progress bars (drawing to a counting sink at
-//! their real refresh rate) consuming the events.
+//! their real refresh rate) consuming the events. Cases with added latency start the
+//! simulator with `--latency` (half of each answer's delay before processing, half after).
 //!
-//! Columns: mean task time and the ideal wall time come from the simulator's own records
-//! (each task's accepted/finished times). The ideal is the makespan of a perfect client:
-//! greedy list scheduling of the actual task durations, in plan order, with the same
-//! concurrency, no overhead. Detection delay is from the simulator finishing a task to the
-//! executor's `TaskFinished` event reaching the consumer.
+//! Figures:
+//! - wall: from before the login to the executor's return (login, listing, planning, acting).
+//! - ideal: the makespan of a perfect client, from the simulator's own records: every task's
+//!   real duration (finished − accepted), in creation order (accepted time), each started the
+//!   instant one of `concurrency` slots frees (greedy list scheduling), with no listing, no
+//!   latency and no client overhead.
+//! - first action: from the same start to the simulator accepting the first power request.
+//! - requests per VM: every `/api` request the simulator counted over the whole run, by kind.
+//! - detection lag: from the simulator finishing a task to the executor's `TaskFinished`
+//!   event reaching the consumer.
+//! - peak RSS: VmHWM of the executor's process and of the simulator's (when a child).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use powerbook::abiquo::auth::Credentials;
@@ -28,7 +35,7 @@ use powerbook::report::{Collector, Reporter};
 use powerbook::sim::{SimConfig, SimHandle, SimStats};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +51,12 @@ struct Case {
     inproc: bool,
     /// Adaptive polling (`--fixed`: the old fixed backoff, for comparison).
     adaptive: bool,
+    /// Added to every API answer by the simulator (`--latency`).
+    #[serde(default)]
+    latency_ms: u64,
+    /// Uniform jitter of that delay (`--latency-jitter`).
+    #[serde(default)]
+    latency_jitter_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +67,12 @@ struct Row {
     wall_ms: f64,
     ideal_ms: f64,
     requests: u64,
+    /// Requests the simulator counted over the whole run, by kind (see [`kind_of`]).
+    by_kind: BTreeMap<String, u64>,
+    /// From the start (before login) to the first accepted power request.
+    first_action_ms: f64,
+    /// Login, listing and planning, before executing.
+    plan_ms: f64,
     task_polls: u64,
     tasks: usize,
     mean_delay_ms: f64,
@@ -71,7 +90,7 @@ struct Row {
 }
 
 fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
-    let case = |vms, concurrency, sequential, task_ms, jitter_ms| Case {
+    let case = |vms, concurrency, sequential, task_ms, jitter_ms, latency_ms| Case {
         vms,
         concurrency,
         sequential,
@@ -79,20 +98,25 @@ fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
         jitter_ms,
         inproc,
         adaptive,
+        latency_ms,
+        latency_jitter_ms: 0,
     };
     if quick {
         vec![
-            case(200, 50, false, 500, 50),
-            case(2_000, 500, false, 500, 50),
-            case(10, 1, true, 500, 50),
+            case(200, 50, false, 500, 50, 50),
+            case(2_000, 500, false, 500, 50, 0),
+            case(10, 1, true, 500, 50, 0),
         ]
     } else {
         vec![
-            case(1_000, 100, false, 2_000, 200),
-            case(10_000, 500, false, 2_000, 200),
-            case(50, 1, true, 2_000, 200),
-            // Wider spread of task durations: the cost of uncertainty.
-            case(1_000, 100, false, 2_000, 500),
+            // A real API's answers: +80 ms each.
+            case(2_000, 200, false, 2_000, 200, 80),
+            case(2_000, 200, false, 2_000, 200, 0),
+            case(2_000, 200, false, 1_000, 100, 0),
+            // Many short tasks: the client's own cost per VM.
+            case(10_000, 500, false, 500, 50, 0),
+            // One at a time: every round trip of a VM adds up.
+            case(10, 1, true, 1_000, 100, 80),
         ]
     }
 }
@@ -138,56 +162,127 @@ fn main() {
     print_table(&rows);
 }
 
+/// Request kinds, in table order.
+const KINDS: [&str; 9] = [
+    "login",
+    "list page",
+    "GET vdc/vapp",
+    "GET vm",
+    "GET state",
+    "PUT state",
+    "GET task",
+    "GET tasks",
+    "other",
+];
+
+/// The kind of a request counted by the simulator as `"METHOD /api/route-template"`.
+fn kind_of(key: &str) -> &'static str {
+    let (method, route) = key.split_once(' ').unwrap_or((key, ""));
+    match (method, route) {
+        ("GET", "/api/login") => "login",
+        ("GET", r) if r.ends_with("/virtualmachines") => "list page",
+        ("GET", r) if r.ends_with("/virtualmachines/{vm}") => "GET vm",
+        ("GET", r) if r.ends_with("/{vm}/state") => "GET state",
+        ("PUT", r) if r.ends_with("/{vm}/state") => "PUT state",
+        ("GET", r) if r.ends_with("/tasks/{task}") => "GET task",
+        ("GET", r) if r.ends_with("/tasks") => "GET tasks",
+        ("GET", r) if r.starts_with("/api/cloud/virtualdatacenters") => "GET vdc/vapp",
+        _ => "other",
+    }
+}
+
+fn case_label(c: &Case) -> String {
+    let conc = if c.sequential {
+        "sequential".to_owned()
+    } else {
+        format!("c={}", c.concurrency)
+    };
+    let mut label = format!(
+        "{} VMs, {conc}, {} ms tasks (±{})",
+        c.vms, c.task_ms, c.jitter_ms
+    );
+    if c.latency_ms > 0 || c.latency_jitter_ms > 0 {
+        label.push_str(&format!(", +{} ms", c.latency_ms));
+        if c.latency_jitter_ms > 0 {
+            label.push_str(&format!(" (±{})", c.latency_jitter_ms));
+        }
+    } else {
+        label.push_str(", no latency");
+    }
+    if !c.adaptive {
+        label.push_str(", fixed polling");
+    }
+    label
+}
+
 fn print_table(rows: &[Row]) {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::ASCII_MARKDOWN);
     t.set_header([
-        "VMs",
-        "concurrency",
-        "mean task",
+        "case",
         "wall",
-        "ideal wall",
+        "greedy ideal",
         "wall/ideal",
+        "first action",
         "API req/VM",
-        "polls/task",
-        "mean detect delay",
+        "detection lag",
         "peak RSS exec (sim)",
+    ]);
+    for r in rows {
+        let rss = match r.sim_rss_kib {
+            Some(s) => format!("{:.1} MiB ({:.1} MiB)", mib(r.rss_kib), mib(s)),
+            None => format!("{:.1} MiB (in-process)", mib(r.rss_kib)),
+        };
+        let total: u64 = r.by_kind.values().sum();
+        t.add_row([
+            case_label(&r.case),
+            format!("{:.2} s", r.wall_ms / 1000.0),
+            format!("{:.2} s", r.ideal_ms / 1000.0),
+            format!("{:.3}", r.wall_ms / r.ideal_ms),
+            format!("{:.2} s", r.first_action_ms / 1000.0),
+            format!("{:.2}", total as f64 / r.case.vms as f64),
+            format!("{:.0} ms (p95 {:.0} ms)", r.mean_delay_ms, r.p95_delay_ms),
+            rss,
+        ]);
+    }
+    println!("{t}");
+
+    let mut k = comfy_table::Table::new();
+    k.load_style(comfy_table::presets::ASCII_MARKDOWN);
+    let mut header = vec!["requests per VM".to_owned()];
+    header.extend(KINDS.iter().map(|k| (*k).to_owned()));
+    k.set_header(header);
+    for r in rows {
+        let mut row = vec![case_label(&r.case)];
+        row.extend(KINDS.iter().map(|kind| {
+            let n = r.by_kind.get(*kind).copied().unwrap_or(0);
+            format!("{:.3}", n as f64 / r.case.vms as f64)
+        }));
+        k.add_row(row);
+    }
+    println!("{k}");
+
+    let mut d = comfy_table::Table::new();
+    d.load_style(comfy_table::presets::ASCII_MARKDOWN);
+    d.set_header([
+        "details",
+        "login + plan",
+        "mean task",
+        "polls/task",
+        "RSS after plan",
         "CPU/API req",
         "sim CPU",
         "sim conns",
         "progress cost",
     ]);
     for r in rows {
-        let c = &r.case;
-        let mut conc = if c.sequential {
-            "1 (sequential)".to_owned()
-        } else {
-            c.concurrency.to_string()
-        };
-        if !c.adaptive {
-            conc.push_str(", fixed polling");
-        }
-        let rss = match r.sim_rss_kib {
-            Some(s) => format!("{:.1} MiB ({:.1} MiB)", mib(r.rss_kib), mib(s)),
-            None => format!("{:.1} MiB (in-process)", mib(r.rss_kib)),
-        };
         let wall_s = r.wall_ms / 1000.0;
-        t.add_row([
-            format!("{}", c.vms),
-            conc,
-            format!("{:.0} ms (±{} ms)", r.mean_task_ms, c.jitter_ms),
-            format!("{wall_s:.2} s"),
-            format!("{:.2} s", r.ideal_ms / 1000.0),
-            format!("{:.3}", r.wall_ms / r.ideal_ms),
-            format!("{:.2}", r.requests as f64 / c.vms as f64),
+        d.add_row([
+            case_label(&r.case),
+            format!("{:.2} s", r.plan_ms / 1000.0),
+            format!("{:.0} ms", r.mean_task_ms),
             format!("{:.2}", r.task_polls as f64 / r.tasks.max(1) as f64),
-            format!(
-                "{:.0} ms = {:.1}% (p95 {:.0} ms)",
-                r.mean_delay_ms,
-                r.mean_delay_ms / r.mean_task_ms * 100.0,
-                r.p95_delay_ms
-            ),
-            rss,
+            format!("{:.1} MiB", mib(r.plan_rss_kib)),
             format!("{:.0} µs", r.cpu_s / r.requests.max(1) as f64 * 1e6),
             r.sim_cpu_s.map_or_else(
                 || "-".to_owned(),
@@ -202,16 +297,15 @@ fn print_table(rows: &[Row]) {
             ),
         ]);
     }
-    println!("{t}");
+    println!("{d}");
     for r in rows {
-        println!(
-            "{} VMs: peak RSS {:.1} MiB after listing and planning, {:.1} MiB at the end",
-            r.case.vms,
-            mib(r.plan_rss_kib),
-            mib(r.rss_kib)
-        );
         if r.ok != r.case.vms {
-            println!("warning: {} of {} VMs ok", r.ok, r.case.vms);
+            println!(
+                "warning: {}: {} of {} VMs ok",
+                case_label(&r.case),
+                r.ok,
+                r.case.vms
+            );
         }
     }
 }
@@ -260,6 +354,8 @@ impl Sim {
         let mut config = SimConfig::generated(case.vms);
         config.task_duration = Duration::from_millis(case.task_ms);
         config.task_jitter = Duration::from_millis(case.jitter_ms);
+        config.latency = Duration::from_millis(case.latency_ms);
+        config.latency_jitter = Duration::from_millis(case.latency_jitter_ms);
         if case.inproc {
             return Sim::InProc(SimHandle::start(config).await.expect("start simulator"));
         }
@@ -268,6 +364,8 @@ impl Sim {
             .args(["--generate", &case.vms.to_string()])
             .args(["--task-duration", &format!("{}ms", case.task_ms)])
             .args(["--task-jitter", &format!("{}ms", case.jitter_ms)])
+            .args(["--latency", &format!("{}ms", case.latency_ms)])
+            .args(["--latency-jitter", &format!("{}ms", case.latency_jitter_ms)])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -394,6 +492,9 @@ fn run_case(case: Case) -> Row {
     rt.block_on(async move {
         let sim = Sim::start(&case).await;
         let base = sim.base_url();
+        // The run starts before the login, as `powerbook run` does.
+        let start_epoch = epoch_ms();
+        let t0 = Instant::now();
         let runbook = powerbook::runbook::parse("scale.toml", &runbook_toml(&case))
             .unwrap_or_else(|f| panic!("bench runbook: {f}"))
             .runbook;
@@ -412,6 +513,7 @@ fn run_case(case: Case) -> Row {
             .expect("plan");
         let me = std::process::id().to_string();
         let plan_rss = peak_rss_kib(&me);
+        let plan_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let sim_pid = sim.pid();
         let sim_cpu0 = sim_pid.as_deref().map(cpu_seconds);
         let cpu0 = cpu_seconds(&me);
@@ -447,7 +549,6 @@ fn run_case(case: Case) -> Row {
         });
         let mut options = RunOptions::default();
         options.poll.adaptive = case.adaptive;
-        let t0 = Instant::now();
         let _summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         let wall = t0.elapsed();
         drop(tx);
@@ -465,24 +566,25 @@ fn run_case(case: Case) -> Row {
         let rss = peak_rss_kib(&me);
         sim.stop().await;
 
-        // Task durations and the perfect client's makespan, in plan order.
-        let order: Vec<&str> = plan.steps[0]
-            .waves
-            .iter()
-            .flatten()
-            .map(|&t| plan.steps[0].targets[t].vm.name.as_str())
-            .collect();
+        // Task durations in creation order, and when the client saw each task end.
+        let mut records: Vec<&powerbook::sim::MutationRecord> =
+            stats.mutations.values().flatten().collect();
+        records.sort_by_key(|r| r.accepted_ms);
+        let first_action_ms = records.first().map_or(f64::NAN, |r| {
+            (stats.started_epoch_ms + r.accepted_ms) as f64 - start_epoch
+        });
         let mut durations = Vec::new();
         let mut delays = Vec::new();
-        for name in &order {
-            let Some(rec) = stats.mutations.get(*name).and_then(|r| r.first()) else {
-                continue;
-            };
+        for rec in records {
             let Some(fin) = rec.finished_ms else { continue };
             durations.push((fin - rec.accepted_ms) as f64);
             if let Some(at) = seen.finished_at.get(&rec.task_id) {
                 delays.push(at - (stats.started_epoch_ms + fin) as f64);
             }
+        }
+        let mut by_kind = BTreeMap::new();
+        for (key, n) in &stats.requests {
+            *by_kind.entry(kind_of(key).to_owned()).or_insert(0) += n;
         }
         let slots = if case.sequential { 1 } else { case.concurrency };
         let ideal_ms = makespan(&durations, slots);
@@ -494,6 +596,9 @@ fn run_case(case: Case) -> Row {
             wall_ms: wall.as_secs_f64() * 1000.0,
             ideal_ms,
             requests,
+            by_kind,
+            first_action_ms,
+            plan_ms,
             task_polls,
             tasks: stats.task_gets.len(),
             mean_delay_ms: delays.iter().sum::<f64>() / delays.len().max(1) as f64,

@@ -353,6 +353,14 @@ pub struct SimArgs {
     /// a proxy or under another public name); requests are still served on --listen.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Delay added to every answer under /api, e.g. "80ms", as a real API's network and
+    /// server time: half before the request is processed, half after (default: none).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub latency: Option<Duration>,
+    /// Uniform jitter of --latency: each answer's delay is drawn in latency ± jitter
+    /// (seeded by --seed); at most --latency.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "latency")]
+    pub latency_jitter: Option<Duration>,
     #[command(flatten)]
     pub faults: FaultArgs,
 }

@@ -25,6 +25,12 @@ pub fn config_from_args(args: &SimArgs) -> Result<SimConfig, String> {
     }
     config.token_ttl = args.token_ttl;
     config.public_url.clone_from(&args.public_url);
+    if let Some(d) = args.latency {
+        config.latency = d;
+    }
+    if let Some(j) = args.latency_jitter {
+        config.latency_jitter = j;
+    }
     let f = &args.faults;
     let faults = &mut config.faults;
     faults.http_503 = f.http_503;
@@ -61,7 +67,7 @@ pub async fn serve(args: SimArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let summary = format!(
+    let mut summary = format!(
         "{} VMs in {} VDCs from {}, seed {}, speed {}",
         config.vms().count(),
         config.vdcs.len(),
@@ -69,6 +75,13 @@ pub async fn serve(args: SimArgs) -> Outcome {
         config.seed,
         config.speed
     );
+    if !config.latency.is_zero() {
+        summary.push_str(&format!(
+            ", latency {} ± {} per answer",
+            humantime::format_duration(config.latency),
+            humantime::format_duration(config.latency_jitter)
+        ));
+    }
     let sim = match SimHandle::start_on(config, args.listen).await {
         Ok(sim) => sim,
         Err(e) => {
@@ -168,6 +181,10 @@ mod tests {
             "3s",
             "--public-url",
             "https://cloud.example.com/api",
+            "--latency",
+            "80ms",
+            "--latency-jitter",
+            "20ms",
         ]);
         let c = config_from_args(&args).unwrap();
         assert_eq!(c.vms().count(), 50);
@@ -194,6 +211,10 @@ mod tests {
         );
         assert_eq!(c.token_ttl, Some(Duration::from_secs(3)));
         assert_eq!(
+            (c.latency, c.latency_jitter),
+            (Duration::from_millis(80), Duration::from_millis(20))
+        );
+        assert_eq!(
             c.public_url.as_deref(),
             Some("https://cloud.example.com/api")
         );
@@ -211,6 +232,16 @@ mod tests {
         assert!(Cli::try_parse_from(["powerbook", "sim", "--speed", "0"]).is_err());
         assert!(Cli::try_parse_from(["powerbook", "sim", "--fault-stuck", "-0.1"]).is_err());
         assert_eq!((c.token_ttl, c.public_url), (None, None));
+        assert_eq!(
+            (c.latency, c.latency_jitter),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let jitter_over_latency = sim_args(&["--latency", "10ms", "--latency-jitter", "20ms"]);
+        assert!(
+            config_from_args(&jitter_over_latency)
+                .unwrap_err()
+                .contains("latency_jitter")
+        );
         assert!(Cli::try_parse_from(["powerbook", "sim", "--token-ttl", "0s"]).is_err());
         let bad_url = sim_args(&["--public-url", "ftp://h/api"]);
         assert!(

@@ -57,6 +57,14 @@ pub struct SimConfig {
     /// simulator's own address. Only the base changes: link paths stay the simulator's, and
     /// requests are still served on its own address.
     pub public_url: Option<String>,
+    /// Added to every answer under `/api` (never `/_sim/*`), as a real API's network and
+    /// server time: half is waited before the request is processed, half after, so a poll's
+    /// answer shows the task as it was half a round trip before the client reads it. Zero:
+    /// answers as fast as loopback allows.
+    pub latency: Duration,
+    /// Uniform jitter of `latency`: each answer's delay is drawn in `latency ± jitter`
+    /// (seeded by `seed`); at most `latency`.
+    pub latency_jitter: Duration,
 }
 
 /// Fault injection rates, each a probability in `0.0..=1.0`; all off by default.
@@ -307,6 +315,8 @@ impl SimConfig {
             product_version: "6.1.0".to_owned(),
             token_ttl: None,
             public_url: None,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
         }
     }
 
@@ -346,6 +356,12 @@ impl SimConfig {
         }
         if let Some(url) = &self.public_url {
             check_public_url(url)?;
+        }
+        if self.latency_jitter > self.latency {
+            return Err(format!(
+                "latency_jitter ({:?}) must not exceed latency ({:?})",
+                self.latency_jitter, self.latency
+            ));
         }
         if self.accepted_versions.is_empty() {
             return Err("accepted_versions must name at least one version".into());

@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod faults;
 mod inventory;
+mod latency;
 mod negotiate;
 mod routes;
 mod shared;

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     public: Option<String>,
     faults_rng: Mutex<StdRng>,
     token_rng: Mutex<StdRng>,
+    /// Draws each answer's added latency (a lock of its own, held only for the draw).
+    latency_rng: Mutex<StdRng>,
     /// TCP connections accepted (keep-alive clients open few).
     pub connections: Arc<AtomicU64>,
 }
@@ -74,6 +76,7 @@ impl Shared {
             world: Mutex::new(World::new(Arc::clone(&cfg), start_epoch_ms)),
             faults_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0xFA17_FA17)),
             token_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0x70CE_0000)),
+            latency_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0x1A7E_1A7E)),
             cfg,
             start: Instant::now(),
             base,
@@ -96,6 +99,10 @@ impl Shared {
 
     pub fn fault_rng(&self) -> MutexGuard<'_, StdRng> {
         lock(&self.faults_rng)
+    }
+
+    pub fn latency_rng(&self) -> MutexGuard<'_, StdRng> {
+        lock(&self.latency_rng)
     }
 
     /// Request counters: a lock of their own, so counting never waits for the world.

@@ -1775,3 +1775,29 @@ hypervisor = "XEN_3"
         (409, "VM-2".into())
     );
 }
+
+#[tokio::test]
+async fn powerbook_sim_latency_delays_every_api_answer() {
+    let (_sim, url) = spawn_sim(&["--latency", "100ms", "--latency-jitter", "0ms"]);
+    let c = client();
+    // A first request opens the connection, so the timed ones measure the answer alone.
+    let first = c.get(format!("{url}/version")).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let t = std::time::Instant::now();
+    let version = c.get(format!("{url}/version")).send().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(version.status(), StatusCode::OK);
+    assert!(took >= Duration::from_millis(100), "version in {took:?}");
+
+    let t = std::time::Instant::now();
+    let login = c
+        .get(format!("{url}/login"))
+        .basic_auth("admin", Some("xabiquo"))
+        .header("Accept", "application/vnd.abiquo.user+json; version=5.0")
+        .send()
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(login.status(), StatusCode::OK);
+    assert!(took >= Duration::from_millis(100), "login in {took:?}");
+}

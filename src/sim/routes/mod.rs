@@ -1,7 +1,8 @@
 //! HTTP surface: the Abiquo routes powerbook uses, plus `/_sim/*` for tests.
 //!
-//! Layers on `/api` routes, outermost first: request counting → fault injection →
-//! authentication → handler. `/_sim/*` has none of them.
+//! Layers on `/api` routes, outermost first: added latency (half before, half after the
+//! rest) → request counting → fault injection → authentication → handler. `/_sim/*` has
+//! none of them.
 
 // Handlers short-circuit with a ready `Response` as the error; it is moved once per request.
 #![allow(clippy::result_large_err)]
@@ -84,6 +85,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/vms", get(sim_vms))
         .fallback(not_found)
+        // On the whole router so unmatched `/api` paths are delayed too; `/_sim` is not.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            super::latency::delay,
+        ))
         .with_state(shared)
 }
 
