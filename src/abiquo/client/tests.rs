@@ -907,7 +907,7 @@ async fn tokens_are_renewed_before_the_lifetime_seen_once() {
             .lock()
             .unwrap()
             .get(token)
-            .is_none_or(|at| at.elapsed() > Duration::from_millis(300));
+            .is_none_or(|at| at.elapsed() > Duration::from_millis(1100));
         if expired {
             r.fetch_add(1, Ordering::SeqCst);
             (401, vec![], String::new())
@@ -919,8 +919,8 @@ async fn tokens_are_renewed_before_the_lifetime_seen_once() {
     let client = mock.client();
     client.login().await.unwrap();
     let vm = mock.vm(VmState::On);
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(350)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         client.get_vm(&vm).await.unwrap();
     }
     assert_eq!(

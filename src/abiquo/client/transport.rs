@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// another caller just renewed may expire again before this request's retry reaches the API.
 pub(super) const MAX_RELOGINS: u32 = 3;
 
+/// The shortest token lifetime the client learns from a refusal.
+const MIN_TOKEN_LIFE: Duration = Duration::from_secs(1);
+
 /// Shortest timeout an attempt gets when the budget is almost spent.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -282,8 +285,12 @@ impl Client {
         match current {
             Some(s) if s.token == used => {
                 let age = s.born.elapsed();
-                let mut life = lock(&self.inner.token_life);
-                *life = Some(life.map_or(age, |l| l.min(age)));
+                // A token refused this young was revoked, not expired: no lifetime to learn
+                // (renewing before every request would follow).
+                if age >= MIN_TOKEN_LIFE {
+                    let mut life = lock(&self.inner.token_life);
+                    *life = Some(life.map_or(age, |l| l.min(age)));
+                }
             }
             _ => return Ok(true),
         }
