@@ -74,6 +74,8 @@ pub(crate) struct Ctx<'a, A> {
     sinks: &'a [&'a dyn EventSink],
     control: &'a RunControl,
     hooks: &'a Hooks,
+    /// Run-wide concurrency: held by a VM only while it has a power task in flight.
+    slots: &'a Semaphore,
 }
 
 impl<A: CloudApi> Ctx<'_, A> {
@@ -142,19 +144,20 @@ pub async fn execute_with<A: CloudApi>(
     hooks: &Hooks,
 ) -> Summary {
     let started = Instant::now();
+    let slots = Semaphore::new(plan.concurrency);
     let ctx = Ctx {
         client,
         options,
         sinks,
         control,
         hooks,
+        slots: &slots,
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         plan: Box::new(plan.clone()),
     })
     .await;
-    let slots = Semaphore::new(plan.concurrency);
     let tally = Mutex::new(Tally::default());
     let run_threshold = plan.max_failures.map(|l| (l.amount, l.tolerated));
     let done: Vec<watch::Sender<bool>> =
@@ -162,7 +165,6 @@ pub async fn execute_with<A: CloudApi>(
     let sched = Scheduler {
         ctx: &ctx,
         plan,
-        slots: &slots,
         tally: &tally,
         run_threshold,
         done: &done,
@@ -237,6 +239,12 @@ async fn watchdog<A: CloudApi>(
     std::future::pending::<()>().await;
 }
 
+/// VMs of a step in progress at once: its concurrency in tasks, plus up to 64 (or as many
+/// again, if fewer) reading and deciding ahead. Bounded, so memory follows the slots.
+fn lookahead(concurrency: usize) -> usize {
+    concurrency + concurrency.min(64)
+}
+
 /// `3`, or `10% (2 of 15 VMs)`.
 fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
     match amount {
@@ -248,7 +256,6 @@ fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
 struct Scheduler<'a, A> {
     ctx: &'a Ctx<'a, A>,
     plan: &'a Plan,
-    slots: &'a Semaphore,
     tally: &'a Mutex<Tally>,
     /// Run-wide threshold: (as written, resolved count).
     run_threshold: Option<(Amount, usize)>,
@@ -313,9 +320,13 @@ impl<A: CloudApi> Scheduler<'_, A> {
                     .await;
             }
             tracing::trace!(step = step.index, wave = w, "wave starts");
+            // The step's concurrency bounds its tasks in flight (a semaphore held like the
+            // run-wide one); a few more VMs than that are read and decided ahead, so the
+            // next one is ready to send the instant a slot frees.
+            let step_slots = Semaphore::new(step.concurrency.max(1));
             let mut results = futures::stream::iter(wave.iter().copied())
-                .map(|target| self.run_vm(step, target))
-                .buffer_unordered(step.concurrency.max(1));
+                .map(|target| self.run_vm(step, target, &step_slots))
+                .buffer_unordered(lookahead(step.concurrency.max(1)));
             while let Some(r) = results.next().await {
                 tracing::trace!(step = step.index, target = r.target, "vm finished");
                 // Failures replayed from an earlier run do not count against thresholds
@@ -349,26 +360,23 @@ impl<A: CloudApi> Scheduler<'_, A> {
         }
     }
 
-    /// One VM: wait for a run-wide slot, then run it unless the run is stopping.
-    async fn run_vm(&self, step: &PlannedStep, target: usize) -> VmResult {
+    /// One VM, unless the run is stopping. It takes its slots only around its power task.
+    async fn run_vm(&self, step: &PlannedStep, target: usize, step_slots: &Semaphore) -> VmResult {
         if let Some(resume::ResumeVm::Done(prev)) = self.ctx.resume(step.index, target) {
             return (**prev).clone();
         }
-        let stop = self.ctx.control.stop_token();
-        if stop.is_cancelled() {
+        if self.ctx.control.stop_token().is_cancelled() {
             return self.settled(step, target, vm::not_started(self.ctx));
         }
-        let permit = tokio::select! {
-            p = self.slots.acquire() => p,
-            () = stop.cancelled() => return self.settled(step, target, vm::not_started(self.ctx)),
-        };
-        let Ok(_permit) = permit else {
-            return self.settled(step, target, vm::not_started(self.ctx));
-        };
-        if stop.is_cancelled() {
-            return self.settled(step, target, vm::not_started(self.ctx));
-        }
-        vm::run(self.ctx, vm::VmJob { step, target }).await
+        vm::run(
+            self.ctx,
+            vm::VmJob {
+                step,
+                target,
+                step_slots,
+            },
+        )
+        .await
     }
 
     /// A result decided without touching the VM.

@@ -213,7 +213,36 @@ async fn the_deadline_stops_launching_and_lets_the_vm_in_flight_finish() {
     assert!(
         matches!(run.outcome("vm-3"), VmOutcome::NotStarted { reason } if reason == "run aborted")
     );
-    assert_eq!(h.fake.reads("vm-3"), 0);
+    assert!(h.fake.mutations("vm-3").is_empty());
     let aborted = run.summary.aborted.clone().unwrap_or_default();
     assert_eq!(aborted, "the run's deadline of 30s was reached");
+}
+
+/// The run-wide slot is held only while a task is in flight: the next VM is read and decided
+/// while the first one's task runs, so it is sent the instant the slot frees.
+#[tokio::test(start_paused = true)]
+async fn the_next_vm_is_read_while_the_slot_is_busy_and_sent_when_it_frees() {
+    let fake = FakeCloud::new()
+        .with_vm("a", VmState::On)
+        .with_vm("b", VmState::On);
+    fake.script("a", [Reply::Accept(TaskScript::ok_after(secs(1)))]);
+    fake.script("b", [Reply::Accept(TaskScript::ok_after(secs(1)))]);
+    let toml =
+        one_step("off", "*", "").replacen("[[step]]", "[limits]\nconcurrency = 1\n[[step]]", 1);
+    let h = harness(fake, &toml);
+    let run = h.run().await;
+    assert_eq!(run.outcome("a"), &VmOutcome::Ok);
+    assert_eq!(run.outcome("b"), &VmOutcome::Ok);
+    let (a, b) = (h.fake.task_spans("a"), h.fake.task_spans("b"));
+    let a_end = a[0].1.unwrap();
+    assert!(b[0].0 >= a_end, "one task at a time");
+    let first_read_of_b = h
+        .fake
+        .calls()
+        .iter()
+        .find(|c| c.vm == "b" && matches!(c.kind, CallKind::GetVm))
+        .map(|c| c.at)
+        .unwrap();
+    assert!(first_read_of_b < a_end, "b was read while a's task ran");
+    assert_eq!(h.fake.max_in_flight(|_| true), 1);
 }

@@ -19,6 +19,7 @@ use crate::pacing::Pacing;
 use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
 use crate::runbook::model::Action;
 use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 /// Which VM of which step.
@@ -26,6 +27,40 @@ use tokio::time::Instant;
 pub(crate) struct VmJob<'a> {
     pub step: &'a PlannedStep,
     pub target: usize,
+    /// The step's concurrency, held like the run-wide slot.
+    pub step_slots: &'a Semaphore,
+}
+
+/// The step's and the run's slots, held while the VM has a power task in flight (from the
+/// request to its terminal state and the check after it). Reading and deciding happen
+/// before, without them, so the next VM is ready the instant one frees.
+struct Slots<'s, 'r> {
+    _step: SemaphorePermit<'s>,
+    _run: SemaphorePermit<'r>,
+}
+
+/// Waits for both slots, the step's first (so a step waiting on its own limit does not hold
+/// run-wide slots others could use). `None`: the run stopped (or was killed) first.
+async fn take_slots<'s, 'r, A: CloudApi>(
+    ctx: &Ctx<'r, A>,
+    job: VmJob<'s>,
+) -> Option<Slots<'s, 'r>> {
+    let stop = ctx.control.stop_token();
+    let step = tokio::select! {
+        p = job.step_slots.acquire() => p.ok()?,
+        () = stop.cancelled() => return None,
+    };
+    let run = tokio::select! {
+        p = ctx.slots.acquire() => p.ok()?,
+        () = stop.cancelled() => return None,
+    };
+    if stop.is_cancelled() {
+        return None;
+    }
+    Some(Slots {
+        _step: step,
+        _run: run,
+    })
 }
 
 /// What to do when the API says the VM is busy (LOCKED by another task).
@@ -87,12 +122,24 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
     })
     .await;
     r.outcome = match ctx.resume(job.step.index, job.target) {
-        Some(ResumeVm::Reattach { href, intent }) => reattach(ctx, job, &mut r, href, intent).await,
-        Some(ResumeVm::Inspect {
-            intent,
-            at_ms,
-            known_tasks,
-        }) => inspect(ctx, job, &mut r, intent, *at_ms, known_tasks).await,
+        // A VM an earlier run left in flight may have a task running: it takes its slots
+        // before anything else.
+        Some(resumed @ (ResumeVm::Reattach { .. } | ResumeVm::Inspect { .. })) => {
+            match take_slots(ctx, job).await {
+                None => not_started(ctx),
+                Some(_slots) => match resumed {
+                    ResumeVm::Reattach { href, intent } => {
+                        reattach(ctx, job, &mut r, href, intent).await
+                    }
+                    ResumeVm::Inspect {
+                        intent,
+                        at_ms,
+                        known_tasks,
+                    } => inspect(ctx, job, &mut r, intent, *at_ms, known_tasks).await,
+                    ResumeVm::Done(_) => not_started(ctx),
+                },
+            }
+        }
         _ => drive(ctx, job, &mut r).await,
     };
     r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -104,25 +151,25 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
         r.path = PathTaken::Skipped;
         return outcome_of(&job.step.targets[job.target].disposition);
     }
-    let vm = match read_settled(ctx, &r.vm.href).await {
-        Ok(vm) => vm,
-        Err(ReadStop::Failed(reason)) => return VmOutcome::Failed { reason },
-        Err(ReadStop::Killed) => return not_started(ctx),
+    let (vm, request) = match decide(ctx, job, r).await {
+        Ok(decided) => decided,
+        Err(outcome) => return outcome,
     };
-    r.state_before = Some(vm.state.clone());
-    r.state_after = Some(vm.state.clone());
-    r.deallocated_after = vm.deallocated;
-    let action = job.step.action;
-    let request = match evaluate(job, &vm) {
-        Disposition::Act { request, .. } => request,
-        other => {
-            r.path = PathTaken::Skipped;
-            return outcome_of(&other);
-        }
-    };
-    if ctx.control.stop_token().is_cancelled() {
+    let read_at = Instant::now();
+    let Some(_slots) = take_slots(ctx, job).await else {
         return not_started(ctx);
-    }
+    };
+    // A decision that waited long for its slot is made again on a fresh read: the VM may
+    // have changed meanwhile (another operator, another tool).
+    let (vm, request) = if read_at.elapsed() > FRESH_DECISION {
+        match decide(ctx, job, r).await {
+            Ok(decided) => decided,
+            Err(outcome) => return outcome,
+        }
+    } else {
+        (vm, request)
+    };
+    let action = job.step.action;
     let timeout = job.step.task_timeout();
     match (action, job.step.fallback) {
         (Action::Shutdown, Some(fallback)) => {
@@ -155,6 +202,32 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
 }
 
 const BUSY: &str = "the VM is busy with another task";
+
+/// How old a VM's read may be when its slot comes for the decision to stand.
+const FRESH_DECISION: Duration = Duration::from_secs(2);
+
+/// Reads the VM (waiting out a lock) and decides: the request to send, or the outcome.
+async fn decide<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+) -> Result<(VirtualMachine, PowerRequest), VmOutcome> {
+    let vm = match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => vm,
+        Err(ReadStop::Failed(reason)) => return Err(VmOutcome::Failed { reason }),
+        Err(ReadStop::Killed) => return Err(not_started(ctx)),
+    };
+    r.state_before = Some(vm.state.clone());
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    match evaluate(job, &vm) {
+        Disposition::Act { request, .. } => Ok((vm, request)),
+        other => {
+            r.path = PathTaken::Skipped;
+            Err(outcome_of(&other))
+        }
+    }
+}
 
 /// Sends one mutation (waiting out a lock if asked) and follows its task.
 async fn act<A: CloudApi>(
