@@ -18,6 +18,7 @@ use crate::exec::resume::ResumeVm;
 use crate::pacing::Pacing;
 use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
 use crate::runbook::model::Action;
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -29,6 +30,17 @@ pub(crate) struct VmJob<'a> {
     pub target: usize,
     /// The step's concurrency, held like the run-wide slot.
     pub step_slots: &'a Semaphore,
+    /// Gives the slots back once the VM's last task reached its terminal state (set while
+    /// they are held).
+    pub release: Option<&'a (dyn Fn() + Sync)>,
+}
+
+impl VmJob<'_> {
+    fn release_slots(&self) {
+        if let Some(release) = self.release {
+            release();
+        }
+    }
 }
 
 /// The step's and the run's slots, held while the VM has a power task in flight (from the
@@ -127,17 +139,26 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
         Some(resumed @ (ResumeVm::Reattach { .. } | ResumeVm::Inspect { .. })) => {
             match take_slots(ctx, job).await {
                 None => not_started(ctx),
-                Some(_slots) => match resumed {
-                    ResumeVm::Reattach { href, intent } => {
-                        reattach(ctx, job, &mut r, href, intent).await
+                Some(slots) => {
+                    let held = std::sync::Mutex::new(Some(slots));
+                    let release =
+                        || drop(held.lock().unwrap_or_else(PoisonError::into_inner).take());
+                    let job = VmJob {
+                        release: Some(&release),
+                        ..job
+                    };
+                    match resumed {
+                        ResumeVm::Reattach { href, intent } => {
+                            reattach(ctx, job, &mut r, href, intent).await
+                        }
+                        ResumeVm::Inspect {
+                            intent,
+                            at_ms,
+                            known_tasks,
+                        } => inspect(ctx, job, &mut r, intent, *at_ms, known_tasks).await,
+                        ResumeVm::Done(_) => not_started(ctx),
                     }
-                    ResumeVm::Inspect {
-                        intent,
-                        at_ms,
-                        known_tasks,
-                    } => inspect(ctx, job, &mut r, intent, *at_ms, known_tasks).await,
-                    ResumeVm::Done(_) => not_started(ctx),
-                },
+                }
             }
         }
         _ => drive(ctx, job, &mut r).await,
@@ -156,8 +177,14 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
         Err(outcome) => return outcome,
     };
     let read_at = Instant::now();
-    let Some(_slots) = take_slots(ctx, job).await else {
+    let Some(slots) = take_slots(ctx, job).await else {
         return not_started(ctx);
+    };
+    let held = std::sync::Mutex::new(Some(slots));
+    let release = || drop(held.lock().unwrap_or_else(PoisonError::into_inner).take());
+    let job = VmJob {
+        release: Some(&release),
+        ..job
     };
     // A decision that waited long for its slot is made again on a fresh read: the VM may
     // have changed meanwhile (another operator, another tool).
@@ -406,6 +433,8 @@ async fn finish_ok<A: CloudApi>(
     if let Some(task) = &task {
         r.task_state = Some(task.state.clone());
     }
+    // The task is over: its slots go to the next VM while this one is confirmed.
+    job.release_slots();
     let vm = match read_settled(ctx, &r.vm.href).await {
         Ok(vm) => vm,
         Err(ReadStop::Failed(reason)) => {
