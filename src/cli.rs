@@ -137,8 +137,6 @@ pub struct RunArgs {
     /// The runbook to run (with --plan it may be left out: the plan names its runbook).
     #[arg(value_name = "RUNBOOK")]
     pub runbook: Option<PathBuf>,
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -173,6 +171,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
     pub journal: JournalArgs,
     #[command(flatten)]
     pub tuning: RunTuning,
@@ -198,8 +198,6 @@ pub struct ResumeArgs {
     /// The journal of the run to continue.
     #[arg(value_name = "JOURNAL")]
     pub journal: PathBuf,
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
     /// Also retry the VMs that failed (the rest of the step graph continues in order).
     #[arg(long)]
     pub retry_failed: bool,
@@ -219,6 +217,8 @@ pub struct ResumeArgs {
     /// After the run, write a runbook that returns every touched VM to its state before.
     #[arg(long, value_name = "FILE")]
     pub emit_restore: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     #[command(flatten)]
     pub tuning: RunTuning,
 }
@@ -293,8 +293,6 @@ pub struct PlanArgs {
     /// The runbook to plan.
     #[arg(value_name = "RUNBOOK")]
     pub runbook: PathBuf,
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
     /// Plan against a built-in simulator on loopback.
     #[arg(long)]
     pub simulate: bool,
@@ -314,6 +312,8 @@ pub struct PlanArgs {
     /// Directory of run journals: earlier runs of this runbook tell how long tasks take.
     #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
     pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
