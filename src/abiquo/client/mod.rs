@@ -367,8 +367,6 @@ mod origin;
 mod tls;
 mod transport;
 
-pub use transport::human_bytes;
-
 use transport::decode;
 
 #[cfg(test)]

@@ -546,7 +546,7 @@ pub(super) fn strip_query(url: &str) -> String {
 }
 
 /// `8 MiB`, `512 KiB`, `100 bytes`.
-pub fn human_bytes(n: usize) -> String {
+fn human_bytes(n: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
     if n >= MIB && n.is_multiple_of(MIB) {
