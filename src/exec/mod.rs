@@ -374,7 +374,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 step,
                 target,
                 step_slots,
-                release: None,
+                held: None,
             },
         )
         .await

@@ -30,16 +30,47 @@ pub(crate) struct VmJob<'a> {
     pub target: usize,
     /// The step's concurrency, held like the run-wide slot.
     pub step_slots: &'a Semaphore,
-    /// Gives the slots back once the VM's last task reached its terminal state (set while
-    /// they are held).
-    pub release: Option<&'a (dyn Fn() + Sync)>,
+    /// The slots the VM holds, given back once its last task reached its terminal state
+    /// (set while they are held).
+    pub held: Option<&'a dyn Release>,
 }
 
-impl VmJob<'_> {
-    fn release_slots(&self) {
-        if let Some(release) = self.release {
-            release();
+impl<'a> VmJob<'a> {
+    /// The same job, holding `held` until [`Self::release_slots`] or its end.
+    fn holding<'b>(self, held: &'b dyn Release) -> VmJob<'b>
+    where
+        'a: 'b,
+    {
+        VmJob {
+            held: Some(held),
+            ..self
         }
+    }
+
+    fn release_slots(&self) {
+        if let Some(held) = self.held {
+            held.release();
+        }
+    }
+}
+
+/// Slots that can be given back early, once.
+pub(crate) trait Release: Sync {
+    fn release(&self);
+}
+
+/// A VM's slots from [`take_slots`] until it gives them back (or is done).
+struct Held<'s, 'r>(std::sync::Mutex<Option<Slots<'s, 'r>>>);
+
+impl<'s, 'r> Held<'s, 'r> {
+    fn new(slots: Slots<'s, 'r>) -> Self {
+        Held(std::sync::Mutex::new(Some(slots)))
+    }
+}
+
+impl Release for Held<'_, '_> {
+    fn release(&self) {
+        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }
 
@@ -140,13 +171,8 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
             match take_slots(ctx, job).await {
                 None => not_started(ctx),
                 Some(slots) => {
-                    let held = std::sync::Mutex::new(Some(slots));
-                    let release =
-                        || drop(held.lock().unwrap_or_else(PoisonError::into_inner).take());
-                    let job = VmJob {
-                        release: Some(&release),
-                        ..job
-                    };
+                    let held = Held::new(slots);
+                    let job = job.holding(&held);
                     match resumed {
                         ResumeVm::Reattach { href, intent } => {
                             reattach(ctx, job, &mut r, href, intent).await
@@ -180,12 +206,8 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
     let Some(slots) = take_slots(ctx, job).await else {
         return not_started(ctx);
     };
-    let held = std::sync::Mutex::new(Some(slots));
-    let release = || drop(held.lock().unwrap_or_else(PoisonError::into_inner).take());
-    let job = VmJob {
-        release: Some(&release),
-        ..job
-    };
+    let held = Held::new(slots);
+    let job = job.holding(&held);
     // A decision that waited long for its slot is made again on a fresh read: the VM may
     // have changed meanwhile (another operator, another tool).
     let (vm, request) = if read_at.elapsed() > FRESH_DECISION {
