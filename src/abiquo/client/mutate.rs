@@ -80,7 +80,7 @@ impl Client {
                     ClientError::from_answer(a.status, &a.body),
                 ),
                 Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
-                Err(e) if e.retryable() => (None, "no answer".to_owned(), e.into_error()),
+                Err(e) if e.retryable() => (None, e.reason(), e.into_error()),
                 Err(e) => return Err(e.into_error()),
             };
             if !self
@@ -162,8 +162,9 @@ impl Client {
                 }
                 Ok(a) if a.status >= 500 => ClientError::from_answer(a.status, &a.body),
                 Ok(a) => return Err(ClientError::from_answer(a.status, &a.body)),
-                Err(NoAnswer::NotSent(e)) => {
-                    let reason = e.to_string();
+                Err(e @ NoAnswer::NotSent(_)) => {
+                    let reason = e.reason();
+                    let e = e.into_error();
                     if !self
                         .retry_after_failure(&mut tries, None, &request, &reason)
                         .await

@@ -64,23 +64,25 @@ impl NoAnswer {
         }
     }
 
+    fn error(&self) -> &ClientError {
+        match self {
+            NoAnswer::Invalid(e)
+            | NoAnswer::NotSent(e)
+            | NoAnswer::MaybeSent(e)
+            | NoAnswer::Oversized(e) => e,
+        }
+    }
+
     pub(super) fn retryable(&self) -> bool {
         matches!(self, NoAnswer::NotSent(_) | NoAnswer::MaybeSent(_))
     }
 
-    fn reason(&self) -> String {
-        match self {
-            NoAnswer::MaybeSent(ClientError::Timeout { secs, .. }) => {
-                format!("no answer within {secs}s")
-            }
-            NoAnswer::NotSent(ClientError::Transport { detail, .. })
-            | NoAnswer::MaybeSent(ClientError::Transport { detail, .. }) => short_reason(detail),
-            other => match other {
-                NoAnswer::Invalid(e)
-                | NoAnswer::NotSent(e)
-                | NoAnswer::MaybeSent(e)
-                | NoAnswer::Oversized(e) => e.to_string(),
-            },
+    /// Why the attempt failed, short, for the retry line on stderr.
+    pub(super) fn reason(&self) -> String {
+        match self.error() {
+            ClientError::Timeout { secs, .. } => format!("no answer within {secs}s"),
+            ClientError::Transport { detail, .. } => short_reason(detail),
+            other => other.to_string(),
         }
     }
 }
