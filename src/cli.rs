@@ -277,6 +277,12 @@ pub struct RunTuning {
     /// After Ctrl-C, how long to keep following tasks in flight.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
     pub drain_timeout: Duration,
+    /// How old a VM's state may be, as the plan's listing or a read saw it, for a request to
+    /// be sent without reading the VM first. A request refused because the state moved
+    /// (VM-4, VM-26, busy) is followed by a read and a fresh decision. `0s` reads every VM
+    /// just before acting.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub state_max_age: Duration,
 }
 
 /// `30s`, `5m`, `250ms` (humantime), strictly positive.

@@ -177,6 +177,12 @@ impl ClientError {
     pub fn is_vm_busy(&self) -> bool {
         matches!(self.code(), Some("VM-2" | "VM-11" | "ASYNC-TASK-2"))
     }
+
+    /// The API refused the transition from the VM's current state (VM-4), or a reset of a VM
+    /// that is not ON (VM-26): the state the request was decided on is not the VM's now.
+    pub fn is_state_refusal(&self) -> bool {
+        matches!(self.code(), Some("VM-4" | "VM-26"))
+    }
 }
 
 /// `(code, message)` of the first entry of an `errors` body, or `("", excerpt)` when the body is

@@ -167,10 +167,12 @@ async fn plan_for_run(
         );
         return Err(Outcome::Usage);
     }
+    let asked = tokio::time::Instant::now();
     let vms = client.list_vms().await.map_err(|e| {
         eprintln!("error: cannot list the VMs: {e}");
         Outcome::Aborted
     })?;
+    let mut saved = saved;
     let stale = stale_vms(&saved, &vms);
     if stale.is_empty() {
         eprintln!(
@@ -178,6 +180,7 @@ async fn plan_for_run(
             path.display(),
             saved.created_at
         );
+        saved.keep_listing(&vms, asked);
         return Ok(saved);
     }
     let table = stale_table(&stale, test_mode().then_some(TEST_WIDTH));
@@ -188,7 +191,9 @@ async fn plan_for_run(
             count_vms(stale.len()),
             path.display()
         );
-        return Ok(build(runbook, &vms, client.endpoint()));
+        let mut plan = build(runbook, &vms, client.endpoint());
+        plan.keep_listing(&vms, asked);
+        return Ok(plan);
     }
     eprintln!(
         "error: {} changed since the plan in {} was made; nothing was changed. Make a new plan, \

@@ -249,6 +249,7 @@ pub fn run_options(tuning: &RunTuning) -> RunOptions {
         lock_wait: tuning.lock_wait,
         drain_timeout: tuning.drain_timeout,
         durations: TaskDurations::new(),
+        state_max_age: tuning.state_max_age,
     }
 }
 

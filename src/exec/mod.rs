@@ -7,6 +7,7 @@
 //! Failure thresholds, the deadline and Ctrl-C stop the launching of new VMs; VMs in flight
 //! finish (Ctrl-C: within a bounded drain) and are reported.
 
+mod confirm;
 mod control;
 pub mod event;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod fake;
 pub mod poll;
 pub mod resume;
 pub mod sink;
+mod slots;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,7 @@ use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::pacing::TaskDurations;
-use crate::plan::{Plan, PlannedStep};
+use crate::plan::{Listed, Plan, PlannedStep};
 use crate::runbook::model::{Amount, OnFailure};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +48,10 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Task durations learned so far (seed it with earlier runs' to start warm).
     pub durations: TaskDurations,
+    /// How old a VM's state may be (as listed or read) for a request to be sent on it
+    /// without reading the VM again. A request the API refuses because the state moved
+    /// (VM-4, VM-26, or busy) is followed by a read and a fresh decision either way.
+    pub state_max_age: Duration,
 }
 
 impl Default for RunOptions {
@@ -55,6 +61,7 @@ impl Default for RunOptions {
             lock_wait: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(60),
             durations: TaskDurations::new(),
+            state_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -76,6 +83,8 @@ pub(crate) struct Ctx<'a, A> {
     hooks: &'a Hooks,
     /// Run-wide concurrency: held by a VM only while it has a power task in flight.
     slots: &'a Semaphore,
+    /// The VMs as the plan's listing saw them.
+    listed: &'a Listed,
 }
 
 impl<A: CloudApi> Ctx<'_, A> {
@@ -152,6 +161,7 @@ pub async fn execute_with<A: CloudApi>(
         control,
         hooks,
         slots: &slots,
+        listed: &plan.listed,
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -239,10 +249,12 @@ async fn watchdog<A: CloudApi>(
     std::future::pending::<()>().await;
 }
 
-/// VMs of a step in progress at once: its concurrency in tasks, plus up to 64 (or as many
-/// again, if fewer) reading and deciding ahead. Bounded, so memory follows the slots.
+/// VMs of a step in progress at once: its concurrency in tasks, plus half as many again (at
+/// least 1, at most 64) reading and deciding ahead. Bounded, so memory and connections follow
+/// the slots; a slot frees every task-duration/concurrency, and the next VM needs only one
+/// round trip to be ready.
 fn lookahead(concurrency: usize) -> usize {
-    concurrency + concurrency.min(64)
+    concurrency + (concurrency / 2).clamp(1, 64)
 }
 
 /// `3`, or `10% (2 of 15 VMs)`.
@@ -251,6 +263,12 @@ fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
         Amount::Count(_) => amount.to_string(),
         Amount::Percent(_) => format!("{amount} ({max} of {of} VMs)"),
     }
+}
+
+/// A step's counts so far, and its fresh failures (for its threshold).
+struct StepTally {
+    counts: ResultCounts,
+    failures: usize,
 }
 
 struct Scheduler<'a, A> {
@@ -298,8 +316,10 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 self.record(&mut counts, r, false).await;
             }
         }
-        let threshold = step.max_failures.map(|l| (l.amount, l.tolerated));
-        let mut step_failures = 0usize;
+        let mut step_tally = StepTally {
+            counts,
+            failures: 0,
+        };
         for (w, wave) in step.waves.iter().enumerate() {
             let stop = self.ctx.control.stop_token();
             // A wave an earlier run finished needs no pause before it.
@@ -323,30 +343,47 @@ impl<A: CloudApi> Scheduler<'_, A> {
             // The step's concurrency bounds its tasks in flight (a semaphore held like the
             // run-wide one); a few more VMs than that are read and decided ahead, so the
             // next one is ready to send the instant a slot frees.
-            let step_slots = Semaphore::new(step.concurrency.max(1));
-            let mut results = futures::stream::iter(wave.iter().copied())
-                .map(|target| self.run_vm(step, target, &step_slots))
+            let step_slots = slots::StepSlots::new(step.concurrency);
+            // Whose tasks succeeded, to confirm with one listing once the wave is done.
+            let deferred = confirm::worth_listing(wave.len(), self.ctx.listed.total())
+                .then(confirm::Deferred::default);
+            let mut pending = Vec::new();
+            let mut results = futures::stream::iter(wave.iter().copied().enumerate())
+                .map(|(pos, target)| self.run_vm(step, target, &step_slots, pos, deferred.as_ref()))
                 .buffer_unordered(lookahead(step.concurrency.max(1)));
             while let Some(r) = results.next().await {
                 tracing::trace!(step = step.index, target = r.target, "vm finished");
-                // Failures replayed from an earlier run do not count against thresholds
-                // again: resuming must be able to continue after an abort.
-                let fresh = !self.ctx.is_replayed(step.index, r.target);
-                if r.outcome.is_failure() && fresh {
-                    step_failures += 1;
-                    self.check_step_threshold(step, threshold, step_failures);
+                match deferred.as_ref().and_then(|d| d.take(r.target)) {
+                    Some(action) => pending.push((r, action)),
+                    None => self.finished(step, &mut step_tally, r).await,
                 }
-                self.record(&mut counts, r, fresh).await;
+            }
+            drop(results);
+            for r in self.confirm(pending, step.concurrency).await {
+                self.finished(step, &mut step_tally, r).await;
             }
         }
         self.ctx
             .emit(Event::StepFinished {
                 step: step.index,
                 name: step.name.clone(),
-                counts,
+                counts: step_tally.counts,
             })
             .await;
         self.mark_done(step);
+    }
+
+    /// A VM's final result: counted against the thresholds, then reported.
+    async fn finished(&self, step: &PlannedStep, tally: &mut StepTally, r: VmResult) {
+        // Failures replayed from an earlier run do not count against thresholds again:
+        // resuming must be able to continue after an abort.
+        let fresh = !self.ctx.is_replayed(step.index, r.target);
+        if r.outcome.is_failure() && fresh {
+            tally.failures += 1;
+            let threshold = step.max_failures.map(|l| (l.amount, l.tolerated));
+            self.check_step_threshold(step, threshold, tally.failures);
+        }
+        self.record(&mut tally.counts, r, fresh).await;
     }
 
     fn mark_done(&self, step: &PlannedStep) {
@@ -361,23 +398,35 @@ impl<A: CloudApi> Scheduler<'_, A> {
     }
 
     /// One VM, unless the run is stopping. It takes its slots only around its power task.
-    async fn run_vm(&self, step: &PlannedStep, target: usize, step_slots: &Semaphore) -> VmResult {
-        if let Some(resume::ResumeVm::Done(prev)) = self.ctx.resume(step.index, target) {
-            return (**prev).clone();
-        }
-        if self.ctx.control.stop_token().is_cancelled() {
-            return self.settled(step, target, vm::not_started(self.ctx));
-        }
-        vm::run(
-            self.ctx,
-            vm::VmJob {
-                step,
-                target,
-                step_slots,
-                held: None,
-            },
-        )
-        .await
+    async fn run_vm(
+        &self,
+        step: &PlannedStep,
+        target: usize,
+        step_slots: &slots::StepSlots,
+        pos: usize,
+        deferred: Option<&confirm::Deferred>,
+    ) -> VmResult {
+        let r = if let Some(resume::ResumeVm::Done(prev)) = self.ctx.resume(step.index, target) {
+            (**prev).clone()
+        } else if self.ctx.control.stop_token().is_cancelled() {
+            self.settled(step, target, vm::not_started(self.ctx))
+        } else {
+            vm::run(
+                self.ctx,
+                vm::VmJob {
+                    step,
+                    target,
+                    step_slots,
+                    pos,
+                    deferred,
+                    held: None,
+                },
+            )
+            .await
+        };
+        // However it ended, the VMs after it no longer wait for its turn.
+        step_slots.pass(pos);
+        r
     }
 
     /// A result decided without touching the VM.

@@ -5,11 +5,14 @@
 mod disposition;
 pub mod document;
 pub mod estimate;
+mod listed;
 pub mod locks;
 pub mod rules;
 pub mod saved;
 pub mod select;
 pub mod text;
+
+pub use listed::Listed;
 
 pub use disposition::Disposition;
 
@@ -48,6 +51,11 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
     pub steps: Vec<PlannedStep>,
+    /// The listing the plan was made from, for acting without a read while it is fresh;
+    /// not saved (a saved plan's listing is old by the time it runs).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub listed: Listed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -234,6 +242,18 @@ impl Plan {
         self.steps.iter().map(|s| s.targets.len()).sum()
     }
 
+    /// Keeps the listed state of the VMs some step acts on, as listed at `asked`.
+    pub fn keep_listing(&mut self, vms: &[VirtualMachine], asked: tokio::time::Instant) {
+        let acted: HashSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.targets)
+            .filter(|t| matches!(t.disposition, Disposition::Act { .. }))
+            .map(|t| t.vm.href.as_str())
+            .collect();
+        self.listed = Listed::of(vms, asked, |href| acted.contains(href));
+    }
+
     pub fn total_live(&self) -> usize {
         self.steps.iter().map(PlannedStep::live_count).sum()
     }
@@ -241,8 +261,11 @@ impl Plan {
 
 /// Lists the VMs once and builds the plan.
 pub async fn resolve<A: CloudApi>(client: &A, runbook: &Runbook) -> Result<Plan, ClientError> {
+    let asked = tokio::time::Instant::now();
     let vms = client.list_vms().await?;
-    Ok(build(runbook, &vms, client.endpoint()))
+    let mut plan = build(runbook, &vms, client.endpoint());
+    plan.keep_listing(&vms, asked);
+    Ok(plan)
 }
 
 /// Builds the plan from a VM listing (no I/O).
@@ -298,6 +321,7 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
         max_failures: None,
         deadline_ms: runbook.limits.deadline.map(millis),
         steps: planned.into_iter().flatten().collect(),
+        listed: Listed::default(),
     };
     plan.max_failures = runbook
         .limits

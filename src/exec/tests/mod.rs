@@ -4,6 +4,7 @@
 
 mod fallback;
 mod interrupt;
+mod listing;
 mod locks;
 mod lost;
 mod outcomes;
@@ -123,6 +124,13 @@ impl Run {
 }
 
 impl Harness {
+    /// The plan keeps the fake's listing as of now, as `plan::resolve` does.
+    pub fn with_listing(mut self) -> Self {
+        let vms = self.fake.listing();
+        self.plan.keep_listing(&vms, tokio::time::Instant::now());
+        self
+    }
+
     /// Runs the plan through the executor's public entry point.
     pub async fn run(&self) -> Run {
         let (tx, mut rx) = mpsc::channel(100_000);

@@ -12,15 +12,17 @@ use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmState};
 use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
+use crate::exec::confirm::Deferred;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
 use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
+use crate::exec::slots::StepSlots;
 use crate::pacing::Pacing;
 use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
 use crate::runbook::model::Action;
 use std::sync::PoisonError;
 use std::time::Duration;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 
 /// Which VM of which step.
@@ -28,8 +30,13 @@ use tokio::time::Instant;
 pub(crate) struct VmJob<'a> {
     pub step: &'a PlannedStep,
     pub target: usize,
-    /// The step's concurrency, held like the run-wide slot.
-    pub step_slots: &'a Semaphore,
+    /// The step's concurrency, held like the run-wide slot, taken in list order.
+    pub step_slots: &'a StepSlots,
+    /// The VM's position in its wave: its turn for a step slot.
+    pub pos: usize,
+    /// Where a successful task leaves its VM to be confirmed after the wave (by a listing),
+    /// when that is cheaper than reading it now.
+    pub deferred: Option<&'a Deferred>,
     /// The slots the VM holds, given back once its last task reached its terminal state
     /// (set while they are held).
     pub held: Option<&'a dyn Release>,
@@ -90,7 +97,7 @@ async fn take_slots<'s, 'r, A: CloudApi>(
 ) -> Option<Slots<'s, 'r>> {
     let stop = ctx.control.stop_token();
     let step = tokio::select! {
-        p = job.step_slots.acquire() => p.ok()?,
+        p = job.step_slots.acquire(job.pos) => p?,
         () = stop.cancelled() => return None,
     };
     let run = tokio::select! {
@@ -198,11 +205,13 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
         r.path = PathTaken::Skipped;
         return outcome_of(&job.step.targets[job.target].disposition);
     }
-    let (vm, request) = match decide(ctx, job, r).await {
-        Ok(decided) => decided,
-        Err(outcome) => return outcome,
+    let (vm, request, seen_at, max_age) = match from_listing(ctx, job, r) {
+        Some((vm, request, listed_at)) => (vm, request, listed_at, ctx.options.state_max_age),
+        None => match decide(ctx, job, r).await {
+            Ok((vm, request)) => (vm, request, Instant::now(), read_max_age(ctx)),
+            Err(outcome) => return outcome,
+        },
     };
-    let read_at = Instant::now();
     let Some(slots) = take_slots(ctx, job).await else {
         return not_started(ctx);
     };
@@ -210,7 +219,7 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
     let job = job.holding(&held);
     // A decision that waited long for its slot is made again on a fresh read: the VM may
     // have changed meanwhile (another operator, another tool).
-    let (vm, request) = if read_at.elapsed() > FRESH_DECISION {
+    let (vm, request) = if seen_at.elapsed() > max_age {
         match decide(ctx, job, r).await {
             Ok(decided) => decided,
             Err(outcome) => return outcome,
@@ -252,8 +261,34 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
 
 const BUSY: &str = "the VM is busy with another task";
 
-/// How old a VM's read may be when its slot comes for the decision to stand.
+/// How old a VM's read may be when its slot comes for the decision to stand, at least.
 const FRESH_DECISION: Duration = Duration::from_secs(2);
+
+fn read_max_age<A: CloudApi>(ctx: &Ctx<'_, A>) -> Duration {
+    ctx.options.state_max_age.max(FRESH_DECISION)
+}
+
+/// The decision from the plan's listing, when it is young enough and says to act. A VM the
+/// listing says needs nothing is read before it is skipped: a stale skip would go unseen,
+/// while a stale request is refused by the API and decided again on a read.
+fn from_listing<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+) -> Option<(VirtualMachine, PowerRequest, Instant)> {
+    // Taken whatever the decision: this step is the VM's first, and memory is freed.
+    let (vm, listed_at) = ctx.listed.take(&r.vm.href)?;
+    if ctx.options.state_max_age.is_zero() || listed_at.elapsed() > ctx.options.state_max_age {
+        return None;
+    }
+    let Disposition::Act { request, .. } = evaluate(job, &vm) else {
+        return None;
+    };
+    r.state_before = Some(vm.state.clone());
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    Some((vm, request, listed_at))
+}
 
 /// Reads the VM (waiting out a lock) and decides: the request to send, or the outcome.
 async fn decide<A: CloudApi>(
@@ -288,7 +323,7 @@ async fn act<A: CloudApi>(
     timeout: Duration,
     on_busy: OnBusy,
 ) -> ActEnd {
-    let mut vm = vm;
+    let (mut vm, mut request) = (vm, request);
     let mut attempts = 0;
     let answer = loop {
         attempts += 1;
@@ -323,7 +358,10 @@ async fn act<A: CloudApi>(
         match res {
             Ok(answer) => break answer,
             Err(e) if e.is_vm_busy() && on_busy == OnBusy::Return => return ActEnd::Busy,
-            Err(e) if e.is_vm_busy() && attempts < 3 => {
+            // Busy, or the state moved since it was seen: read, decide again, resend.
+            // A refusal means nothing was done, so resending is safe (a reset too).
+            Err(e) if (e.is_vm_busy() || e.is_state_refusal()) && attempts < 3 => {
+                let seen = (vm.state.clone(), vm.deallocated);
                 vm = match read_settled(ctx, &r.vm.href).await {
                     Ok(vm) => vm,
                     Err(ReadStop::Failed(reason)) => {
@@ -333,21 +371,30 @@ async fn act<A: CloudApi>(
                 };
                 r.state_after = Some(vm.state.clone());
                 r.deallocated_after = vm.deallocated;
+                // Refused from a state that has not moved: that is the API's answer.
+                if e.is_state_refusal() && (vm.state.clone(), vm.deallocated) == seen {
+                    return ActEnd::Outcome(client_failure(ctx, &e));
+                }
                 if r.path == PathTaken::Forced {
                     if rules::reached(Action::Off, &vm.state, vm.deallocated) {
                         return ActEnd::Done(None);
                     }
-                } else if let d @ (Disposition::Skip { .. } | Disposition::Refuse { .. }) =
-                    evaluate(job, &vm)
-                {
-                    r.path = PathTaken::Skipped;
-                    return ActEnd::Outcome(outcome_of(&d));
-                } else if ctx.control.stop_token().is_cancelled() {
-                    // The VM's first request was refused, so nothing of it is in flight:
-                    // a stopped run starts it no more than a VM it never reached. (A
-                    // forced retry goes on: it finishes a graceful task already accepted.)
-                    r.path = PathTaken::NotStarted;
-                    return ActEnd::Outcome(not_started(ctx));
+                } else {
+                    match evaluate(job, &vm) {
+                        d @ (Disposition::Skip { .. } | Disposition::Refuse { .. }) => {
+                            r.path = PathTaken::Skipped;
+                            return ActEnd::Outcome(outcome_of(&d));
+                        }
+                        Disposition::Act { request: fresh, .. } => request = fresh,
+                        Disposition::Excluded | Disposition::Protected { .. } => {}
+                    }
+                    if ctx.control.stop_token().is_cancelled() {
+                        // The VM's first request was refused, so nothing of it is in flight:
+                        // a stopped run starts it no more than a VM it never reached. (A
+                        // forced retry goes on: it finishes a graceful task already accepted.)
+                        r.path = PathTaken::NotStarted;
+                        return ActEnd::Outcome(not_started(ctx));
+                    }
                 }
             }
             Err(e) => return ActEnd::Outcome(client_failure(ctx, &e)),
@@ -457,26 +504,41 @@ async fn finish_ok<A: CloudApi>(
     }
     // The task is over: its slots go to the next VM while this one is confirmed.
     job.release_slots();
-    let vm = match read_settled(ctx, &r.vm.href).await {
-        Ok(vm) => vm,
-        Err(ReadStop::Failed(reason)) => {
-            return VmOutcome::Failed {
-                reason: format!("the task finished but the VM could not be checked: {reason}"),
-            };
-        }
-        Err(ReadStop::Killed) => {
-            return VmOutcome::Interrupted {
-                reason: "while confirming the VM's state".into(),
-            };
-        }
-    };
-    r.state_after = Some(vm.state.clone());
-    r.deallocated_after = vm.deallocated;
     let action = if r.path == PathTaken::Forced {
         Action::Off
     } else {
         job.step.action
     };
+    if let Some(deferred) = job.deferred {
+        // Until the wave's listing says otherwise, the task's word stands.
+        r.state_after = Some(action.target_state());
+        deferred.defer(job.target, action);
+        return VmOutcome::Ok;
+    }
+    confirm_by_read(ctx, r, action).await
+}
+
+/// Reads the VM to confirm `action` took it where it should be.
+pub(crate) async fn confirm_by_read<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    r: &mut VmResult,
+    action: Action,
+) -> VmOutcome {
+    match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => confirmed(r, action, &vm),
+        Err(ReadStop::Failed(reason)) => VmOutcome::Failed {
+            reason: format!("the task finished but the VM could not be checked: {reason}"),
+        },
+        Err(ReadStop::Killed) => VmOutcome::Interrupted {
+            reason: "while confirming the VM's state".into(),
+        },
+    }
+}
+
+/// The outcome of a successful `action` on the VM as seen after it.
+pub(crate) fn confirmed(r: &mut VmResult, action: Action, vm: &VirtualMachine) -> VmOutcome {
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
     if rules::reached(action, &vm.state, vm.deallocated) {
         VmOutcome::Ok
     } else {

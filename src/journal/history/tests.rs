@@ -58,6 +58,7 @@ fn plan(endpoint: &str, actions: &[Action]) -> Plan {
             .enumerate()
             .map(|(i, a)| step(i, *a))
             .collect(),
+        listed: crate::plan::Listed::default(),
     }
 }
 

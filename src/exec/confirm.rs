@@ -1,0 +1,102 @@
+//! Confirming that VMs whose tasks succeeded really reached their state: after a wave, one
+//! listing of the cloud instead of one read per VM, when the listing costs fewer requests.
+//! A VM the listing does not show settled (missing, LOCKED, or without the `deallocated`
+//! flag a deallocation needs) is read on its own, as is every VM when the listing fails.
+
+use crate::abiquo::api::CloudApi;
+use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::exec::event::VmResult;
+use crate::exec::{Scheduler, vm};
+use crate::runbook::model::Action;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+/// VMs per listing page Abiquo answers with (the client asks for 100).
+const PAGE: usize = 100;
+
+/// A listing is worth it when its pages are at most a quarter of the reads it replaces.
+pub(crate) fn worth_listing(vms_to_confirm: usize, vms_listed: usize) -> bool {
+    vms_listed > 0 && vms_listed.div_ceil(PAGE) * 4 <= vms_to_confirm
+}
+
+/// The VMs of a wave whose check was left for the listing after it, with the action their
+/// state is checked against.
+#[derive(Default)]
+pub(crate) struct Deferred(Mutex<HashMap<usize, Action>>);
+
+impl Deferred {
+    pub(crate) fn defer(&self, target: usize, action: Action) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target, action);
+    }
+
+    pub(crate) fn take(&self, target: usize) -> Option<Action> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&target)
+    }
+}
+
+/// The listed VM, if it tells enough to confirm `action`.
+fn settled_in<'l>(
+    listing: &'l HashMap<&str, &VirtualMachine>,
+    href: &str,
+    action: Action,
+) -> Option<&'l VirtualMachine> {
+    listing.get(href).copied().filter(|vm| {
+        vm.state != VmState::Locked && (action != Action::Deallocate || vm.deallocated.is_some())
+    })
+}
+
+impl<A: CloudApi> Scheduler<'_, A> {
+    /// Confirms the deferred VMs of a wave: their outcomes are final once this returns.
+    pub(super) async fn confirm(
+        &self,
+        pending: Vec<(VmResult, Action)>,
+        concurrency: usize,
+    ) -> Vec<VmResult> {
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let kill = self.ctx.control.kill_token();
+        let listed = tokio::select! {
+            l = self.ctx.client.list_vms() => l.map_err(|e| {
+                tracing::warn!("confirming by listing failed ({e}); reading each VM instead");
+            }).ok(),
+            () = kill.cancelled() => None,
+        };
+        let vms = listed.unwrap_or_default();
+        let by_href: HashMap<&str, &VirtualMachine> =
+            vms.iter().filter_map(|vm| Some((vm.href()?, vm))).collect();
+        let by_href = &by_href;
+        futures::stream::iter(pending)
+            .map(|(mut r, action)| async move {
+                r.outcome = match settled_in(by_href, &r.vm.href, action) {
+                    Some(listed) => vm::confirmed(&mut r, action, listed),
+                    None => vm::confirm_by_read(self.ctx, &mut r, action).await,
+                };
+                r
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_is_used_only_when_its_pages_are_few_against_the_reads() {
+        assert!(worth_listing(2_000, 2_000));
+        assert!(worth_listing(40, 1_000));
+        assert!(!worth_listing(39, 1_000));
+        assert!(!worth_listing(10, 10_000));
+        assert!(!worth_listing(100, 0), "no listing known: read each");
+    }
+}

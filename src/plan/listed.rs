@@ -1,0 +1,153 @@
+//! The VMs as the plan's listing saw them, kept so the executor can act on a VM without
+//! reading it again while that listing is fresh (`RunOptions::state_max_age`). Only what
+//! acting needs is kept (state, and the links a request and its reconciliation follow), and
+//! each VM is handed out once, so memory shrinks as the run goes.
+
+use crate::abiquo::model::VirtualMachine;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::time::Instant;
+
+/// Link relations acting on a VM uses: its identity, the power requests, the task list a
+/// lost answer is reconciled through, and the hypervisor the rules depend on.
+const KEPT_RELS: [&str; 5] = ["edit", "state", "reset", "tasks", "hypervisortype"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Listed(Option<Arc<Inner>>);
+
+#[derive(Debug)]
+struct Inner {
+    /// When the listing was asked for: every VM in it is at least this old.
+    at: Instant,
+    /// VMs the listing held, kept or not: what listing the cloud again costs.
+    total: usize,
+    by_href: Mutex<HashMap<String, VirtualMachine>>,
+}
+
+impl Listed {
+    /// The listed documents of the VMs for which `wanted(href)` holds, as seen at `at`.
+    pub fn of(vms: &[VirtualMachine], at: Instant, wanted: impl Fn(&str) -> bool) -> Listed {
+        let by_href: HashMap<String, VirtualMachine> = vms
+            .iter()
+            .filter_map(|vm| {
+                let href = vm.href()?;
+                wanted(href).then(|| (href.to_owned(), compact(vm)))
+            })
+            .collect();
+        Listed(Some(Arc::new(Inner {
+            at,
+            total: vms.len(),
+            by_href: Mutex::new(by_href),
+        })))
+    }
+
+    /// The VM at `href` as listed, and when; once (a later step gets `None` and reads it).
+    pub fn take(&self, href: &str) -> Option<(VirtualMachine, Instant)> {
+        let inner = self.0.as_ref()?;
+        let vm = inner
+            .by_href
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(href)?;
+        Some((vm, inner.at))
+    }
+
+    /// How many VMs the listing held (0: no listing).
+    pub fn total(&self) -> usize {
+        self.0.as_ref().map_or(0, |inner| inner.total)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |inner| {
+            inner
+                .by_href
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A listing is not part of what a plan says: two plans are equal whatever they hold.
+impl PartialEq for Listed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+fn compact(vm: &VirtualMachine) -> VirtualMachine {
+    VirtualMachine {
+        id: vm.id,
+        uuid: None,
+        name: vm.name.clone(),
+        label: None,
+        description: None,
+        state: vm.state.clone(),
+        id_state: None,
+        cpu: None,
+        ram: None,
+        protected: vm.protected,
+        protected_cause: None,
+        deallocated: vm.deallocated,
+        links: vm
+            .links
+            .iter()
+            .filter(|l| KEPT_RELS.contains(&l.rel.as_str()))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abiquo::model::{Link, VmState};
+
+    fn vm(id: u64, state: VmState) -> VirtualMachine {
+        let href = format!("http://127.0.0.1/api/vm/{id}");
+        VirtualMachine {
+            id,
+            uuid: Some("u".into()),
+            name: format!("vm-{id}"),
+            label: None,
+            description: Some("a long description nobody acts on".into()),
+            state,
+            id_state: None,
+            cpu: Some(2),
+            ram: Some(1024),
+            protected: false,
+            protected_cause: None,
+            deallocated: None,
+            links: vec![
+                Link::new("edit", href.clone()),
+                Link::new("state", format!("{href}/state")),
+                Link::new("tasks", format!("{href}/tasks")),
+                Link::new("virtualmachinetemplate", format!("{href}/template")),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_listed_vm_is_handed_out_once_with_only_what_acting_needs() {
+        let at = Instant::now();
+        let vms = [vm(1, VmState::On), vm(2, VmState::Off)];
+        let listed = Listed::of(&vms, at, |href| href.ends_with("/1"));
+        assert_eq!(listed.len(), 1);
+        let (got, seen) = listed.take("http://127.0.0.1/api/vm/1").unwrap();
+        assert_eq!(seen, at);
+        assert_eq!(got.state, VmState::On);
+        assert!(got.link("state").is_some() && got.link("tasks").is_some());
+        assert!(got.link("virtualmachinetemplate").is_none() && got.description.is_none());
+        assert!(listed.take("http://127.0.0.1/api/vm/1").is_none());
+        assert!(listed.take("http://127.0.0.1/api/vm/2").is_none());
+        assert!(
+            Listed::default()
+                .take("http://127.0.0.1/api/vm/1")
+                .is_none()
+        );
+    }
+}
