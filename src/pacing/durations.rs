@@ -7,6 +7,8 @@ use crate::runbook::model::Action;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 /// Where the tasks of one action are expected to finish, measured from acceptance.
@@ -78,12 +80,22 @@ struct Learned {
     tasks: HashMap<Action, Samples>,
     /// action → (sum of milliseconds, samples), from earlier runs of the same runbook.
     vm_times: BTreeMap<Action, (u128, u64)>,
+    /// Smoothed round trip of a poll, milliseconds (`None` until one is measured).
+    round_trip_ms: Option<f64>,
 }
+
+/// Weight of a new round trip in the smoothed one (as TCP's SRTT).
+const ROUND_TRIP_GAIN: f64 = 0.125;
+/// A poll that took longer than this was retried or stalled: not the network's round trip.
+const ROUND_TRIP_MAX: Duration = Duration::from_secs(5);
 
 /// Learned durations per action, shared by every VM of a run (cheap to clone).
 #[derive(Debug, Clone, Default)]
 pub struct TaskDurations {
     inner: Arc<Mutex<Learned>>,
+    /// Woken when an action's first duration is learned: waits that were backing off
+    /// blind can aim at the window instead.
+    first_learned: Arc<Notify>,
 }
 
 impl TaskDurations {
@@ -103,13 +115,23 @@ impl TaskDurations {
     /// A task of `action` that finished successfully after about `took`.
     pub fn record(&self, action: Action, took: Duration) {
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        self.with_task(action, |s| {
+        let first = self.with_task(action, |s| {
+            let first = s.recent.is_empty() && s.priors.is_empty();
             if s.recent.len() == RECENT {
                 s.recent.pop_front();
             }
             s.recent.push_back(ms);
             s.cached = None;
+            first
         });
+        if first {
+            self.first_learned.notify_waiters();
+        }
+    }
+
+    /// Resolves when some action's first duration is learned (after this call).
+    pub fn first_learned(&self) -> Notified<'_> {
+        self.first_learned.notified()
     }
 
     /// A duration seen in an earlier run: guides polling until this run has its own.
@@ -127,6 +149,28 @@ impl TaskDurations {
     /// Where tasks of `action` are expected to finish; `None` until something is known.
     pub fn window(&self, action: Action) -> Option<Window> {
         self.with_task(action, Samples::window)
+    }
+
+    /// A poll's answer arrived `took` after it was sent.
+    pub fn record_round_trip(&self, took: Duration) {
+        if took > ROUND_TRIP_MAX {
+            return;
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        self.with(|l| {
+            l.round_trip_ms = Some(match l.round_trip_ms {
+                Some(srtt) => srtt + ROUND_TRIP_GAIN * (ms - srtt),
+                None => ms,
+            });
+        });
+    }
+
+    /// Half the smoothed round trip: how long after a poll is sent the API looks at the
+    /// task (zero until measured).
+    pub fn half_round_trip(&self) -> Duration {
+        self.with(|l| l.round_trip_ms).map_or(Duration::ZERO, |ms| {
+            Duration::from_secs_f64(ms.max(0.0) / 2000.0)
+        })
     }
 
     /// One VM of an earlier run that reached its target through `action` in `took`.
@@ -207,6 +251,22 @@ mod tests {
             d.record(Action::Shutdown, ms(3_000));
         }
         assert_eq!(d.window(Action::Shutdown), window(3_000, 3_000));
+    }
+
+    #[test]
+    fn round_trips_are_smoothed_and_stalls_ignored() {
+        let d = TaskDurations::new();
+        assert_eq!(d.half_round_trip(), Duration::ZERO);
+        d.record_round_trip(ms(80));
+        assert_eq!(d.half_round_trip(), ms(40));
+        // A retried poll says nothing about the network.
+        d.record_round_trip(Duration::from_secs(30));
+        assert_eq!(d.half_round_trip(), ms(40));
+        for _ in 0..100 {
+            d.record_round_trip(ms(200));
+        }
+        let half = d.half_round_trip();
+        assert!(half > ms(99) && half <= ms(100), "{half:?}");
     }
 
     #[test]

@@ -18,13 +18,15 @@ const MAX_PAGES: usize = 100_000;
 const PARALLEL_PAGES: usize = 8;
 
 impl Client {
-    /// Every VM the user can see, via `/cloud/virtualmachines`.
+    /// Every VM the user can see, via `/cloud/virtualmachines`, each slimmed to what
+    /// selecting and acting use as its page arrives (a real VM carries dozens of links).
     pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
         let first = format!(
             "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
             self.inner.endpoint, self.inner.page_size
         );
-        self.list_all(&first, media::VIRTUAL_MACHINES).await
+        self.list_all_with(&first, media::VIRTUAL_MACHINES, VirtualMachine::slim)
+            .await
     }
 
     /// Every element of a collection, from its first page at `first`. When the first page
@@ -36,9 +38,20 @@ impl Client {
         first: &str,
         entity: &str,
     ) -> Result<Vec<T>, ClientError> {
+        self.list_all_with(first, entity, |_| {}).await
+    }
+
+    /// [`Self::list_all`], passing each element through `slim` as its page arrives, so
+    /// only the slimmed elements are held.
+    pub async fn list_all_with<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        entity: &str,
+        slim: impl Fn(&mut T) + Copy,
+    ) -> Result<Vec<T>, ClientError> {
         let mut again = false;
         loop {
-            let (items, total) = self.list_pages(first, entity).await?;
+            let (items, total) = self.list_pages(first, entity, slim).await?;
             match total {
                 Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
                     if again {
@@ -67,6 +80,7 @@ impl Client {
         &self,
         first: &str,
         entity: &str,
+        slim: impl Fn(&mut T) + Copy,
     ) -> Result<(Vec<T>, Option<u64>), ClientError> {
         let accept = self.media(entity);
         let page: Collection<T> = self
@@ -75,12 +89,18 @@ impl Client {
         let total = page.total_size;
         let size = page.collection.len();
         let next = page.next_href().map(str::to_owned);
-        let mut out = page.collection;
+        let mut out = Vec::new();
+        take_page(&mut out, page.collection, slim);
         let Some(next) = next else {
             return Ok((out, total));
         };
         if let Some(urls) = total.and_then(|t| offset_pages(&next, size, t)) {
-            let pages: Vec<Collection<T>> = futures::stream::iter(urls)
+            out.reserve(
+                usize::try_from(total.unwrap_or(0))
+                    .unwrap_or(0)
+                    .min(1 << 20),
+            );
+            futures::stream::iter(urls)
                 .map(|url| {
                     let accept = accept.clone();
                     async move {
@@ -90,14 +110,14 @@ impl Client {
                     }
                 })
                 .buffered(PARALLEL_PAGES)
-                .try_collect()
+                .try_for_each(|page| {
+                    take_page(&mut out, page.collection, slim);
+                    futures::future::ready(Ok(()))
+                })
                 .await?;
-            for page in pages {
-                out.extend(page.collection);
-            }
             return Ok((out, total));
         }
-        self.follow_next(first, next, &accept, entity, &mut out)
+        self.follow_next(first, next, &accept, entity, &mut out, slim)
             .await?;
         Ok((out, total))
     }
@@ -110,6 +130,7 @@ impl Client {
         accept: &str,
         entity: &str,
         out: &mut Vec<T>,
+        slim: impl Fn(&mut T) + Copy,
     ) -> Result<(), ClientError> {
         let mut seen = HashSet::from([first.to_owned()]);
         let mut next = Some(next);
@@ -123,7 +144,7 @@ impl Client {
             let page: Collection<T> = self.get_json(&url, accept, &format!("GET {url}")).await?;
             let empty = page.collection.is_empty();
             next = page.next_href().map(str::to_owned);
-            out.extend(page.collection);
+            take_page(out, page.collection, slim);
             if empty {
                 // A `next` link after an empty page would loop forever on a broken server.
                 break;
@@ -134,6 +155,13 @@ impl Client {
 }
 
 /// The URLs of every page after the first, made from the `next` link by changing its
+fn take_page<T>(out: &mut Vec<T>, page: Vec<T>, slim: impl Fn(&mut T)) {
+    out.extend(page.into_iter().map(|mut item| {
+        slim(&mut item);
+        item
+    }));
+}
+
 /// `startwith`: only when that link pages by `startwith` and `limit`, its offset is where
 /// the first page ended, and the page count is sane. `None` = follow the links instead.
 fn offset_pages(next: &str, first_len: usize, total: u64) -> Option<Vec<String>> {

@@ -110,28 +110,62 @@ where
     let mut pending_at: Option<Duration> = None;
     // The window the first poll was placed by.
     let mut first_window: Option<Window> = None;
+    // When the API last looked at the task, once polls are aimed at those looks.
+    let mut last_look: Option<Duration> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return TaskWait::TimedOut { last, polls };
         }
+        // Registered before the window is read, so a first duration learned meanwhile
+        // is not missed.
+        let learned = pacing.map(|p| p.durations.first_learned());
         let window = pacing.and_then(|p| p.durations.window(p.action));
         if polls == 0 {
             first_window = window;
         }
+        // The API looks at a task half a round trip after the poll is sent, and the answer
+        // comes back half a round trip later: the schedule is of those looks. The next look
+        // is placed from the last one (or from the earliest possible, for the first poll)
+        // and the poll sent half a round trip ahead of it.
+        let lead = match (pacing, window) {
+            (Some(p), Some(_)) => p.durations.half_round_trip(),
+            _ => Duration::ZERO,
+        };
+        let elapsed = now.saturating_duration_since(since);
+        let basis = last_look.unwrap_or(elapsed + lead);
+        let look_in = policy.next_delay(basis, window);
         // Never sleep past the deadline; still poll once right at it.
-        let delay = policy
-            .next_delay(now.saturating_duration_since(since), window)
+        let delay = (basis + look_in)
+            .saturating_sub(elapsed + lead)
             .min(deadline - now);
+        // A blind backoff is cut short once the action's durations become known: the
+        // first tasks of a run finishing tell the others when to look.
+        let aim_again = async {
+            match learned {
+                Some(learned) if window.is_none() => learned.await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            () = aim_again => continue,
             () = cancel.cancelled() => return TaskWait::Interrupted { last, polls },
         }
         polls += 1;
         let sent = Instant::now();
         let answer = read().await;
+        let round_trip = sent.elapsed();
+        if let Some(p) = pacing
+            && answer.is_ok()
+        {
+            p.durations.record_round_trip(round_trip);
+        }
         // About when the server looked at the task.
-        let at = sent.saturating_duration_since(since) + sent.elapsed() / 2;
+        let at = sent.saturating_duration_since(since) + round_trip / 2;
+        if lead > Duration::ZERO {
+            last_look = Some(at);
+        }
         match answer {
             Ok(task) if task.state.is_terminal() => {
                 if let Some(p) = pacing
@@ -186,26 +220,35 @@ mod tests {
         since: Instant,
         after: Duration,
         reads: std::cell::Cell<u32>,
+        /// Each way of a round trip.
+        one_way: Duration,
     }
 
     impl Fake {
         fn new(after: Duration) -> Self {
+            // One millisecond of network, like loopback.
+            Self::behind(after, ms(1))
+        }
+
+        fn behind(after: Duration, round_trip: Duration) -> Self {
             Self {
                 since: Instant::now(),
                 after,
                 reads: std::cell::Cell::new(0),
+                one_way: round_trip / 2,
             }
         }
 
         async fn read(&self) -> Result<Task, ClientError> {
             self.reads.set(self.reads.get() + 1);
-            // One millisecond of network, like loopback.
-            tokio::time::sleep(ms(1)).await;
-            Ok(if self.since.elapsed() >= self.after {
-                task("FINISHED_SUCCESSFULLY")
+            tokio::time::sleep(self.one_way).await;
+            let done = self.since.elapsed() >= self.after;
+            tokio::time::sleep(self.one_way).await;
+            Ok(task(if done {
+                "FINISHED_SUCCESSFULLY"
             } else {
-                task("STARTED")
-            })
+                "STARTED"
+            }))
         }
     }
 
@@ -215,7 +258,17 @@ mod tests {
         policy: &PollPolicy,
         took: Duration,
     ) -> (u32, Duration) {
-        let fake = Fake::new(took);
+        paced_behind(durations, policy, took, ms(1)).await
+    }
+
+    /// [`paced`] with each poll taking `round_trip`.
+    async fn paced_behind(
+        durations: &TaskDurations,
+        policy: &PollPolicy,
+        took: Duration,
+        round_trip: Duration,
+    ) -> (u32, Duration) {
+        let fake = Fake::behind(took, round_trip);
         let pacing = Pacing {
             durations,
             action: Action::Off,
@@ -271,6 +324,44 @@ mod tests {
         assert!(mean_delay <= ms(200), "mean delay {mean_delay:?}");
         // Far better than cold polling.
         assert!(mean_delay <= ms(100), "mean delay {mean_delay:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_are_aimed_at_when_the_api_looks_not_when_they_are_sent() {
+        let policy = PollPolicy::default();
+        let took = |i: u64| ms(1800 + (i * 37) % 400);
+        // Mean detection delay of 200 learned waits behind `rtt`.
+        let mean_behind = async |rtt: Duration| {
+            let d = TaskDurations::new();
+            for i in 0..20 {
+                paced_behind(&d, &policy, took(i), rtt).await;
+            }
+            let n = 200u32;
+            let mut delay = Duration::ZERO;
+            for i in 20..20 + u64::from(n) {
+                delay += paced_behind(&d, &policy, took(i), rtt).await.1;
+            }
+            delay / n
+        };
+        let near = mean_behind(ms(1)).await;
+        // A real API's 80 ms (polls of one task, one at a time, cannot be closer than a
+        // round trip: this keeps the window's spacing above it).
+        let far = mean_behind(ms(80)).await;
+        // The answer's way back (40 ms) cannot be saved; next to nothing else is lost.
+        assert!(
+            far <= near + ms(40) + ms(20),
+            "{far:?} behind 80 ms, {near:?} on loopback"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blind_waits_aim_again_once_a_first_task_has_finished() {
+        let d = TaskDurations::new();
+        let policy = PollPolicy::default();
+        // Cold polls at 0.25, 0.63, 1.19, 2.03 s: the 1 s task is seen at 1.19 s, and the
+        // 1.3 s one would wait for 2.03 s if it did not learn from it.
+        let (_, quick) = tokio::join!(paced(&d, &policy, ms(1000)), paced(&d, &policy, ms(1300)));
+        assert!(quick.1 <= ms(300), "seen {:?} after it finished", quick.1);
     }
 
     #[tokio::test(start_paused = true)]
