@@ -1,7 +1,7 @@
 //! Scale benchmark: the real executor against the simulator over loopback, one table row
 //! per case.
 //!
-//! `cargo bench --bench scale` runs the full cases (about 3 minutes); `-- --quick` a small
+//! `cargo bench --bench scale` runs the full cases (about 6 minutes); `-- --quick` a small
 //! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
 //! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
 //! `-- --only 10000` runs only the cases with that many VMs; `-- --fixed` polls with the
@@ -115,6 +115,10 @@ fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
             case(2_000, 200, false, 1_000, 100, 0),
             // Many short tasks: the client's own cost per VM.
             case(10_000, 500, false, 500, 50, 0),
+            // A whole region: listing, planning and memory at scale.
+            case(100_000, 1_000, false, 500, 50, 0),
+            // A whole region: listing, planning and memory at scale.
+            case(100_000, 1_000, false, 500, 50, 0),
             // One at a time: every round trip of a VM adds up.
             case(10, 1, true, 1_000, 100, 80),
         ]

@@ -4,7 +4,7 @@
 //! flag a deallocation needs) is read on its own, as is every VM when the listing fails.
 
 use crate::abiquo::api::CloudApi;
-use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::abiquo::model::{VmSeen, VmState};
 use crate::exec::event::VmResult;
 use crate::exec::{Scheduler, vm};
 use crate::runbook::model::Action;
@@ -43,10 +43,10 @@ impl Deferred {
 
 /// The listed VM, if it tells enough to confirm `action`.
 fn settled_in<'l>(
-    listing: &'l HashMap<&str, &VirtualMachine>,
+    listing: &'l HashMap<&str, &VmSeen>,
     href: &str,
     action: Action,
-) -> Option<&'l VirtualMachine> {
+) -> Option<&'l VmSeen> {
     listing.get(href).copied().filter(|vm| {
         vm.state != VmState::Locked && (action != Action::Deallocate || vm.deallocated.is_some())
     })
@@ -64,19 +64,18 @@ impl<A: CloudApi> Scheduler<'_, A> {
         }
         let kill = self.ctx.control.kill_token();
         let listed = tokio::select! {
-            l = self.ctx.client.list_vms() => l.map_err(|e| {
+            l = self.ctx.client.list_vm_states() => l.map_err(|e| {
                 tracing::warn!("confirming by listing failed ({e}); reading each VM instead");
             }).ok(),
             () = kill.cancelled() => None,
         };
-        let vms = listed.unwrap_or_default();
-        let by_href: HashMap<&str, &VirtualMachine> =
-            vms.iter().filter_map(|vm| Some((vm.href()?, vm))).collect();
+        let seen = listed.unwrap_or_default();
+        let by_href: HashMap<&str, &VmSeen> = seen.iter().map(|s| (s.href.as_str(), s)).collect();
         let by_href = &by_href;
         futures::stream::iter(pending)
             .map(|(mut r, action)| async move {
                 r.outcome = match settled_in(by_href, &r.vm.href, action) {
-                    Some(listed) => vm::confirmed(&mut r, action, listed),
+                    Some(seen) => vm::confirmed(&mut r, action, &seen.state, seen.deallocated),
                     None => vm::confirm_by_read(self.ctx, &mut r, action).await,
                 };
                 r

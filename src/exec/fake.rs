@@ -11,7 +11,7 @@ use crate::abiquo::codes::Code;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{
     ErrorsBody, Job, JobState, Jobs, Link, PowerRequest, PowerState, Task, TaskState, TaskType,
-    VirtualMachine, VmState,
+    VirtualMachine, VmSeen, VmState,
 };
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -635,6 +635,11 @@ impl CloudApi for FakeCloud {
     async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
         self.enter(CallKind::ListVms, "", None);
         Ok(self.listing())
+    }
+
+    async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {
+        self.enter(CallKind::ListVms, "", None);
+        Ok(self.listing().iter().filter_map(VmSeen::of).collect())
     }
 
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {

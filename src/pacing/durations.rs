@@ -33,6 +33,9 @@ struct Samples {
     recent: VecDeque<u64>,
     /// From earlier runs: used until this run has learned enough on its own.
     priors: VecDeque<u64>,
+    /// From blind waits of this run (polls placed before anything was known, far apart):
+    /// a rough guess, used like the priors until precise samples exist.
+    coarse: VecDeque<u64>,
     cached: Option<Option<Window>>,
 }
 
@@ -44,7 +47,12 @@ impl Samples {
         let mut all: Vec<u64> = if self.recent.len() >= FEW {
             self.recent.iter().copied().collect()
         } else {
-            self.recent.iter().chain(&self.priors).copied().collect()
+            self.recent
+                .iter()
+                .chain(&self.priors)
+                .chain(&self.coarse)
+                .copied()
+                .collect()
         };
         all.sort_unstable();
         let w = window_of(&all);
@@ -116,11 +124,29 @@ impl TaskDurations {
     pub fn record(&self, action: Action, took: Duration) {
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let first = self.with_task(action, |s| {
-            let first = s.recent.is_empty() && s.priors.is_empty();
+            let first = s.recent.is_empty() && s.priors.is_empty() && s.coarse.is_empty();
             if s.recent.len() == RECENT {
                 s.recent.pop_front();
             }
             s.recent.push_back(ms);
+            s.cached = None;
+            first
+        });
+        if first {
+            self.first_learned.notify_waiters();
+        }
+    }
+
+    /// A task of `action` found finished by a poll placed blind: known only roughly, it
+    /// guides polling until this run has a few precise durations.
+    pub fn record_coarse(&self, action: Action, took: Duration) {
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let first = self.with_task(action, |s| {
+            let first = s.recent.is_empty() && s.priors.is_empty() && s.coarse.is_empty();
+            if s.coarse.len() == RECENT {
+                s.coarse.pop_front();
+            }
+            s.coarse.push_back(ms);
             s.cached = None;
             first
         });
@@ -251,6 +277,18 @@ mod tests {
             d.record(Action::Shutdown, ms(3_000));
         }
         assert_eq!(d.window(Action::Shutdown), window(3_000, 3_000));
+    }
+
+    #[test]
+    fn coarse_durations_guide_only_until_precise_ones_exist() {
+        let d = TaskDurations::new();
+        d.record_coarse(Action::Off, ms(400));
+        assert!(d.window(Action::Off).is_some());
+        for _ in 0..FEW {
+            d.record(Action::Off, ms(500));
+        }
+        let w = d.window(Action::Off).unwrap();
+        assert_eq!((w.lo, w.hi), (ms(500), ms(500)));
     }
 
     #[test]

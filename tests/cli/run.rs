@@ -13,6 +13,7 @@ use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
 use powerbook::journal::Record;
 use powerbook::report::RunReport;
+use powerbook::runbook::model::Runbook;
 use powerbook::sim::{MutationRecord, SimHandle, SimUser};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +37,13 @@ async fn run_lib_with(
     runbook_toml: &str,
     control: RunControl,
 ) -> (RunReport, Summary) {
+    let (client, runbook) = lib_session(sim, runbook_toml).await;
+    let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
+    execute_with_reporters(&client, &plan, &lib_options(), &control, false).await
+}
+
+/// A logged-in client with short bounds, and the parsed runbook.
+async fn lib_session(sim: &SimHandle, runbook_toml: &str) -> (Client, Runbook) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -61,8 +69,12 @@ async fn run_lib_with(
     config.reconcile_wait = Duration::from_secs(10);
     let client = Client::new(config).unwrap();
     client.login().await.unwrap();
-    let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
-    let options = RunOptions {
+    (client, runbook)
+}
+
+/// Fast polling and short lock and drain bounds.
+fn lib_options() -> RunOptions {
+    RunOptions {
         poll: PollPolicy {
             initial: Duration::from_millis(20),
             factor: 1.5,
@@ -72,8 +84,7 @@ async fn run_lib_with(
         lock_wait: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(10),
         ..RunOptions::default()
-    };
-    execute_with_reporters(&client, &plan, &options, &control, false).await
+    }
 }
 
 fn result<'a>(report: &'a RunReport, step: &str, vm: &str) -> &'a VmResult {
@@ -270,6 +281,124 @@ targets = [{ vapp = "vapp-003" }]
     assert!(of_step(&[1, 2]) <= 4, "step a over its limit");
     assert!(of_step(&[3]) <= 4, "step b over its limit");
     assert!(stats.mutations.values().all(|m| m.len() == 1));
+}
+
+const WEB_12: &str = r#"
+[settings]
+task_duration = "100ms"
+task_jitter = "20ms"
+
+[[vdc]]
+name = "dc1"
+hypervisor = "KVM"
+  [[vdc.vapp]]
+  name = "web"
+    [[vdc.vapp.vm]]
+    name = "web-1"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-2"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-3"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-4"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-5"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-6"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-7"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-8"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-9"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-10"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-11"
+    state = "ON"
+    [[vdc.vapp.vm]]
+    name = "web-12"
+    state = "ON"
+"#;
+
+const VM_GET: &str =
+    "GET /api/cloud/virtualdatacenters/{vdc}/virtualappliances/{vapp}/virtualmachines/{vm}";
+const LISTING: &str = "GET /api/cloud/virtualmachines";
+
+const WEB_OFF: &str = r#"
+name = "web off"
+[[step]]
+name = "off"
+action = "off"
+targets = [{ vapp = "web" }]
+"#;
+
+#[test]
+fn a_fresh_listing_is_acted_on_without_reads_and_a_vm_changed_since_is_decided_again() {
+    let t = Test::new().inventory(WEB_12);
+    let sim = t.sim();
+    let report = t.block_on(async {
+        let (client, runbook) = lib_session(sim, WEB_OFF).await;
+        let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
+        // Someone powers web-4 off between the listing and the request.
+        assert!(sim.set_vm_state("web-4", VmState::Off));
+        let control = RunControl::new();
+        execute_with_reporters(&client, &plan, &lib_options(), &control, false)
+            .await
+            .0
+    });
+    let web4 = result(&report, "off", "web-4");
+    assert!(
+        matches!(&web4.outcome, VmOutcome::Skipped { .. }),
+        "{:?}",
+        web4.outcome
+    );
+    assert_eq!(web4.state_after, Some(VmState::Off));
+    let ok = report.results.iter().filter(|r| r.outcome == VmOutcome::Ok);
+    assert_eq!(ok.count(), 11);
+    let stats = t.stats();
+    // The refused request is the only reason to read a VM; the wave is confirmed by a
+    // second listing instead of 11 reads.
+    assert_eq!(
+        stats.rejected.get("409 VM-4"),
+        Some(&1),
+        "{:?}",
+        stats.rejected
+    );
+    assert_eq!(stats.requests_to(VM_GET), 1, "{:?}", stats.requests);
+    assert_eq!(stats.requests_to(LISTING), 2, "{:?}", stats.requests);
+    assert_eq!(stats.mutation_count(), 11);
+    assert!(sim.vm_states().iter().all(|v| v.state == VmState::Off));
+}
+
+#[test]
+fn state_max_age_zero_reads_every_vm_before_its_request() {
+    let t = Test::new().inventory(WEB_12);
+    let sim = t.sim();
+    let report = t.block_on(async {
+        let (client, runbook) = lib_session(sim, WEB_OFF).await;
+        let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
+        let options = RunOptions {
+            state_max_age: Duration::ZERO,
+            ..lib_options()
+        };
+        let control = RunControl::new();
+        execute_with_reporters(&client, &plan, &options, &control, false)
+            .await
+            .0
+    });
+    assert!(report.results.iter().all(|r| r.outcome == VmOutcome::Ok));
+    assert_eq!(t.stats().requests_to(VM_GET), 12);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use super::Client;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, VirtualMachine};
+use crate::abiquo::model::{Collection, VirtualMachine, VmSeen};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use std::collections::HashSet;
 /// Longest paging chain we follow before calling the listing broken.
 const MAX_PAGES: usize = 100_000;
 /// Pages read at once (the run-wide rate limit still applies to each).
-const PARALLEL_PAGES: usize = 8;
+const PARALLEL_PAGES: usize = 16;
 
 impl Client {
     /// Every VM the user can see, via `/cloud/virtualmachines`, each slimmed to what
@@ -25,8 +25,25 @@ impl Client {
             "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
             self.inner.endpoint, self.inner.page_size
         );
-        self.list_all_with(&first, media::VIRTUAL_MACHINES, VirtualMachine::slim)
-            .await
+        self.list_all_map(&first, media::VIRTUAL_MACHINES, |mut vm: VirtualMachine| {
+            vm.slim();
+            vm
+        })
+        .await
+    }
+
+    /// Where every VM is: its link, state and `deallocated` flag, and nothing else held.
+    pub async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {
+        let first = format!(
+            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
+            self.inner.endpoint, self.inner.page_size
+        );
+        let seen = self
+            .list_all_map(&first, media::VIRTUAL_MACHINES, |vm: VirtualMachine| {
+                VmSeen::of(&vm)
+            })
+            .await?;
+        Ok(seen.into_iter().flatten().collect())
     }
 
     /// Every element of a collection, from its first page at `first`. When the first page
@@ -38,20 +55,20 @@ impl Client {
         first: &str,
         entity: &str,
     ) -> Result<Vec<T>, ClientError> {
-        self.list_all_with(first, entity, |_| {}).await
+        self.list_all_map(first, entity, |item: T| item).await
     }
 
-    /// [`Self::list_all`], passing each element through `slim` as its page arrives, so
-    /// only the slimmed elements are held.
-    pub async fn list_all_with<T: DeserializeOwned>(
+    /// [`Self::list_all`], passing each element through `map` as its page arrives, so only
+    /// what `map` keeps is held.
+    pub async fn list_all_map<T: DeserializeOwned, U>(
         &self,
         first: &str,
         entity: &str,
-        slim: impl Fn(&mut T) + Copy,
-    ) -> Result<Vec<T>, ClientError> {
+        map: impl Fn(T) -> U + Copy,
+    ) -> Result<Vec<U>, ClientError> {
         let mut again = false;
         loop {
-            let (items, total) = self.list_pages(first, entity, slim).await?;
+            let (items, total) = self.list_pages(first, entity, map).await?;
             match total {
                 Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
                     if again {
@@ -76,12 +93,12 @@ impl Client {
     }
 
     /// One pass over the pages: the elements and the first page's `totalSize`.
-    async fn list_pages<T: DeserializeOwned>(
+    async fn list_pages<T: DeserializeOwned, U>(
         &self,
         first: &str,
         entity: &str,
-        slim: impl Fn(&mut T) + Copy,
-    ) -> Result<(Vec<T>, Option<u64>), ClientError> {
+        map: impl Fn(T) -> U + Copy,
+    ) -> Result<(Vec<U>, Option<u64>), ClientError> {
         let accept = self.media(entity);
         let page: Collection<T> = self
             .get_json(first, &accept, &format!("GET {first}"))
@@ -90,7 +107,7 @@ impl Client {
         let size = page.collection.len();
         let next = page.next_href().map(str::to_owned);
         let mut out = Vec::new();
-        take_page(&mut out, page.collection, slim);
+        take_page(&mut out, page.collection, map);
         let Some(next) = next else {
             return Ok((out, total));
         };
@@ -111,26 +128,26 @@ impl Client {
                 })
                 .buffered(PARALLEL_PAGES)
                 .try_for_each(|page| {
-                    take_page(&mut out, page.collection, slim);
+                    take_page(&mut out, page.collection, map);
                     futures::future::ready(Ok(()))
                 })
                 .await?;
             return Ok((out, total));
         }
-        self.follow_next(first, next, &accept, entity, &mut out, slim)
+        self.follow_next(first, next, &accept, entity, &mut out, map)
             .await?;
         Ok((out, total))
     }
 
     /// Follows `next` links one after the other, from `next` on.
-    async fn follow_next<T: DeserializeOwned>(
+    async fn follow_next<T: DeserializeOwned, U>(
         &self,
         first: &str,
         next: String,
         accept: &str,
         entity: &str,
-        out: &mut Vec<T>,
-        slim: impl Fn(&mut T) + Copy,
+        out: &mut Vec<U>,
+        map: impl Fn(T) -> U + Copy,
     ) -> Result<(), ClientError> {
         let mut seen = HashSet::from([first.to_owned()]);
         let mut next = Some(next);
@@ -144,7 +161,7 @@ impl Client {
             let page: Collection<T> = self.get_json(&url, accept, &format!("GET {url}")).await?;
             let empty = page.collection.is_empty();
             next = page.next_href().map(str::to_owned);
-            take_page(out, page.collection, slim);
+            take_page(out, page.collection, map);
             if empty {
                 // A `next` link after an empty page would loop forever on a broken server.
                 break;
@@ -155,11 +172,8 @@ impl Client {
 }
 
 /// The URLs of every page after the first, made from the `next` link by changing its
-fn take_page<T>(out: &mut Vec<T>, page: Vec<T>, slim: impl Fn(&mut T)) {
-    out.extend(page.into_iter().map(|mut item| {
-        slim(&mut item);
-        item
-    }));
+fn take_page<T, U>(out: &mut Vec<U>, page: Vec<T>, map: impl Fn(T) -> U) {
+    out.extend(page.into_iter().map(map));
 }
 
 /// `startwith`: only when that link pages by `startwith` and `limit`, its offset is where

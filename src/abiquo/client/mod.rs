@@ -10,7 +10,7 @@ pub use crate::abiquo::api::MutationAnswer;
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine};
+use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine, VmSeen};
 use crate::abiquo::retry::{RetryObserver, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashSet;
@@ -183,6 +183,10 @@ impl CloudApi for Client {
 
     async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
         Client::list_vms(self).await
+    }
+
+    async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {
+        Client::list_vm_states(self).await
     }
 
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {

@@ -231,6 +231,26 @@ pub struct VirtualMachine {
     pub links: Vec<Link>,
 }
 
+/// Where a VM is, as a listing showed it: what confirming a finished action needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSeen {
+    /// Its `edit` link.
+    pub href: String,
+    pub state: VmState,
+    pub deallocated: Option<bool>,
+}
+
+impl VmSeen {
+    /// `None` for a VM without an `edit` link (it could not be matched to anything).
+    pub fn of(vm: &VirtualMachine) -> Option<VmSeen> {
+        Some(VmSeen {
+            href: vm.href()?.to_owned(),
+            state: vm.state.clone(),
+            deallocated: vm.deallocated,
+        })
+    }
+}
+
 /// Links of a listed VM that powerbook uses: its identity, where it lives (selectors), its
 /// hypervisor (the rules), its power requests and the task list a lost answer is
 /// reconciled through.

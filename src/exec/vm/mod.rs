@@ -525,7 +525,7 @@ pub(crate) async fn confirm_by_read<A: CloudApi>(
     action: Action,
 ) -> VmOutcome {
     match read_settled(ctx, &r.vm.href).await {
-        Ok(vm) => confirmed(r, action, &vm),
+        Ok(vm) => confirmed(r, action, &vm.state, vm.deallocated),
         Err(ReadStop::Failed(reason)) => VmOutcome::Failed {
             reason: format!("the task finished but the VM could not be checked: {reason}"),
         },
@@ -536,19 +536,24 @@ pub(crate) async fn confirm_by_read<A: CloudApi>(
 }
 
 /// The outcome of a successful `action` on the VM as seen after it.
-pub(crate) fn confirmed(r: &mut VmResult, action: Action, vm: &VirtualMachine) -> VmOutcome {
-    r.state_after = Some(vm.state.clone());
-    r.deallocated_after = vm.deallocated;
-    if rules::reached(action, &vm.state, vm.deallocated) {
+pub(crate) fn confirmed(
+    r: &mut VmResult,
+    action: Action,
+    state: &VmState,
+    deallocated: Option<bool>,
+) -> VmOutcome {
+    r.state_after = Some(state.clone());
+    r.deallocated_after = deallocated;
+    if rules::reached(action, state, deallocated) {
         VmOutcome::Ok
     } else {
-        let dealloc = match vm.deallocated {
+        let dealloc = match deallocated {
             Some(true) => " (deallocated)",
             Some(false) if action == Action::Deallocate => " (not deallocated)",
             _ => "",
         };
         VmOutcome::Failed {
-            reason: format!("the task succeeded but the VM is {}{dealloc}", vm.state),
+            reason: format!("the task succeeded but the VM is {state}{dealloc}"),
         }
     }
 }
