@@ -117,8 +117,6 @@ fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
             case(10_000, 500, false, 500, 50, 0),
             // A whole region: listing, planning and memory at scale.
             case(100_000, 1_000, false, 500, 50, 0),
-            // A whole region: listing, planning and memory at scale.
-            case(100_000, 1_000, false, 500, 50, 0),
             // One at a time: every round trip of a VM adds up.
             case(10, 1, true, 1_000, 100, 80),
         ]
