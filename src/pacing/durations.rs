@@ -122,31 +122,26 @@ impl TaskDurations {
 
     /// A task of `action` that finished successfully after about `took`.
     pub fn record(&self, action: Action, took: Duration) {
-        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        let first = self.with_task(action, |s| {
-            let first = s.recent.is_empty() && s.priors.is_empty() && s.coarse.is_empty();
-            if s.recent.len() == RECENT {
-                s.recent.pop_front();
-            }
-            s.recent.push_back(ms);
-            s.cached = None;
-            first
-        });
-        if first {
-            self.first_learned.notify_waiters();
-        }
+        self.push(action, took, |s| &mut s.recent);
     }
 
     /// A task of `action` found finished by a poll placed blind: known only roughly, it
     /// guides polling until this run has a few precise durations.
     pub fn record_coarse(&self, action: Action, took: Duration) {
+        self.push(action, took, |s| &mut s.coarse);
+    }
+
+    /// Adds a run's own duration to one of an action's lists; waits backing off blind are
+    /// woken when it is the action's first.
+    fn push(&self, action: Action, took: Duration, list: fn(&mut Samples) -> &mut VecDeque<u64>) {
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let first = self.with_task(action, |s| {
             let first = s.recent.is_empty() && s.priors.is_empty() && s.coarse.is_empty();
-            if s.coarse.len() == RECENT {
-                s.coarse.pop_front();
+            let kept = list(s);
+            if kept.len() == RECENT {
+                kept.pop_front();
             }
-            s.coarse.push_back(ms);
+            kept.push_back(ms);
             s.cached = None;
             first
         });
