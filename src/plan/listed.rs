@@ -57,7 +57,9 @@ impl Listed {
         self.0.as_ref().map_or(0, |inner| inner.total)
     }
 
-    pub fn len(&self) -> usize {
+    /// VMs not handed out yet.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |inner| {
             inner
                 .by_href
@@ -65,10 +67,6 @@ impl Listed {
                 .unwrap_or_else(PoisonError::into_inner)
                 .len()
         })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -21,10 +21,7 @@ impl Client {
     /// Every VM the user can see, via `/cloud/virtualmachines`, each slimmed to what
     /// selecting and acting use as its page arrives (a real VM carries dozens of links).
     pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
-        let first = format!(
-            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
-            self.inner.endpoint, self.inner.page_size
-        );
+        let first = self.first_vm_page();
         self.list_all_map(&first, media::VIRTUAL_MACHINES, |mut vm: VirtualMachine| {
             vm.slim();
             vm
@@ -34,16 +31,21 @@ impl Client {
 
     /// Where every VM is: its link, state and `deallocated` flag, and nothing else held.
     pub async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {
-        let first = format!(
-            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
-            self.inner.endpoint, self.inner.page_size
-        );
+        let first = self.first_vm_page();
         let seen = self
             .list_all_map(&first, media::VIRTUAL_MACHINES, |vm: VirtualMachine| {
                 VmSeen::of(&vm)
             })
             .await?;
         Ok(seen.into_iter().flatten().collect())
+    }
+
+    /// The first page of `/cloud/virtualmachines`, in a stable order.
+    fn first_vm_page(&self) -> String {
+        format!(
+            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
+            self.inner.endpoint, self.inner.page_size
+        )
     }
 
     /// Every element of a collection, from its first page at `first`. When the first page
@@ -171,11 +173,11 @@ impl Client {
     }
 }
 
-/// The URLs of every page after the first, made from the `next` link by changing its
 fn take_page<T, U>(out: &mut Vec<U>, page: Vec<T>, map: impl Fn(T) -> U) {
     out.extend(page.into_iter().map(map));
 }
 
+/// The URLs of every page after the first, made from the `next` link by changing its
 /// `startwith`: only when that link pages by `startwith` and `limit`, its offset is where
 /// the first page ended, and the page count is sane. `None` = follow the links instead.
 fn offset_pages(next: &str, first_len: usize, total: u64) -> Option<Vec<String>> {

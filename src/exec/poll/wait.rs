@@ -185,12 +185,12 @@ where
                     // poll, it may have finished much earlier: count it just below the
                     // window, so that the window moves down when such tasks become common
                     // (the cloud got faster) and stays put while they are rare.
-                    let took = match (pending_at, first_window) {
-                        (Some(before), _) => (before + at) / 2,
-                        (None, Some(w)) => scaled(w.lo, 0.9),
-                        (None, None) => scaled(at, 0.9),
-                    };
                     if window.is_some() && !pending_blind {
+                        let took = match (pending_at, first_window) {
+                            (Some(before), _) => (before + at) / 2,
+                            (None, Some(w)) => scaled(w.lo, 0.9),
+                            (None, None) => scaled(at, 0.9),
+                        };
                         p.durations.record(p.action, took);
                     } else {
                         // This poll or the one before it was placed blind, far apart: the

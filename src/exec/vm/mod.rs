@@ -284,10 +284,15 @@ fn from_listing<A: CloudApi>(
     let Disposition::Act { request, .. } = evaluate(job, &vm) else {
         return None;
     };
+    note_decided_on(r, &vm);
+    Some((vm, request, listed_at))
+}
+
+/// The state a decision rests on is the VM's state before, and after until it changes.
+fn note_decided_on(r: &mut VmResult, vm: &VirtualMachine) {
     r.state_before = Some(vm.state.clone());
     r.state_after = Some(vm.state.clone());
     r.deallocated_after = vm.deallocated;
-    Some((vm, request, listed_at))
 }
 
 /// Reads the VM (waiting out a lock) and decides: the request to send, or the outcome.
@@ -301,9 +306,7 @@ async fn decide<A: CloudApi>(
         Err(ReadStop::Failed(reason)) => return Err(VmOutcome::Failed { reason }),
         Err(ReadStop::Killed) => return Err(not_started(ctx)),
     };
-    r.state_before = Some(vm.state.clone());
-    r.state_after = Some(vm.state.clone());
-    r.deallocated_after = vm.deallocated;
+    note_decided_on(r, &vm);
     match evaluate(job, &vm) {
         Disposition::Act { request, .. } => Ok((vm, request)),
         other => {
