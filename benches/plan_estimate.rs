@@ -145,7 +145,7 @@ fn main() {
             };
             let records: Vec<_> = mine
                 .iter()
-                .filter_map(|r| stats.mutations.get(&r.vm.name))
+                .filter_map(|r| stats.mutations.get(&*r.vm.name))
                 .flatten()
                 .filter(|m| m.action == sent)
                 .collect();

@@ -6,7 +6,8 @@
 use crate::abiquo::api::CloudApi;
 use crate::abiquo::model::{VmSeen, VmState};
 use crate::exec::event::VmResult;
-use crate::exec::{Scheduler, vm};
+use crate::exec::{Scheduler, StepTally, vm};
+use crate::plan::PlannedStep;
 use crate::runbook::model::Action;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -53,14 +54,16 @@ fn settled_in<'l>(
 }
 
 impl<A: CloudApi> Scheduler<'_, A> {
-    /// Confirms the deferred VMs of a wave: their outcomes are final once this returns.
+    /// Confirms the deferred VMs of a wave, finishing each as its outcome is final (none
+    /// is held twice).
     pub(super) async fn confirm(
         &self,
+        step: &PlannedStep,
+        tally: &mut StepTally,
         pending: Vec<(VmResult, Action)>,
-        concurrency: usize,
-    ) -> Vec<VmResult> {
+    ) {
         if pending.is_empty() {
-            return Vec::new();
+            return;
         }
         let kill = self.ctx.control.kill_token();
         let listed = tokio::select! {
@@ -72,7 +75,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         let seen = listed.unwrap_or_default();
         let by_href: HashMap<&str, &VmSeen> = seen.iter().map(|s| (s.href.as_str(), s)).collect();
         let by_href = &by_href;
-        futures::stream::iter(pending)
+        let mut confirmed = futures::stream::iter(pending)
             .map(|(mut r, action)| async move {
                 r.outcome = match settled_in(by_href, &r.vm.href, action) {
                     Some(seen) => vm::confirmed(&mut r, action, &seen.state, seen.deallocated),
@@ -80,9 +83,10 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 };
                 r
             })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await
+            .buffer_unordered(step.concurrency.max(1));
+        while let Some(r) = confirmed.next().await {
+            self.finished(step, tally, r).await;
+        }
     }
 }
 

@@ -191,7 +191,7 @@ impl FailedJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmResult {
     pub step: usize,
-    pub step_name: String,
+    pub step_name: std::sync::Arc<str>,
     /// Index in the step's targets.
     pub target: usize,
     pub vm: VmRef,
@@ -263,7 +263,7 @@ impl StepInfo {
             .iter()
             .map(|s| StepInfo {
                 index: s.index,
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 action: s.action,
                 counts: s.counts(),
             })

@@ -296,7 +296,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         self.ctx
             .emit(Event::StepStarted {
                 step: step.index,
-                name: step.name.clone(),
+                name: step.name.to_string(),
                 action: step.action,
                 vms: step.live_count(),
                 waves: step.waves.len(),
@@ -359,14 +359,12 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 }
             }
             drop(results);
-            for r in self.confirm(pending, step.concurrency).await {
-                self.finished(step, &mut step_tally, r).await;
-            }
+            self.confirm(step, &mut step_tally, pending).await;
         }
         self.ctx
             .emit(Event::StepFinished {
                 step: step.index,
-                name: step.name.clone(),
+                name: step.name.to_string(),
                 counts: step_tally.counts,
             })
             .await;

@@ -319,7 +319,7 @@ impl RunView {
                 ..
             } => {
                 if let Some(vm) = self.vm_of(*step, *target) {
-                    let known = self.tasks_by_vm.entry(vm.href.clone()).or_default();
+                    let known = self.tasks_by_vm.entry(vm.href.to_string()).or_default();
                     if !known.contains(task_href) {
                         known.push(task_href.clone());
                     }

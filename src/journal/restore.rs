@@ -55,7 +55,7 @@ pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<Option<Stri
         if !touched(t) {
             continue;
         }
-        let href = t.vm.href.clone();
+        let href = t.vm.href.to_string();
         if let Some(r) = &t.finished
             && let Some(after) = &r.state_after
         {
@@ -65,7 +65,7 @@ pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<Option<Stri
             }
         }
         let back = Back {
-            name: t.vm.name.clone(),
+            name: t.vm.name.to_string(),
             href: href.clone(),
             before: intent.from.clone(),
             first_ms: *at,
@@ -103,7 +103,7 @@ pub fn restore_runbook(view: &RunView, journal_path: &str) -> Result<Option<Stri
         view.plan
             .as_ref()
             .and_then(|p| p.steps.iter().find(|s| s.index == index))
-            .map_or_else(|| format!("step {index}"), |s| s.name.clone())
+            .map_or_else(|| format!("step {index}"), |s| s.name.to_string())
     };
     let mut out = String::new();
     let _ = writeln!(out, "#:schema ./runbook.schema.json");

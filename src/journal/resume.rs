@@ -47,7 +47,7 @@ pub fn plan_resume(view: &RunView, retry_failed: bool) -> (ResumeState, ResumeCo
                     at_ms: *at_ms,
                     known_tasks: view
                         .tasks_by_vm
-                        .get(&track.vm.href)
+                        .get(&*track.vm.href)
                         .cloned()
                         .unwrap_or_default(),
                 }),

@@ -347,8 +347,14 @@ fn restore_undoes_steps_in_reverse_with_actions_from_the_state_before() {
             .map(|s| s.href.clone().unwrap())
             .collect()
     };
-    assert_eq!(hrefs(0), [vmref(&p, 1, 2).href]);
-    assert_eq!(hrefs(1), [vmref(&p, 0, 0).href, vmref(&p, 0, 1).href]);
+    assert_eq!(hrefs(0), [vmref(&p, 1, 2).href.to_string()]);
+    assert_eq!(
+        hrefs(1),
+        [
+            vmref(&p, 0, 0).href.to_string(),
+            vmref(&p, 0, 1).href.to_string()
+        ]
+    );
     assert_eq!(rb.api.endpoint.as_deref(), Some("http://127.0.0.1:9/api"));
 }
 

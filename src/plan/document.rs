@@ -166,7 +166,7 @@ fn thresholds(plan: &Plan) -> Vec<Threshold> {
     }
     for s in &plan.steps {
         out.push(threshold(
-            Some(s.name.clone()),
+            Some(s.name.to_string()),
             s.max_failures,
             s.on_failure == OnFailure::Abort,
             s.live_count(),
@@ -224,7 +224,7 @@ fn warnings(plan: &Plan, thresholds: &[Threshold], estimate: &Estimate) -> Vec<P
     for s in &plan.steps {
         let warn = |kind, message| PlanWarning {
             kind,
-            step: Some(s.name.clone()),
+            step: Some(s.name.to_string()),
             message,
         };
         if s.targets.is_empty() {
@@ -255,7 +255,9 @@ fn warnings(plan: &Plan, thresholds: &[Threshold], estimate: &Estimate) -> Vec<P
                 ),
             ));
         }
-        if let Some(t) = thresholds.iter().find(|t| t.step.as_ref() == Some(&s.name))
+        if let Some(t) = thresholds
+            .iter()
+            .find(|t| t.step.as_deref() == Some(&*s.name))
             && let Some(at) = t.abort_at
             && refused.len() >= at
         {

@@ -24,6 +24,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Version of the plan's JSON shape. 2: steps and the plan carry what executing them
@@ -62,7 +63,7 @@ pub struct Plan {
 pub struct PlannedStep {
     /// Index in the runbook's steps.
     pub index: usize,
-    pub name: String,
+    pub name: Arc<str>,
     pub action: Action,
     pub order: Order,
     /// Steps this one waits for (indices).
@@ -151,33 +152,55 @@ mod amount_text {
     }
 }
 
+// Its strings are shared by every step and result about the VM, and the VDC, vApp and
+// hypervisor names by every VM that has them (see `Names`): a region's plan holds each once.
 /// Identity of a VM, enough to find it again (`href` is its `edit` link).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmRef {
     pub id: u64,
-    pub name: String,
+    pub name: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    pub href: String,
+    pub label: Option<Arc<str>>,
+    pub href: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vdc: Option<String>,
+    pub vdc: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vapp: Option<String>,
+    pub vapp: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hypervisor: Option<String>,
+    pub hypervisor: Option<Arc<str>>,
 }
 
 impl VmRef {
     pub fn of(vm: &VirtualMachine) -> VmRef {
+        VmRef::named(vm, &mut Names::default())
+    }
+
+    /// [`Self::of`], sharing the names `names` already holds.
+    pub fn named(vm: &VirtualMachine, names: &mut Names) -> VmRef {
         VmRef {
             id: vm.id,
-            name: vm.name.clone(),
-            label: vm.label.clone(),
-            href: vm.href().unwrap_or_default().to_owned(),
-            vdc: vm.link_title("virtualdatacenter").map(str::to_owned),
-            vapp: vm.link_title("virtualappliance").map(str::to_owned),
-            hypervisor: vm.hypervisor().map(str::to_owned),
+            name: vm.name.as_str().into(),
+            label: vm.label.as_deref().map(Arc::from),
+            href: vm.href().unwrap_or_default().into(),
+            vdc: vm.link_title("virtualdatacenter").map(|n| names.get(n)),
+            vapp: vm.link_title("virtualappliance").map(|n| names.get(n)),
+            hypervisor: vm.hypervisor().map(|n| names.get(n)),
         }
+    }
+}
+
+/// Names many VMs share (VDCs, vApps, hypervisors), each held once.
+#[derive(Debug, Default)]
+pub struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(held) = self.0.get(name) {
+            return Arc::clone(held);
+        }
+        let held: Arc<str> = name.into();
+        self.0.insert(Arc::clone(&held));
+        held
     }
 }
 
@@ -249,7 +272,7 @@ impl Plan {
             .iter()
             .flat_map(|s| &s.targets)
             .filter(|t| matches!(t.disposition, Disposition::Act { .. }))
-            .map(|t| t.vm.href.as_str())
+            .map(|t| &*t.vm.href)
             .collect();
         self.listed = Listed::of(vms, asked, |href| acted.contains(href));
     }
@@ -277,12 +300,13 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
     // Expected (state, deallocated) per VM id after the steps planned so far.
     let mut expected: HashMap<u64, (VmState, Option<bool>)> = HashMap::new();
     let mut planned: Vec<Option<PlannedStep>> = vec![None; runbook.steps.len()];
+    let mut refs = Refs::new(vms.len());
     for index in step_order(runbook) {
         let Some(step) = runbook.steps.get(index) else {
             continue;
         };
         let fallback = step.fallback.as_ref().map(PlannedFallback::of);
-        let targets = plan_targets(step, fallback.as_ref(), vms, &expected);
+        let targets = plan_targets(step, fallback.as_ref(), vms, &expected, &mut refs);
         let live = targets.iter().filter(|t| t.disposition.is_live()).count();
         for t in &targets {
             if matches!(t.disposition, Disposition::Act { .. }) {
@@ -291,7 +315,7 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
         }
         planned[index] = Some(PlannedStep {
             index,
-            name: step.name.clone(),
+            name: step.name.as_str().into(),
             action: step.action,
             order: step.order,
             after: step.after.clone(),
@@ -334,17 +358,42 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The listed VMs' identities, each made once and shared by every step about the VM.
+struct Refs {
+    by_pos: Vec<Option<VmRef>>,
+    names: Names,
+}
+
+impl Refs {
+    fn new(vms: usize) -> Refs {
+        Refs {
+            by_pos: vec![None; vms],
+            names: Names::default(),
+        }
+    }
+
+    /// The identity of `vm`, at `pos` in the listing.
+    fn of(&mut self, pos: usize, vm: &VirtualMachine) -> VmRef {
+        let Refs { by_pos, names } = self;
+        match by_pos.get_mut(pos) {
+            Some(slot) => slot.get_or_insert_with(|| VmRef::named(vm, names)).clone(),
+            None => VmRef::named(vm, names),
+        }
+    }
+}
+
 /// Targets in runbook order, VMs within one entry in API list order; the first match wins.
 fn plan_targets(
     step: &Step,
     fallback: Option<&PlannedFallback>,
     vms: &[VirtualMachine],
     expected: &HashMap<u64, (VmState, Option<bool>)>,
+    refs: &mut Refs,
 ) -> Vec<PlannedVm> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for selector in &step.targets {
-        for vm in vms {
+        for (pos, vm) in vms.iter().enumerate() {
             if !select::matches(selector, vm) || !seen.insert(vm.id) {
                 continue;
             }
@@ -367,7 +416,7 @@ fn plan_targets(
                 rules::evaluate(step.action, &state, deallocated, vm.hypervisor(), fallback)
             };
             out.push(PlannedVm {
-                vm: VmRef::of(vm),
+                vm: refs.of(pos, vm),
                 state_seen: vm.state.clone(),
                 deallocated: vm.deallocated,
                 state_expected: state,

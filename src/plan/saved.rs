@@ -70,14 +70,14 @@ pub fn stale_vms(plan: &Plan, vms: &[VirtualMachine]) -> Vec<StaleVm> {
             let entry = out.entry(t.vm.id).or_insert_with(|| {
                 order.push(t.vm.id);
                 StaleVm {
-                    name: t.vm.name.clone(),
+                    name: t.vm.name.to_string(),
                     steps: Vec::new(),
                     planned: state_text(&t.state_seen, t.deallocated),
                     now: current.map(|vm| state_text(&vm.state, vm.deallocated)),
                 }
             });
-            if !entry.steps.contains(&step.name) {
-                entry.steps.push(step.name.clone());
+            if !entry.steps.iter().any(|s| **s == *step.name) {
+                entry.steps.push(step.name.to_string());
             }
         }
     }

@@ -85,7 +85,7 @@ pub(crate) fn vm(id: u64, name: &str, vapp: &str, state: VmState, hyp: &str) -> 
 }
 
 fn names(step: &PlannedStep) -> Vec<&str> {
-    step.targets.iter().map(|t| t.vm.name.as_str()).collect()
+    step.targets.iter().map(|t| &*t.vm.name).collect()
 }
 
 fn lab() -> Vec<VirtualMachine> {

@@ -263,8 +263,8 @@ fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
     for (i, target) in s.targets.iter().enumerate() {
         let place = match (&target.vm.vdc, &target.vm.vapp) {
             (Some(d), Some(a)) => format!("{d} / {a}"),
-            (Some(d), None) => d.clone(),
-            (None, Some(a)) => a.clone(),
+            (Some(d), None) => d.to_string(),
+            (None, Some(a)) => a.to_string(),
             (None, None) => "-".into(),
         };
         let mut state = target.state_seen.to_string();
@@ -289,7 +289,7 @@ fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
             },
         };
         t.add_row(vec![
-            target.vm.name.clone(),
+            target.vm.name.to_string(),
             place,
             state,
             wave_of

@@ -48,8 +48,8 @@ pub fn results_table(results: &[VmResult], opts: RenderOptions) -> String {
     ]);
     for r in results {
         t.add_row(vec![
-            r.step_name.clone(),
-            r.vm.name.clone(),
+            r.step_name.to_string(),
+            r.vm.name.to_string(),
             r.action.to_string(),
             state_text(r.state_before.as_ref(), None),
             match r.path {

@@ -124,7 +124,7 @@ fn matrix(seed: u64, vms: usize, setup: impl FnOnce(&mut SimConfig)) {
         report
             .results
             .iter()
-            .find(|r| r.vm.name == vm)
+            .find(|r| *r.vm.name == *vm)
             .map_or_else(|| "no row".to_owned(), |r| r.outcome.text())
     };
     assert!(
@@ -141,7 +141,7 @@ fn matrix(seed: u64, vms: usize, setup: impl FnOnce(&mut SimConfig)) {
     // One definite result per VM, the one the simulator's task had.
     let mut rows: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &report.results {
-        *rows.entry(r.vm.name.as_str()).or_default() += 1;
+        *rows.entry(&*r.vm.name).or_default() += 1;
     }
     assert_eq!(
         rows.keys()
@@ -159,7 +159,7 @@ fn matrix(seed: u64, vms: usize, setup: impl FnOnce(&mut SimConfig)) {
         .collect();
     let mut failed = 0;
     for r in &report.results {
-        let vm = r.vm.name.as_str();
+        let vm = &*r.vm.name;
         let task = stats.mutations[vm][0].outcome.as_deref();
         match (&r.outcome, task) {
             (VmOutcome::Ok, Some("FINISHED_SUCCESSFULLY")) => {

@@ -91,7 +91,7 @@ fn result<'a>(report: &'a RunReport, step: &str, vm: &str) -> &'a VmResult {
     report
         .results
         .iter()
-        .find(|r| r.step_name == step && r.vm.name == vm)
+        .find(|r| *r.step_name == *step && *r.vm.name == *vm)
         .unwrap_or_else(|| panic!("no result for {vm} in step {step}"))
 }
 
@@ -647,7 +647,7 @@ fn deallocate_leaves_azure_vms_deallocated() {
         .collect();
     for vm in ["spark-master", "spark-worker-1", "spark-worker-2"] {
         assert_eq!(states[vm], (VmState::Off, Some(true)), "{vm}");
-        let r = report.results.iter().find(|r| r.vm.name == vm).unwrap();
+        let r = report.results.iter().find(|r| *r.vm.name == *vm).unwrap();
         assert_eq!(r.outcome, VmOutcome::Ok);
         assert_eq!(r.deallocated_after, Some(true));
     }
@@ -655,7 +655,7 @@ fn deallocate_leaves_azure_vms_deallocated() {
     let w3 = report
         .results
         .iter()
-        .find(|r| r.vm.name == "spark-worker-3")
+        .find(|r| &*r.vm.name == "spark-worker-3")
         .unwrap();
     assert!(
         matches!(&w3.outcome, VmOutcome::Failed { reason } if reason.starts_with("VM-4")),

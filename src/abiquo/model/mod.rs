@@ -264,15 +264,23 @@ const USED_RELS: [&str; 7] = [
     "tasks",
 ];
 
+/// Links whose title powerbook reads: the VDC's and vApp's names, the hypervisor.
+const TITLED_RELS: [&str; 3] = ["virtualdatacenter", "virtualappliance", "hypervisortype"];
+
 impl VirtualMachine {
-    /// Drops what no step looks at: other links, link media types, the description.
+    /// Drops what no step looks at: other links, link media types, the titles of links
+    /// that do not name where the VM lives, the description and the UUID.
     pub fn slim(&mut self) {
         self.links.retain(|l| USED_RELS.contains(&l.rel.as_str()));
         for link in &mut self.links {
             link.media_type = None;
+            if !TITLED_RELS.contains(&link.rel.as_str()) {
+                link.title = None;
+            }
         }
         self.links.shrink_to_fit();
         self.description = None;
+        self.uuid = None;
     }
 
     pub fn link(&self, rel: &str) -> Option<&Link> {
@@ -550,7 +558,7 @@ mod tests {
                 {"rel": "virtualdatacenter", "href": "https://a/vdc/1", "title": "prod"},
                 {"rel": "virtualappliance", "href": "https://a/vapp/2", "title": "web"},
                 {"rel": "hypervisortype", "href": "https://a/ht/VMX_04", "title": "VMX_04"},
-                {"rel": "state", "href": "https://a/vm/7/state"},
+                {"rel": "state", "href": "https://a/vm/7/state", "title": "ON"},
                 {"rel": "tasks", "href": "https://a/vm/7/tasks"},
                 {"rel": "virtualmachinetemplate", "href": "https://a/tpl/3"},
                 {"rel": "nic0", "href": "https://a/vm/7/nics/0"}
@@ -574,6 +582,7 @@ mod tests {
         assert_eq!(vm.link_title("virtualappliance"), Some("web"));
         assert_eq!(vm.hypervisor(), Some("VMX_04"));
         assert!(vm.description.is_none() && vm.links.iter().all(|l| l.media_type.is_none()));
+        assert!(vm.link_title("state").is_none());
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Run {
 
     /// The result of `vm` (its only one in the run).
     pub fn result(&self, vm: &str) -> &VmResult {
-        let mut found = self.results().into_iter().filter(|r| r.vm.name == vm);
+        let mut found = self.results().into_iter().filter(|r| *r.vm.name == *vm);
         match (found.next(), found.next()) {
             (Some(r), None) => r,
             _ => panic!("expected exactly one result for {vm}: {:?}", self.results()),
@@ -160,7 +160,7 @@ impl Harness {
         let target = step
             .targets
             .iter()
-            .position(|t| t.vm.name == vm)
+            .position(|t| *t.vm.name == *vm)
             .unwrap_or_else(|| panic!("{vm} is not a target"));
         (step.index, target)
     }

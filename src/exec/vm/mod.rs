@@ -431,7 +431,7 @@ async fn emit_accepted<A: CloudApi>(
     ctx.emit_durable(Event::TaskAccepted {
         step: job.step.index,
         target: job.target,
-        vm: r.vm.name.clone(),
+        vm: r.vm.name.to_string(),
         task_href: href.to_owned(),
         adopted,
     })
@@ -470,7 +470,7 @@ async fn follow<A: CloudApi>(
     ctx.emit(Event::TaskFinished {
         step: job.step.index,
         target: job.target,
-        vm: r.vm.name.clone(),
+        vm: r.vm.name.to_string(),
         task_href: href.to_owned(),
         state: r.task_state.clone(),
         polls: wait.polls(),

@@ -31,7 +31,7 @@ fn write_journal(dir: &Path, file: &str, endpoint: &str, runbook: &str) {
 fn plan(endpoint: &str, actions: &[Action]) -> Plan {
     let step = |index, action| PlannedStep {
         index,
-        name: format!("s{index}"),
+        name: format!("s{index}").into(),
         action,
         order: Order::Parallel,
         after: Vec::new(),

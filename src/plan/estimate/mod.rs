@@ -208,7 +208,7 @@ pub fn estimate(plan: &Plan, runbook: &Runbook, inputs: &EstimateInputs<'_>) -> 
         requests += api;
         steps.push(StepEstimate {
             step: s.index,
-            name: s.name.clone(),
+            name: s.name.to_string(),
             task_ms: ms(c.task),
             task_source: c.source,
             history_samples: c.samples,
@@ -258,6 +258,6 @@ fn critical_path(plan: &Plan, jobs: &[StepJob], timeline: &[(Duration, Duration)
     }
     path.reverse();
     path.into_iter()
-        .filter_map(|i| plan.steps.get(i).map(|s| s.name.clone()))
+        .filter_map(|i| plan.steps.get(i).map(|s| s.name.to_string()))
         .collect()
 }
