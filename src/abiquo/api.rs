@@ -4,7 +4,7 @@
 
 use crate::abiquo::client::ClientStats;
 use crate::abiquo::error::ClientError;
-use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmSeen, VmState};
+use crate::abiquo::model::{ListedVm, PowerRequest, Task, VirtualMachine, VmSeen, VmState};
 use std::future::Future;
 
 /// Result of a power request (state `PUT` or reset `POST`).
@@ -40,7 +40,7 @@ pub trait CloudApi: Send + Sync {
     fn stats(&self) -> ClientStats;
 
     /// Every VM the user can see.
-    fn list_vms(&self) -> impl Future<Output = Result<Vec<VirtualMachine>, ClientError>> + Send;
+    fn list_vms(&self) -> impl Future<Output = Result<Vec<ListedVm>, ClientError>> + Send;
 
     /// Every VM's link, state and `deallocated` flag (a listing that holds nothing else).
     fn list_vm_states(&self) -> impl Future<Output = Result<Vec<VmSeen>, ClientError>> + Send;

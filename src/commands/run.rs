@@ -180,7 +180,7 @@ async fn plan_for_run(
             path.display(),
             saved.created_at
         );
-        saved.keep_listing(&vms, asked);
+        saved.keep_listing(vms, asked);
         return Ok(saved);
     }
     let table = stale_table(&stale, test_mode().then_some(TEST_WIDTH));
@@ -192,7 +192,7 @@ async fn plan_for_run(
             path.display()
         );
         let mut plan = build(runbook, &vms, client.endpoint());
-        plan.keep_listing(&vms, asked);
+        plan.keep_listing(vms, asked);
         return Ok(plan);
     }
     eprintln!(

@@ -10,8 +10,8 @@ use crate::abiquo::client::ClientStats;
 use crate::abiquo::codes::Code;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{
-    ErrorsBody, Job, JobState, Jobs, Link, PowerRequest, PowerState, Task, TaskState, TaskType,
-    VirtualMachine, VmSeen, VmState,
+    ErrorsBody, Job, JobState, Jobs, Link, ListedVm, PowerRequest, PowerState, Task, TaskState,
+    TaskType, VirtualMachine, VmSeen, VmState,
 };
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -632,9 +632,9 @@ impl CloudApi for FakeCloud {
         }
     }
 
-    async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+    async fn list_vms(&self) -> Result<Vec<ListedVm>, ClientError> {
         self.enter(CallKind::ListVms, "", None);
-        Ok(self.listing())
+        Ok(self.listing().iter().map(ListedVm::from).collect())
     }
 
     async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {

@@ -35,7 +35,7 @@ fn plan() -> Plan {
         vm(2, "b", "app", VmState::On, "KVM"),
         vm(3, "c", "app", VmState::Paused, "KVM"),
     ];
-    crate::plan::build(&rb, &vms, "http://127.0.0.1:9/api")
+    crate::plan::tests::build(&rb, &vms, "http://127.0.0.1:9/api")
 }
 
 fn vmref(plan: &Plan, step: usize, target: usize) -> VmRef {

@@ -334,9 +334,8 @@ pub fn schema_json() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::build;
     use crate::plan::estimate::{EstimateInputs, estimate};
-    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::plan::tests::{build, runbook, sel_vm, step, vm};
     use crate::runbook::model::{Action, Amount};
 
     fn doc(rb: &Runbook, vms: &[crate::abiquo::model::VirtualMachine]) -> PlanDocument {

@@ -1,13 +1,13 @@
 //! Why a LOCKED VM is refused: the task that holds it, read from its tasks list (GET only).
 
 use crate::abiquo::api::CloudApi;
-use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::abiquo::model::{ListedVm, VmState};
 use crate::plan::{Disposition, Plan, rules};
 use std::collections::HashMap;
 
 /// A LOCKED VM is refused for now; say which task holds it (GET on its tasks).
-pub async fn explain_locks<A: CloudApi>(client: &A, plan: &mut Plan, vms: &[VirtualMachine]) {
-    let by_id: HashMap<u64, &VirtualMachine> = vms.iter().map(|v| (v.id, v)).collect();
+pub async fn explain_locks<A: CloudApi>(client: &A, plan: &mut Plan, vms: &[ListedVm]) {
+    let by_id: HashMap<u64, &ListedVm> = vms.iter().map(|v| (v.id, v)).collect();
     let mut holders: HashMap<u64, Option<String>> = HashMap::new();
     for step in &mut plan.steps {
         for t in &mut step.targets {
@@ -36,8 +36,8 @@ pub async fn explain_locks<A: CloudApi>(client: &A, plan: &mut Plan, vms: &[Virt
 }
 
 /// `LOCKED by a running SHUTDOWN task (STARTED)`, from the VM's tasks list.
-async fn running_task<A: CloudApi>(client: &A, vm: &VirtualMachine) -> Option<String> {
-    let tasks = client.vm_tasks(vm).await.ok()?;
+async fn running_task<A: CloudApi>(client: &A, vm: &ListedVm) -> Option<String> {
+    let tasks = client.vm_tasks(&vm.to_vm()).await.ok()?;
     let task = tasks.iter().find(|t| !t.state.is_terminal())?;
     Some(format!(
         "LOCKED by a running {} task ({})",

@@ -18,7 +18,7 @@ pub use disposition::Disposition;
 
 use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
-use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::abiquo::model::{ListedVm, VmState};
 use crate::runbook::model::{Action, Amount, Fallback, OnFailure, Order, Runbook, Step};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -152,8 +152,8 @@ mod amount_text {
     }
 }
 
-// Its strings are shared by every step and result about the VM, and the VDC, vApp and
-// hypervisor names by every VM that has them (see `Names`): a region's plan holds each once.
+// Its strings are shared with the listing, by every step and result about the VM, and the
+// VDC, vApp and hypervisor names by every VM that has them: a region's plan holds each once.
 /// Identity of a VM, enough to find it again (`href` is its `edit` link).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmRef {
@@ -171,36 +171,16 @@ pub struct VmRef {
 }
 
 impl VmRef {
-    pub fn of(vm: &VirtualMachine) -> VmRef {
-        VmRef::named(vm, &mut Names::default())
-    }
-
-    /// [`Self::of`], sharing the names `names` already holds.
-    pub fn named(vm: &VirtualMachine, names: &mut Names) -> VmRef {
+    pub fn of(vm: &ListedVm) -> VmRef {
         VmRef {
             id: vm.id,
-            name: vm.name.as_str().into(),
-            label: vm.label.as_deref().map(Arc::from),
-            href: vm.href().unwrap_or_default().into(),
-            vdc: vm.link_title("virtualdatacenter").map(|n| names.get(n)),
-            vapp: vm.link_title("virtualappliance").map(|n| names.get(n)),
-            hypervisor: vm.hypervisor().map(|n| names.get(n)),
+            name: Arc::clone(&vm.name),
+            label: vm.label.clone(),
+            href: vm.href.clone().unwrap_or_else(|| "".into()),
+            vdc: vm.vdc.name.clone(),
+            vapp: vm.vapp.name.clone(),
+            hypervisor: vm.hypervisor.clone(),
         }
-    }
-}
-
-/// Names many VMs share (VDCs, vApps, hypervisors), each held once.
-#[derive(Debug, Default)]
-pub struct Names(HashSet<Arc<str>>);
-
-impl Names {
-    pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(held) = self.0.get(name) {
-            return Arc::clone(held);
-        }
-        let held: Arc<str> = name.into();
-        self.0.insert(Arc::clone(&held));
-        held
     }
 }
 
@@ -266,7 +246,7 @@ impl Plan {
     }
 
     /// Keeps the listed state of the VMs some step acts on, as listed at `asked`.
-    pub fn keep_listing(&mut self, vms: &[VirtualMachine], asked: tokio::time::Instant) {
+    pub fn keep_listing(&mut self, vms: Vec<ListedVm>, asked: tokio::time::Instant) {
         let acted: HashSet<&str> = self
             .steps
             .iter()
@@ -287,12 +267,12 @@ pub async fn resolve<A: CloudApi>(client: &A, runbook: &Runbook) -> Result<Plan,
     let asked = tokio::time::Instant::now();
     let vms = client.list_vms().await?;
     let mut plan = build(runbook, &vms, client.endpoint());
-    plan.keep_listing(&vms, asked);
+    plan.keep_listing(vms, asked);
     Ok(plan)
 }
 
 /// Builds the plan from a VM listing (no I/O).
-pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan {
+pub fn build(runbook: &Runbook, vms: &[ListedVm], endpoint: &str) -> Plan {
     let run_limit = runbook
         .limits
         .concurrency
@@ -300,13 +280,12 @@ pub fn build(runbook: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan 
     // Expected (state, deallocated) per VM id after the steps planned so far.
     let mut expected: HashMap<u64, (VmState, Option<bool>)> = HashMap::new();
     let mut planned: Vec<Option<PlannedStep>> = vec![None; runbook.steps.len()];
-    let mut refs = Refs::new(vms.len());
     for index in step_order(runbook) {
         let Some(step) = runbook.steps.get(index) else {
             continue;
         };
         let fallback = step.fallback.as_ref().map(PlannedFallback::of);
-        let targets = plan_targets(step, fallback.as_ref(), vms, &expected, &mut refs);
+        let targets = plan_targets(step, fallback.as_ref(), vms, &expected);
         let live = targets.iter().filter(|t| t.disposition.is_live()).count();
         for t in &targets {
             if matches!(t.disposition, Disposition::Act { .. }) {
@@ -358,42 +337,17 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The listed VMs' identities, each made once and shared by every step about the VM.
-struct Refs {
-    by_pos: Vec<Option<VmRef>>,
-    names: Names,
-}
-
-impl Refs {
-    fn new(vms: usize) -> Refs {
-        Refs {
-            by_pos: vec![None; vms],
-            names: Names::default(),
-        }
-    }
-
-    /// The identity of `vm`, at `pos` in the listing.
-    fn of(&mut self, pos: usize, vm: &VirtualMachine) -> VmRef {
-        let Refs { by_pos, names } = self;
-        match by_pos.get_mut(pos) {
-            Some(slot) => slot.get_or_insert_with(|| VmRef::named(vm, names)).clone(),
-            None => VmRef::named(vm, names),
-        }
-    }
-}
-
 /// Targets in runbook order, VMs within one entry in API list order; the first match wins.
 fn plan_targets(
     step: &Step,
     fallback: Option<&PlannedFallback>,
-    vms: &[VirtualMachine],
+    vms: &[ListedVm],
     expected: &HashMap<u64, (VmState, Option<bool>)>,
-    refs: &mut Refs,
 ) -> Vec<PlannedVm> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for selector in &step.targets {
-        for (pos, vm) in vms.iter().enumerate() {
+        for vm in vms {
             if !select::matches(selector, vm) || !seen.insert(vm.id) {
                 continue;
             }
@@ -405,7 +359,11 @@ fn plan_targets(
                 Disposition::Excluded
             } else if vm.protected && !step.allow_protected {
                 Disposition::Protected {
-                    cause: vm.protected_cause.clone().filter(|c| !c.is_empty()),
+                    cause: vm
+                        .protected_cause
+                        .as_deref()
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned),
                 }
             } else if vm.href().is_none() {
                 Disposition::Refuse {
@@ -413,10 +371,16 @@ fn plan_targets(
                     reason: "the API gave no `edit` link for this VM".into(),
                 }
             } else {
-                rules::evaluate(step.action, &state, deallocated, vm.hypervisor(), fallback)
+                rules::evaluate(
+                    step.action,
+                    &state,
+                    deallocated,
+                    vm.hypervisor.as_deref(),
+                    fallback,
+                )
             };
             out.push(PlannedVm {
-                vm: refs.of(pos, vm),
+                vm: VmRef::of(vm),
                 state_seen: vm.state.clone(),
                 deallocated: vm.deallocated,
                 state_expected: state,

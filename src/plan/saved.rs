@@ -1,7 +1,7 @@
 //! Saved plans (`powerbook plan --save FILE`, `powerbook run --plan FILE`): reading one back
 //! and finding the VMs that changed since it was made.
 
-use crate::abiquo::model::{VirtualMachine, VmState};
+use crate::abiquo::model::{ListedVm, VmState};
 use crate::plan::document::{DOCUMENT_FORMAT, PlanDocument};
 use crate::plan::{PLAN_FORMAT, Plan};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -50,8 +50,8 @@ fn state_text(state: &VmState, deallocated: Option<bool>) -> String {
 
 /// Every planned VM whose state (or deallocation) differs from what the plan saw, or that
 /// is gone.
-pub fn stale_vms(plan: &Plan, vms: &[VirtualMachine]) -> Vec<StaleVm> {
-    let now: HashMap<u64, &VirtualMachine> = vms.iter().map(|v| (v.id, v)).collect();
+pub fn stale_vms(plan: &Plan, vms: &[ListedVm]) -> Vec<StaleVm> {
+    let now: HashMap<u64, &ListedVm> = vms.iter().map(|v| (v.id, v)).collect();
     let mut out: BTreeMap<u64, StaleVm> = BTreeMap::new();
     let mut order = Vec::new();
     for step in &plan.steps {
@@ -107,9 +107,13 @@ pub fn stale_table(stale: &[StaleVm], fixed_width: Option<u16>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::build;
-    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::abiquo::model::VirtualMachine;
+    use crate::plan::tests::{build, listed, runbook, sel_vm, step, vm};
     use crate::runbook::model::Action;
+
+    fn stale_vms(plan: &Plan, vms: &[VirtualMachine]) -> Vec<StaleVm> {
+        super::stale_vms(plan, &listed(vms))
+    }
 
     #[test]
     fn stale_vms_lists_changed_and_vanished_vms_once_with_their_steps() {

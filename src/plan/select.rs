@@ -2,24 +2,18 @@
 //! VMs are listed once and matched here: vdc/vapp from the VM's link titles and ids,
 //! hypervisor from the `hypervisortype` link.
 
-use crate::abiquo::model::VirtualMachine;
+use crate::abiquo::model::ListedVm;
 use crate::runbook::model::Selector;
 
 /// All present fields must match (AND).
-pub fn matches(selector: &Selector, vm: &VirtualMachine) -> bool {
+pub fn matches(selector: &Selector, vm: &ListedVm) -> bool {
     if let Some(vdc) = &selector.vdc
-        && !vdc.matches(
-            vm.link_id("virtualdatacenter"),
-            vm.link_title("virtualdatacenter"),
-        )
+        && !vdc.matches(vm.vdc.id, vm.vdc.name.as_deref())
     {
         return false;
     }
     if let Some(vapp) = &selector.vapp
-        && !vapp.matches(
-            vm.link_id("virtualappliance"),
-            vm.link_title("virtualappliance"),
-        )
+        && !vapp.matches(vm.vapp.id, vm.vapp.name.as_deref())
     {
         return false;
     }
@@ -39,7 +33,10 @@ pub fn matches(selector: &Selector, vm: &VirtualMachine) -> bool {
         return false;
     }
     if let Some(h) = &selector.hypervisor
-        && !vm.hypervisor().is_some_and(|v| v.eq_ignore_ascii_case(h))
+        && !vm
+            .hypervisor
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case(h))
     {
         return false;
     }
@@ -74,8 +71,13 @@ pub fn normalize_href(href: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abiquo::model::{Link, VmState};
+    use crate::abiquo::model::{Link, VirtualMachine, VmState};
     use crate::runbook::model::{NameOrId, Pattern};
+
+    /// Matches a VM document, as it comes listed.
+    fn matches(selector: &Selector, vm: &VirtualMachine) -> bool {
+        super::matches(selector, &ListedVm::from(vm))
+    }
 
     fn vm() -> VirtualMachine {
         VirtualMachine {

@@ -1,7 +1,7 @@
 //! Plan building tests, plus fixtures other unit tests reuse.
 
 use super::*;
-use crate::abiquo::model::Link;
+use crate::abiquo::model::{Link, ListedVm, VirtualMachine};
 use crate::runbook::model::{
     Amount, ApiSettings, Fallback, Limits, NameOrId, OnFailure, Pattern, Selector, Waves,
 };
@@ -51,6 +51,16 @@ pub(crate) fn sel_vapp(name: &str) -> Selector {
         vapp: Some(NameOrId::Name(Pattern::new(name).unwrap())),
         ..Selector::default()
     }
+}
+
+/// VM documents as a listing keeps them.
+pub(crate) fn listed(vms: &[VirtualMachine]) -> Vec<ListedVm> {
+    vms.iter().map(ListedVm::from).collect()
+}
+
+/// Plans over VM documents, as they come listed.
+pub(crate) fn build(rb: &Runbook, vms: &[VirtualMachine], endpoint: &str) -> Plan {
+    super::build(rb, &listed(vms), endpoint)
 }
 
 pub(crate) fn vm(id: u64, name: &str, vapp: &str, state: VmState, hyp: &str) -> VirtualMachine {

@@ -353,7 +353,7 @@ mod tests {
     use super::*;
     use crate::abiquo::model::VmState;
     use crate::plan::estimate::{EstimateInputs, estimate};
-    use crate::plan::tests::{runbook, sel_vm, step, vm};
+    use crate::plan::tests::{build, runbook, sel_vm, step, vm};
     use crate::runbook::model::Action;
 
     #[test]
@@ -371,7 +371,7 @@ mod tests {
             last,
             side,
         ]);
-        let plan = crate::plan::build(&rb, &vms, "http://x/api");
+        let plan = build(&rb, &vms, "http://x/api");
         let est = estimate(&plan, &rb, &EstimateInputs::default());
         let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
         let text = graph(&doc, &execution_order(&doc));

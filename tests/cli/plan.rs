@@ -186,10 +186,10 @@ fn lock_busy(t: &Test) {
         .unwrap();
         client.login().await.unwrap();
         let vms = client.list_vms().await.unwrap();
-        let busy = vms.iter().find(|v| v.name == "busy").unwrap();
+        let busy = vms.iter().find(|v| &*v.name == "busy").unwrap().to_vm();
         client
             .power(
-                busy,
+                &busy,
                 PowerRequest::State {
                     target: PowerState::On,
                     graceful: false,

@@ -6,11 +6,12 @@
 use super::Client;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, VirtualMachine, VmSeen};
+use crate::abiquo::model::{Collection, ListedVm, Names, VirtualMachine, VmSeen};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 /// Longest paging chain we follow before calling the listing broken.
 const MAX_PAGES: usize = 100_000;
@@ -18,13 +19,17 @@ const MAX_PAGES: usize = 100_000;
 const PARALLEL_PAGES: usize = 16;
 
 impl Client {
-    /// Every VM the user can see, via `/cloud/virtualmachines`, each slimmed to what
+    /// Every VM the user can see, via `/cloud/virtualmachines`, each kept as what
     /// selecting and acting use as its page arrives (a real VM carries dozens of links).
-    pub async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+    pub async fn list_vms(&self) -> Result<Vec<ListedVm>, ClientError> {
         let first = self.first_vm_page();
-        self.list_all_map(&first, media::VIRTUAL_MACHINES, |mut vm: VirtualMachine| {
-            vm.slim();
-            vm
+        let names = Mutex::new(Names::default());
+        let names = &names;
+        self.list_all_map(&first, media::VIRTUAL_MACHINES, |vm: VirtualMachine| {
+            ListedVm::of(
+                &vm,
+                &mut names.lock().unwrap_or_else(PoisonError::into_inner),
+            )
         })
         .await
     }

@@ -10,7 +10,9 @@ pub use crate::abiquo::api::MutationAnswer;
 use crate::abiquo::auth::Credentials;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, Link, PowerRequest, Task, User, VirtualMachine, VmSeen};
+use crate::abiquo::model::{
+    Collection, Link, ListedVm, PowerRequest, Task, User, VirtualMachine, VmSeen,
+};
 use crate::abiquo::retry::{RetryObserver, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashSet;
@@ -181,7 +183,7 @@ impl CloudApi for Client {
         Client::stats(self)
     }
 
-    async fn list_vms(&self) -> Result<Vec<VirtualMachine>, ClientError> {
+    async fn list_vms(&self) -> Result<Vec<ListedVm>, ClientError> {
         Client::list_vms(self).await
     }
 

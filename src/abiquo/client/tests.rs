@@ -675,7 +675,7 @@ async fn listing_follows_next_links_to_the_end() {
     .await;
     let client = mock.client_with(|c| c.page_size = 2);
     let vms = client.list_vms().await.unwrap();
-    let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<_> = vms.iter().map(|v| &*v.name).collect();
     assert_eq!(names, ["a", "b", "c", "d", "e"]);
     let seen = mock.seen();
     assert!(

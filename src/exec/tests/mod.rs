@@ -11,7 +11,7 @@ mod outcomes;
 mod resume;
 mod scheduler;
 
-use crate::abiquo::model::{PowerRequest, PowerState, TaskState, VmState};
+use crate::abiquo::model::{ListedVm, PowerRequest, PowerState, TaskState, VmState};
 use crate::exec::event::{Event, Intent, PathTaken, Summary, VmOutcome, VmResult};
 use crate::exec::fake::FakeCloud;
 use crate::exec::resume::{ResumeState, ResumeVm};
@@ -37,9 +37,10 @@ pub(super) fn harness(fake: FakeCloud, toml: &str) -> Harness {
         Ok(loaded) => loaded.runbook,
         Err(failure) => panic!("test runbook is invalid: {failure:?}"),
     };
+    let listed: Vec<_> = fake.listing().iter().map(ListedVm::from).collect();
     let plan = crate::plan::build(
         &runbook,
-        &fake.listing(),
+        &listed,
         crate::abiquo::api::CloudApi::endpoint(&fake),
     );
     Harness {
@@ -126,8 +127,8 @@ impl Run {
 impl Harness {
     /// The plan keeps the fake's listing as of now, as `plan::resolve` does.
     pub fn with_listing(mut self) -> Self {
-        let vms = self.fake.listing();
-        self.plan.keep_listing(&vms, tokio::time::Instant::now());
+        let vms = self.fake.listing().iter().map(ListedVm::from).collect();
+        self.plan.keep_listing(vms, tokio::time::Instant::now());
         self
     }
 

@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::abiquo::model::VmState;
-use crate::plan::build;
-use crate::plan::tests::{runbook, sel_vm, step, vm};
+use crate::plan::tests::{build, runbook, sel_vm, step, vm};
 use crate::runbook::model::Fallback;
 use std::num::NonZeroUsize;
 
