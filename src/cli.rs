@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
 use crate::exit::EXIT_CODES_HELP;
 
 #[derive(Debug, Parser)]
@@ -106,6 +107,18 @@ pub struct ConnectionArgs {
     /// Largest answer read from the API, e.g. 8MiB or 512KiB; a larger one is an error.
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_response_size: usize,
+    /// Most requests in flight to the API at once, each on its own connection; more wait
+    /// their turn. Lower it for an API server or proxy that allows fewer connections.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_at_least_one)]
+    pub max_connections: usize,
+}
+
+/// A whole number, at least 1.
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
 }
 
 /// `8MiB`, `512KiB`, `1048576` (bytes); at least 1 KiB.

@@ -156,6 +156,7 @@ pub fn client_config(
     config.connect_timeout = conn.connect_timeout;
     config.retry.budget = conn.retry_budget;
     config.max_response_bytes = conn.max_response_size;
+    config.max_connections = conn.max_connections;
     config.on_retry = Some(retry_printer());
     config.requests_per_second = runbook
         .limits

@@ -347,7 +347,9 @@ impl<A: CloudApi> Scheduler<'_, A> {
             // Whose tasks succeeded, to confirm with one listing once the wave is done.
             let deferred = confirm::worth_listing(wave.len(), self.ctx.listed.total())
                 .then(confirm::Deferred::default);
-            let mut pending = Vec::new();
+            // Nearly every VM of a wave waits for the listing: hold them without the
+            // slack of a growing vector (a region's wave is 100,000 results).
+            let mut pending = Vec::with_capacity(if deferred.is_some() { wave.len() } else { 0 });
             let mut results = futures::stream::iter(wave.iter().copied().enumerate())
                 .map(|(pos, target)| self.run_vm(step, target, &step_slots, pos, deferred.as_ref()))
                 .buffer_unordered(lookahead(step.concurrency.max(1)));

@@ -99,6 +99,8 @@ impl Reporter for Collector {
                     failed_jobs: Vec::new(),
                     summary: None,
                 });
+                // One result per target: no slack from growing (a region is 100,000).
+                self.results.reserve_exact(plan.total_targets());
             }
             Event::VmFinished { result } => self.results.push((**result).clone()),
             Event::RunFinished { summary } => self.summary = Some(summary.clone()),

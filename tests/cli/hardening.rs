@@ -329,3 +329,28 @@ fn journal_text(t: &Test) -> String {
     assert_eq!(files.len(), 1, "{files:?}");
     std::fs::read_to_string(files.remove(0)).unwrap()
 }
+
+#[test]
+fn a_run_on_a_single_connection_finishes_and_zero_connections_is_a_usage_error() {
+    let t = Test::new().generated(12, 40).runbook(ALL_OFF);
+    t.clone()
+        .args(["run", "runbook.toml", "--yes", "--max-connections", "0"])
+        .code(2)
+        .stderr_contains("--max-connections")
+        .mutations(0)
+        .run();
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--max-connections", "1"])
+        .args(FAST_POLLING)
+        .code(0)
+        .actions_per_vm(&["OFF"])
+        .mutations(12)
+        .run();
+    let connections = t.sim().stats().connections;
+    assert!(
+        connections <= 2,
+        "{connections} connections\n{}",
+        out.context()
+    );
+}

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const TOKEN_HEADER: &str = "x-abiquo-token";
 /// Default cap on one answer's body: a page of 100 VMs is a few hundred KiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Requests in flight at once by default: each holds a connection to the API.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// Everything needed to build a [`Client`].
 #[derive(Debug, Clone)]
@@ -59,6 +61,9 @@ pub struct ClientConfig {
     pub reconcile_wait: Duration,
     /// `limit` of each page when listing.
     pub page_size: usize,
+    /// Requests in flight at once (each holds one connection): a run of a thousand tasks
+    /// polled together must not open a thousand connections to one API server.
+    pub max_connections: usize,
 }
 
 impl ClientConfig {
@@ -79,6 +84,7 @@ impl ClientConfig {
             on_retry: None,
             reconcile_wait: Duration::from_secs(120),
             page_size: 100,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -115,6 +121,7 @@ struct Inner {
     token_life: Mutex<Option<Duration>>,
     relogin: tokio::sync::Mutex<()>,
     limiter: Option<DefaultDirectRateLimiter>,
+    connections: tokio::sync::Semaphore,
     retry: RetryPolicy,
     request_timeout: Duration,
     reconcile_wait: Duration,
@@ -262,6 +269,7 @@ impl Client {
                 token_life: Mutex::new(None),
                 relogin: tokio::sync::Mutex::new(()),
                 limiter,
+                connections: tokio::sync::Semaphore::new(config.max_connections.max(1)),
                 retry: config.retry,
                 request_timeout: config.request_timeout,
                 reconcile_wait: config.reconcile_wait,

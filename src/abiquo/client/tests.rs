@@ -929,3 +929,42 @@ async fn tokens_are_renewed_before_the_lifetime_seen_once() {
         "only the first expiry is seen"
     );
 }
+
+#[tokio::test]
+async fn requests_in_flight_never_exceed_max_connections() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (now, most) = (Arc::clone(&in_flight), Arc::clone(&peak));
+    let app = axum::Router::new().fallback(move || {
+        let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+        async move {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            let body = task_json("http://127.0.0.1/api", "t-1", "POWER_OFF", 0).to_string();
+            Response::builder()
+                .header("content-type", "application/vnd.abiquo.task+json")
+                .body(Body::from(body))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mock = Mock {
+        base: format!("http://{addr}/api"),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let client = mock.client_with(|c| c.max_connections = 3);
+    let hrefs: Vec<String> = (0..12)
+        .map(|i| format!("http://{addr}/api/tasks/{i}"))
+        .collect();
+    let reads = hrefs.iter().map(|href| client.get_task(href));
+    for read in futures::future::join_all(reads).await {
+        read.unwrap();
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "12 reads, 3 at a time");
+}

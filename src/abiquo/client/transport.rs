@@ -386,6 +386,8 @@ impl Client {
             // Exactly one Content-Type: the vendor type, set once, body given as bytes.
             req = req.header(CONTENT_TYPE, content_type).body(bytes);
         }
+        // Held until the answer is read, when its connection is free again.
+        let _connection = self.inner.connections.acquire().await.ok();
         let started = Instant::now();
         let mut resp = req
             .send()
