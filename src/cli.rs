@@ -20,6 +20,38 @@ use crate::exit::EXIT_CODES_HELP;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour outcomes: on a terminal unless NO_COLOR is set (auto), always, or never.
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    pub color: ColorArg,
+    /// More on stderr: -v logs every API request (method, URL without its query, status,
+    /// time; never credentials), -vv everything powerbook logs. RUST_LOG overrides both.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less on stderr: errors only, no progress bars, no notes.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorArg {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How many VM rows human output lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ShowArg {
+    /// Every VM of a small run (up to 20 rows); of a larger one only those that need
+    /// attention (failed, not started, interrupted, refused), the rest counted.
+    #[default]
+    Auto,
+    /// Every VM.
+    All,
+    /// Only the VMs that need attention.
+    Problems,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +212,9 @@ pub struct RunArgs {
     /// Results as tables (default) or one JSON document.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Which VM rows the results list.
+    #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
+    pub show: ShowArg,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -224,6 +259,9 @@ pub struct ResumeArgs {
     /// Results as tables (default) or one JSON document.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Which VM rows the results list.
+    #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
+    pub show: ShowArg,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -268,6 +306,9 @@ pub enum RunsCommand {
         /// Tables (default) or the JSON report.
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
+        /// Which VM rows the results list.
+        #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
+        show: ShowArg,
     },
 }
 
@@ -325,6 +366,9 @@ pub struct PlanArgs {
     /// The plan as text and tables (default) or one versioned JSON document.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Which VM rows each step's table lists.
+    #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
+    pub show: ShowArg,
     /// Also save the plan (the JSON document) to FILE, for `powerbook run --plan FILE`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,

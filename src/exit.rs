@@ -14,6 +14,8 @@ pub enum Outcome {
     /// The run was aborted: failure threshold, deadline, API unreachable, auth refused,
     /// or a saved plan no longer matches the cloud.
     Aborted,
+    /// The operator answered no when asked to proceed; nothing was touched.
+    Declined,
     /// Interrupted by Ctrl-C.
     Interrupted,
 }
@@ -25,6 +27,7 @@ impl Outcome {
             Outcome::SomeFailed => 1,
             Outcome::Usage => 2,
             Outcome::Aborted => 3,
+            Outcome::Declined => 4,
             Outcome::Interrupted => 130,
         }
     }
@@ -49,4 +52,5 @@ Exit codes:
   2    usage error or invalid runbook (nothing was touched)
   3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
        or a saved plan that no longer matches the cloud
+  4    declined: the answer to `Proceed?` was not yes (nothing was touched)
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained";

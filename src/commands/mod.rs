@@ -13,13 +13,22 @@ pub mod session;
 pub mod sim;
 pub mod validate;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, ColorArg, Command};
 use crate::exit::Outcome;
+use crate::report::style::ColorWhen;
 use std::future::Future;
 
 /// Sets up logging and the async runtime, and runs the subcommand.
 pub fn main(cli: Cli) -> Outcome {
-    init_tracing();
+    init_tracing(cli.verbose, cli.quiet);
+    session::set_verbosity(session::Verbosity {
+        color: match cli.color {
+            ColorArg::Auto => ColorWhen::Auto,
+            ColorArg::Always => ColorWhen::Always,
+            ColorArg::Never => ColorWhen::Never,
+        },
+        quiet: cli.quiet,
+    });
     match cli.command {
         Command::Validate(args) => validate::validate(&args),
         Command::Schema => schema::schema(),
@@ -32,13 +41,19 @@ pub fn main(cli: Cli) -> Outcome {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings only).
-fn init_tracing() {
+/// Logs go to stderr, filtered by `RUST_LOG`, else by `-v`/`-q` (default: warnings only).
+/// powerbook's own logs name URLs without their query and never credentials; other crates
+/// stay at warnings, so their debug output (headers) never shows.
+fn init_tracing(verbose: u8, quiet: bool) {
+    // The certificate verifier logs its refusals; the client's own error says more.
+    let default = match (quiet, verbose) {
+        (true, _) => "error,rustls_platform_verifier=off",
+        (false, 0) => "warn,rustls_platform_verifier=off",
+        (false, 1) => "warn,rustls_platform_verifier=off,powerbook::abiquo::client=debug",
+        (false, _) => "warn,rustls_platform_verifier=off,powerbook=trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The certificate verifier logs its refusals; the client's own error says more.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
-        });
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,15 +1,16 @@
 //! `powerbook plan` (and `run --dry-run`): GET requests only, then the plan as text or JSON,
 //! optionally saved.
 
-use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs};
-use crate::commands::session::{Simulate, client_config, connect, test_mode, with_simulator};
+use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, ShowArg};
+use crate::commands::session::{
+    Simulate, client_config, connect, render_options, test_mode, with_simulator,
+};
 use crate::exit::Outcome;
 use crate::journal::history::read_durations;
 use crate::plan::build;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{EstimateInputs, estimate};
 use crate::plan::locks::explain_locks;
-use crate::report::table::RenderOptions;
 use crate::runbook::model::Runbook;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub struct PlanOptions {
     /// Warnings make the exit code 1.
     pub strict: bool,
     pub output: OutputFormat,
+    pub show: ShowArg,
     /// Also save the plan document here.
     pub save: Option<PathBuf>,
     /// Journals of earlier runs, for the estimate.
@@ -45,6 +47,7 @@ impl PlanOptions {
             connection: args.connection,
             strict: args.strict,
             output: args.output,
+            show: args.show,
             save: args.save,
             runs_dir: args.runs_dir,
         }
@@ -62,6 +65,7 @@ impl PlanOptions {
             }),
             strict: false,
             output: args.output,
+            show: args.show,
             save: None,
             runs_dir: args.journal.runs_dir.clone(),
         }
@@ -150,12 +154,7 @@ fn show(doc: &PlanDocument, options: &PlanOptions) -> Outcome {
     }
     let text = match options.output {
         OutputFormat::Json => format!("{}\n", doc.to_json()),
-        OutputFormat::Human => crate::report::plan::render(
-            doc,
-            RenderOptions {
-                test_mode: test_mode(),
-            },
-        ),
+        OutputFormat::Human => crate::report::plan::render(doc, render_options(options.show)),
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error.

@@ -4,7 +4,7 @@
 use crate::cli::{OutputFormat, ResumeArgs};
 use crate::commands::session::{
     self, Finish, can_confirm, client_config, confirm, connect, load_reporting, print_stdout,
-    run_options, test_mode,
+    render_options, run_options, test_mode,
 };
 use crate::exec::event::ResultCounts;
 use crate::exec::resume::ResumeState;
@@ -15,7 +15,7 @@ use crate::journal::resume::plan_resume;
 use crate::journal::runs::report_of;
 use crate::journal::{Header, RunView};
 use crate::plan::Plan;
-use crate::report::table::{self, RenderOptions};
+use crate::report::table;
 use std::path::PathBuf;
 
 pub async fn resume(args: ResumeArgs) -> Outcome {
@@ -101,7 +101,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     );
     if !args.yes && !confirm().await {
         eprintln!("Nothing was changed.");
-        return Outcome::Usage;
+        return Outcome::Declined;
     }
     let marker = ResumeMarker {
         source_hash: runbook.source_hash.clone(),
@@ -120,6 +120,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         emit_restore: args.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
         output: args.output,
+        show: args.show,
         test_mode: test_mode(),
     };
     session::execute_journaled(&client, &plan, &options, writer, Some(state), finish).await
@@ -158,12 +159,7 @@ fn nothing_to_resume(view: &RunView, header: &Header, args: &ResumeArgs) -> Outc
     }
     let text = match args.output {
         OutputFormat::Json => format!("{}\n", report.to_json()),
-        OutputFormat::Human => table::render(
-            &report,
-            RenderOptions {
-                test_mode: test_mode(),
-            },
-        ),
+        OutputFormat::Human => table::render(&report, render_options(args.show)),
     };
     print_stdout(&text);
     FinalStatus::settled(&counts).outcome()

@@ -3,16 +3,21 @@
 
 use crate::abiquo::client::Client;
 use crate::cli::RunArgs;
+use crate::cli::ShowArg;
 use crate::commands::plan::PlanOptions;
 use crate::commands::session::{
-    self, Finish, Simulate, can_confirm, client_config, confirm, connect, run_options, test_mode,
-    with_simulator,
+    self, Finish, Simulate, can_confirm, client_config, confirm, connect, render_options,
+    run_options, test_mode, verbosity, with_simulator,
 };
 use crate::exit::Outcome;
+use crate::journal::history::read_durations;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
+use crate::plan::document::PlanDocument;
+use crate::plan::estimate::{EstimateInputs, estimate};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
 use crate::plan::{Plan, build, select};
-use crate::report::table::TEST_WIDTH;
+use crate::report::style::RenderOptions;
+use crate::report::style::STABLE_WIDTH;
 use crate::runbook::model::Runbook;
 use std::path::{Path, PathBuf};
 
@@ -86,10 +91,17 @@ async fn run_connected(
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
-    eprint!("{}", plan_overview(&plan));
+    let plan = if verbosity().quiet && args.yes {
+        plan
+    } else {
+        let (text, plan) =
+            plan_overview(&client, runbook, runbook_path, plan, &args.journal.runs_dir);
+        eprint!("{text}");
+        plan
+    };
     if !args.yes && !confirm().await {
         eprintln!("Nothing was changed.");
-        return Outcome::Usage;
+        return Outcome::Declined;
     }
     let location = match &args.journal.journal {
         Some(file) => JournalLocation::File(file),
@@ -115,6 +127,7 @@ async fn run_connected(
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
         output: args.output,
+        show: args.show,
         test_mode,
     };
     session::execute_journaled(&client, &plan, &options, journal, None, finish).await
@@ -183,7 +196,7 @@ async fn plan_for_run(
         saved.keep_listing(vms, asked);
         return Ok(saved);
     }
-    let table = stale_table(&stale, test_mode().then_some(TEST_WIDTH));
+    let table = stale_table(&stale, test_mode().then_some(STABLE_WIDTH));
     if replan {
         eprintln!(
             "note: {} changed since the plan in {} was made; --replan: planning again from \
@@ -217,30 +230,35 @@ fn short_hash(h: &str) -> &str {
 }
 
 /// What will happen, per step, before anything is changed.
-fn plan_overview(plan: &Plan) -> String {
-    let mut out = format!(
-        "Runbook '{}' against {}: {} VMs to look at in {} steps\n",
-        plan.runbook_name,
-        plan.endpoint,
-        plan.total_live(),
-        plan.steps.len()
+/// The plan as `plan` would show it, less the VMs that are simply acted on or skipped:
+/// steps, waves, concurrency, thresholds, refusals and the estimate, before the question.
+fn plan_overview(
+    client: &Client,
+    runbook: &Runbook,
+    runbook_path: &Path,
+    plan: Plan,
+    runs_dir: &Path,
+) -> (String, Plan) {
+    let history = read_durations(runs_dir, client.endpoint(), &runbook.name);
+    let inputs = EstimateInputs {
+        listed_vms: plan.total_targets(),
+        history: Some(&history),
+        ..EstimateInputs::default()
+    };
+    let est = estimate(&plan, runbook, &inputs);
+    let targets = plan.total_targets();
+    // The document holds the plan only while it is drawn (a region's plan is large).
+    let doc = PlanDocument::new(
+        runbook,
+        runbook_path.display().to_string(),
+        targets,
+        plan,
+        est,
     );
-    for s in &plan.steps {
-        let c = s.counts();
-        let mut parts = vec![format!("{} to {}", c.act, s.action)];
-        if c.skip > 0 {
-            parts.push(format!("{} already done", c.skip));
-        }
-        if c.refuse > 0 {
-            parts.push(format!("{} refused", c.refuse));
-        }
-        if c.excluded > 0 {
-            parts.push(format!("{} excluded", c.excluded));
-        }
-        if c.protected > 0 {
-            parts.push(format!("{} protected", c.protected));
-        }
-        out.push_str(&format!("  step '{}': {}\n", s.name, parts.join(", ")));
-    }
-    out
+    // Drawn for stderr: the terminal's width when it is one, no colour.
+    let opts = RenderOptions {
+        color: false,
+        ..render_options(ShowArg::Problems)
+    };
+    (crate::report::plan::confirmation(&doc, opts), doc.plan)
 }

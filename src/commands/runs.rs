@@ -1,23 +1,25 @@
 //! `powerbook runs` (the journals of a directory) and `powerbook runs show JOURNAL` (one
 //! run's results, rebuilt from its journal).
 
-use crate::cli::{OutputFormat, RunsArgs, RunsCommand};
-use crate::commands::session::{load_reporting, print_stdout, test_mode};
+use crate::cli::{OutputFormat, RunsArgs, RunsCommand, ShowArg};
+use crate::commands::session::{load_reporting, print_stdout, render_options};
 use crate::exec::event::ResultCounts;
 use crate::exec::status::FinalStatus;
 use crate::exit::Outcome;
 use crate::journal::RunView;
 use crate::journal::lifecycle::resume_hint;
 use crate::journal::runs::{list_runs, report_of, runs_table};
-use crate::report::table::{self, RenderOptions};
+use crate::report::style::RenderOptions;
+use crate::report::table;
 use std::path::Path;
 
 pub fn runs(args: &RunsArgs) -> Outcome {
-    let opts = RenderOptions {
-        test_mode: test_mode(),
-    };
     match &args.command {
-        Some(RunsCommand::Show { journal, output }) => show(journal, *output, opts),
+        Some(RunsCommand::Show {
+            journal,
+            output,
+            show: rows,
+        }) => show(journal, *output, render_options(*rows)),
         None => {
             let (runs, problems) = list_runs(&args.runs_dir);
             for p in &problems {
@@ -31,7 +33,7 @@ pub fn runs(args: &RunsArgs) -> Outcome {
                 OutputFormat::Human if runs.is_empty() => {
                     format!("No runs in {}\n", args.runs_dir.display())
                 }
-                OutputFormat::Human => runs_table(&runs, opts),
+                OutputFormat::Human => runs_table(&runs, render_options(ShowArg::All)),
             };
             print_stdout(&text);
             Outcome::Success

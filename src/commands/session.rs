@@ -9,7 +9,7 @@ use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::abiquo::retry::{RetryNotice, RetryObserver};
-use crate::cli::{ConnectionArgs, OutputFormat, RunTuning};
+use crate::cli::{ConnectionArgs, OutputFormat, RunTuning, ShowArg};
 use crate::exec::event::Summary;
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
@@ -25,7 +25,8 @@ use crate::journal::{Journal, RunView, TORN_NOTE, load};
 use crate::pacing::TaskDurations;
 use crate::plan::Plan;
 use crate::report::progress::Progress;
-use crate::report::table::{self, RenderOptions};
+use crate::report::style::{ColorWhen, RenderOptions, Show};
+use crate::report::table;
 use crate::report::{Collector, Reporter, RunReport};
 use crate::runbook::model::Runbook;
 use crate::sim::{SimConfig, SimHandle};
@@ -36,6 +37,40 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// What the global flags say about output, set once before the command runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Verbosity {
+    pub color: ColorWhen,
+    /// `-q`: errors only, no progress, no notes.
+    pub quiet: bool,
+}
+
+static VERBOSITY: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
+
+/// Records the global output flags (the first call wins).
+pub fn set_verbosity(v: Verbosity) {
+    let _ = VERBOSITY.set(v);
+}
+
+pub fn verbosity() -> Verbosity {
+    VERBOSITY.get().copied().unwrap_or_default()
+}
+
+/// How human output on stdout is drawn, with `show` rows.
+pub fn render_options(show: ShowArg) -> RenderOptions {
+    let show = match show {
+        ShowArg::Auto => Show::Auto,
+        ShowArg::All => Show::All,
+        ShowArg::Problems => Show::Problems,
+    };
+    RenderOptions::for_stdout(test_mode(), verbosity().color, show)
+}
+
+/// Whether live progress is drawn on stderr: a terminal, not test mode, not `-q`.
+pub fn progress_visible() -> bool {
+    !test_mode() && !verbosity().quiet && std::io::stderr().is_terminal()
+}
 
 /// `POWERBOOK_TEST_MODE=1`: deterministic output (fixed width, no progress, durations
 /// redacted).
@@ -403,7 +438,7 @@ pub async fn execute_journaled(
 ) -> Outcome {
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
-    let show_progress = !finish.test_mode && std::io::stderr().is_terminal();
+    let show_progress = progress_visible();
     let hooks = Hooks { resume };
     let (report, summary) = execute_with_hooks(
         client,
@@ -424,6 +459,7 @@ pub struct Finish<'a> {
     pub emit_restore: Option<&'a Path>,
     pub report_file: Option<&'a Path>,
     pub output: OutputFormat,
+    pub show: ShowArg,
     pub test_mode: bool,
 }
 
@@ -458,12 +494,7 @@ async fn finish_run(
             format!("{}\n", report.to_json())
         }
         OutputFormat::Human => {
-            table::render(
-                report,
-                RenderOptions {
-                    test_mode: finish.test_mode,
-                },
-            ) + hint.as_deref().unwrap_or("")
+            table::render(report, render_options(finish.show)) + hint.as_deref().unwrap_or("")
         }
     };
     print_stdout(&text);

@@ -205,9 +205,50 @@ pub struct VmResult {
     pub task_state: Option<TaskState>,
     pub task_href: Option<String>,
     pub duration_ms: u64,
+    /// When the VM was started and finished (UTC, milliseconds); absent when it was not
+    /// started, and in journals of earlier versions.
+    #[serde(default, with = "utc_ms", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, with = "utc_ms", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
     #[serde(flatten)]
     pub outcome: VmOutcome,
     pub failed_jobs: Vec<FailedJob>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn utc_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Epoch milliseconds as RFC 3339 UTC with milliseconds (`2026-12-02T14:00:00.123Z`): held
+/// as a number (a region is 100,000 results), read and written as people and tools expect.
+mod utc_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(ms) => s.collect_str(&humantime::format_rfc3339_millis(
+                UNIX_EPOCH + Duration::from_millis(*ms),
+            )),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let at = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis();
+        Ok(Some(u64::try_from(ms).map_err(serde::de::Error::custom)?))
+    }
 }
 
 /// Results by kind.
@@ -255,6 +296,9 @@ pub struct StepInfo {
     pub name: String,
     pub action: Action,
     pub counts: StepCounts,
+    /// Waves the step's VMs go in (0 in journals of earlier versions).
+    #[serde(default)]
+    pub waves: usize,
 }
 
 impl StepInfo {
@@ -266,6 +310,7 @@ impl StepInfo {
                 name: s.name.to_string(),
                 action: s.action,
                 counts: s.counts(),
+                waves: s.waves.len(),
             })
             .collect()
     }

@@ -448,6 +448,8 @@ impl<A: CloudApi> Scheduler<'_, A> {
             task_state: None,
             task_href: None,
             duration_ms: 0,
+            started_at: None,
+            finished_at: None,
             outcome,
             failed_jobs: Vec::new(),
         }

@@ -4,9 +4,8 @@
 use crate::exec::event::{ResultCounts, StepInfo, Summary};
 use crate::exec::status::FinalStatus;
 use crate::journal::{RunView, load};
-use crate::report::table::{RenderOptions, TEST_WIDTH};
+use crate::report::style::{RenderOptions, new_table};
 use crate::report::{REPORT_FORMAT, RunReport};
-use comfy_table::{ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -78,12 +77,7 @@ pub fn list_runs(dir: &Path) -> (Vec<RunEntry>, Vec<String>) {
 }
 
 pub fn runs_table(runs: &[RunEntry], opts: RenderOptions) -> String {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if opts.test_mode {
-        t.force_no_tty().set_width(TEST_WIDTH);
-    }
+    let mut t = new_table(opts);
     t.set_header(vec![
         "Runbook", "Started", "Duration", "OK", "Failed", "Skipped", "Not done", "Status",
         "Journal",

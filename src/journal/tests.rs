@@ -70,6 +70,8 @@ fn result(plan: &Plan, step: usize, target: usize, outcome: VmOutcome) -> VmResu
         task_state: None,
         task_href: Some(format!("http://127.0.0.1:9/api/t/{step}-{target}")),
         duration_ms: 5,
+        started_at: Some(1_764_000_000_000),
+        finished_at: Some(1_764_000_000_005),
         outcome,
         failed_jobs: Vec::new(),
     }

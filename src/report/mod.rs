@@ -4,6 +4,7 @@
 
 pub mod plan;
 pub mod progress;
+pub mod style;
 pub mod table;
 
 use crate::exec::event::{Event, FailedJob, StepInfo, Summary, VmResult};

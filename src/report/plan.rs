@@ -5,9 +5,8 @@ use crate::plan::document::PlanDocument;
 use crate::plan::estimate::DurationSource;
 use crate::plan::text::duration;
 use crate::plan::{Disposition, PlannedStep, StepCounts};
-use crate::report::table::{RenderOptions, TEST_WIDTH};
+use crate::report::style::{RenderOptions, Show, new_table, wrap};
 use crate::runbook::model::Order;
-use comfy_table::{ContentArrangement, Table, presets};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -34,6 +33,20 @@ fn counts_line(c: &StepCounts) -> String {
 
 /// The whole human plan.
 pub fn render(doc: &PlanDocument, opts: RenderOptions) -> String {
+    render_as(doc, opts, false)
+}
+
+/// The plan as `run` shows it before asking to proceed: everything but the VMs that will
+/// simply be acted on or skipped (the refused ones are listed).
+pub fn confirmation(doc: &PlanDocument, opts: RenderOptions) -> String {
+    let opts = RenderOptions {
+        show: Show::Problems,
+        ..opts
+    };
+    render_as(doc, opts, true)
+}
+
+fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
     let plan = &doc.plan;
     let mut out = String::new();
     let _ = writeln!(
@@ -58,7 +71,8 @@ pub fn render(doc: &PlanDocument, opts: RenderOptions) -> String {
     if let Some(d) = doc.deadline_ms {
         limits.push(format!("nothing new starts after {}", duration(d)));
     }
-    let _ = writeln!(out, "Concurrency: {}", limits.join("; "));
+    let line = format!("Concurrency: {}", limits.join("; "));
+    let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
     if let Some(t) = doc.run_threshold() {
         let _ = writeln!(out, "Run-wide failures: {}", t.text);
     }
@@ -68,11 +82,11 @@ pub fn render(doc: &PlanDocument, opts: RenderOptions) -> String {
     for (i, &pos) in order.iter().enumerate() {
         if let Some(s) = plan.steps.get(pos) {
             out.push('\n');
-            out.push_str(&step_section(doc, i, s, opts));
+            out.push_str(&step_section(doc, i, s, opts, brief));
         }
     }
     out.push('\n');
-    out.push_str(&estimate_lines(doc));
+    out.push_str(&estimate_lines(doc, opts));
     if !doc.warnings.is_empty() {
         out.push('\n');
         let _ = writeln!(out, "WARNINGS ({}):", doc.warnings.len());
@@ -179,7 +193,13 @@ fn depends(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
     false
 }
 
-fn step_section(doc: &PlanDocument, pos: usize, s: &PlannedStep, opts: RenderOptions) -> String {
+fn step_section(
+    doc: &PlanDocument,
+    pos: usize,
+    s: &PlannedStep,
+    opts: RenderOptions,
+    brief: bool,
+) -> String {
     let mut out = String::new();
     let how = match s.order {
         Order::Sequential => "sequential, one VM at a time".to_owned(),
@@ -241,26 +261,76 @@ fn step_section(doc: &PlanDocument, pos: usize, s: &PlannedStep, opts: RenderOpt
         out.push_str("  (no VM matches this step's targets)\n");
         return out;
     }
-    out.push_str(&targets_table(s, opts));
-    out.push('\n');
+    out.push_str(&targets_table(s, opts, brief));
     out
 }
 
-fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
+/// Every target of a small step (or with `--show all`); of a larger one the refused ones,
+/// then what the rest will do, counted.
+fn targets_table(s: &PlannedStep, opts: RenderOptions, brief: bool) -> String {
+    let all = opts.show.lists_all(s.targets.len());
+    let is_listed = |d: &Disposition| all || matches!(d, Disposition::Refuse { .. });
+    let listed: Vec<usize> = (0..s.targets.len())
+        .filter(|&i| is_listed(&s.targets[i].disposition))
+        .collect();
+    let mut out = String::new();
+    if !listed.is_empty() {
+        if !all {
+            let _ = writeln!(out, "  Refused ({}):", listed.len());
+        }
+        out.push_str(&rows_table(s, &listed, opts));
+        out.push('\n');
+    }
+    if listed.len() < s.targets.len() && !brief {
+        let mut what: BTreeMap<String, usize> = BTreeMap::new();
+        for target in s.targets.iter().filter(|t| !is_listed(&t.disposition)) {
+            *what.entry(plan_text(&target.disposition)).or_default() += 1;
+        }
+        let mut what: Vec<(String, usize)> = what.into_iter().collect();
+        what.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let more = if listed.is_empty() { "" } else { " more" };
+        let _ = writeln!(
+            out,
+            "  {}{more} VMs not listed (`--show all` lists every one):",
+            s.targets.len() - listed.len()
+        );
+        for (text, n) in what {
+            let line = format!("{n:>6} × {text}");
+            let _ = writeln!(out, "  {}", wrap(&line, usize::from(opts.width) - 2, 11));
+        }
+    }
+    out
+}
+
+/// What the plan will do with a target, in words.
+fn plan_text(d: &Disposition) -> String {
+    match d {
+        d @ Disposition::Act { .. } => d.reason(),
+        Disposition::Skip { reason } => format!("skip: {reason}"),
+        Disposition::Refuse {
+            code: Some(code),
+            reason,
+        } => format!("REFUSED {code}: {reason}"),
+        Disposition::Refuse { code: None, reason } => format!("REFUSED: {reason}"),
+        Disposition::Excluded => "skip: excluded".into(),
+        Disposition::Protected { cause } => match cause {
+            Some(c) => format!("skip: protected ({c})"),
+            None => "skip: protected".into(),
+        },
+    }
+}
+
+fn rows_table(s: &PlannedStep, rows: &[usize], opts: RenderOptions) -> String {
     let mut wave_of = BTreeMap::new();
     for (w, wave) in s.waves.iter().enumerate() {
         for &t in wave {
             wave_of.insert(t, w + 1);
         }
     }
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if opts.test_mode {
-        t.force_no_tty().set_width(TEST_WIDTH);
-    }
+    let mut t = new_table(opts);
     t.set_header(vec!["VM", "VDC / vApp", "State", "Wave", "Plan"]);
-    for (i, target) in s.targets.iter().enumerate() {
+    for &i in rows {
+        let target = &s.targets[i];
         let place = match (&target.vm.vdc, &target.vm.vapp) {
             (Some(d), Some(a)) => format!("{d} / {a}"),
             (Some(d), None) => d.to_string(),
@@ -274,20 +344,7 @@ fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
         if target.state_expected != target.state_seen {
             state = format!("{state} → {} (earlier step)", target.state_expected);
         }
-        let plan = match &target.disposition {
-            d @ Disposition::Act { .. } => d.reason(),
-            Disposition::Skip { reason } => format!("skip: {reason}"),
-            Disposition::Refuse {
-                code: Some(code),
-                reason,
-            } => format!("REFUSED {code}: {reason}"),
-            Disposition::Refuse { code: None, reason } => format!("REFUSED: {reason}"),
-            Disposition::Excluded => "skip: excluded".into(),
-            Disposition::Protected { cause } => match cause {
-                Some(c) => format!("skip: protected ({c})"),
-                None => "skip: protected".into(),
-            },
-        };
+        let plan = plan_text(&target.disposition);
         t.add_row(vec![
             target.vm.name.to_string(),
             place,
@@ -301,7 +358,7 @@ fn targets_table(s: &PlannedStep, opts: RenderOptions) -> String {
     t.to_string()
 }
 
-fn estimate_lines(doc: &PlanDocument) -> String {
+fn estimate_lines(doc: &PlanDocument, opts: RenderOptions) -> String {
     let e = &doc.estimate;
     let mut out = String::new();
     let path = if e.critical_path.len() > 1 {
@@ -316,8 +373,7 @@ fn estimate_lines(doc: &PlanDocument) -> String {
     } else {
         String::new()
     };
-    let _ = writeln!(
-        out,
+    let line = format!(
         "Estimate: about {} for the run{path}, about {} API requests{}",
         duration(e.total_ms),
         e.api_requests,
@@ -327,6 +383,7 @@ fn estimate_lines(doc: &PlanDocument) -> String {
             ""
         }
     );
+    let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
     let guessed: Vec<String> = doc
         .plan
         .steps
@@ -338,12 +395,12 @@ fn estimate_lines(doc: &PlanDocument) -> String {
         .into_iter()
         .collect();
     if !guessed.is_empty() {
-        let _ = writeln!(
-            out,
-            "  Task durations marked \"default\" are guesses ({}): set them in the runbook's \
+        let line = format!(
+            "Task durations marked \"default\" are guesses ({}): set them in the runbook's \
              [estimates] or a step's expected_duration.",
             guessed.join(", ")
         );
+        let _ = writeln!(out, "  {}", wrap(&line, usize::from(opts.width) - 2, 2));
     }
     out
 }

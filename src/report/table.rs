@@ -1,116 +1,288 @@
-//! Human output: results table, failed-jobs table, summary line.
+//! Human results of a run, for 10 VMs as for 10,000: a line per step with its counts, the
+//! VMs that need attention (always all of them), the rest listed or counted, the failed
+//! jobs with their whole ids, and the summary.
 
-use crate::abiquo::model::VmState;
-use crate::exec::event::{FailedJob, PathTaken, Summary, VmResult};
+use crate::abiquo::model::{TaskState, VmState};
+use crate::exec::event::{
+    FailedJob, PathTaken, ResultCounts, StepInfo, Summary, VmOutcome, VmResult,
+};
 use crate::report::RunReport;
-use comfy_table::{ContentArrangement, Table, presets};
+use crate::report::style::{Tone, cell, new_table, paint, wrap};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 
-/// How to render.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RenderOptions {
-    /// Deterministic output (POWERBOOK_TEST_MODE=1): fixed width, durations redacted.
-    pub test_mode: bool,
-}
+pub use crate::report::style::{RenderOptions, Show};
 
-/// Table width in test mode.
-pub const TEST_WIDTH: u16 = 160;
-
-fn new_table(opts: RenderOptions) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if opts.test_mode {
-        t.force_no_tty().set_width(TEST_WIDTH);
-    }
-    t
-}
-
-/// Results, failed jobs (if any), then the summary — what `run` prints on stdout.
+/// Steps, results, failed jobs (if any), then the summary: what `run` prints on stdout.
 pub fn render(report: &RunReport, opts: RenderOptions) -> String {
-    let mut out = results_table(&report.results, opts);
-    out.push('\n');
-    if !report.failed_jobs.is_empty() {
-        out.push_str("\nFailed jobs:\n");
-        out.push_str(&failed_jobs_table(&report.failed_jobs, opts));
+    let mut out = String::new();
+    if report.results.is_empty() {
+        out.push_str("No VM results.\n");
+    } else {
+        out.push_str(&steps_table(&report.steps, &report.results, opts));
         out.push('\n');
+        out.push_str(&results_section(&report.results, opts));
+    }
+    if !report.failed_jobs.is_empty() {
+        out.push('\n');
+        out.push_str(&failed_jobs_list(&report.failed_jobs, opts));
     }
     if let Some(summary) = &report.summary {
         out.push('\n');
-        out.push_str(&summary_lines(summary, opts));
+        out.push_str(&summary_lines(summary, &report.results, opts));
     }
     out
 }
 
-pub fn results_table(results: &[VmResult], opts: RenderOptions) -> String {
+/// What one step did, from its results.
+#[derive(Debug, Default)]
+struct StepTotals {
+    counts: ResultCounts,
+    paths: BTreeMap<&'static str, usize>,
+    first_start: Option<u64>,
+    last_finish: Option<u64>,
+}
+
+fn step_totals(results: &[VmResult]) -> BTreeMap<usize, StepTotals> {
+    let mut by_step: BTreeMap<usize, StepTotals> = BTreeMap::new();
+    for r in results {
+        let t = by_step.entry(r.step).or_default();
+        t.counts.add(&r.outcome);
+        if matches!(
+            r.path,
+            PathTaken::Direct | PathTaken::Graceful | PathTaken::Forced
+        ) {
+            *t.paths.entry(r.path.as_str()).or_default() += 1;
+        }
+        if let Some(at) = r.started_at {
+            t.first_start = Some(t.first_start.map_or(at, |f| f.min(at)));
+        }
+        if let Some(at) = r.finished_at {
+            t.last_finish = Some(t.last_finish.map_or(at, |l| l.max(at)));
+        }
+    }
+    by_step
+}
+
+/// One row per step: how many VMs ended how, by which path, in how many waves and how long.
+pub fn steps_table(steps: &[StepInfo], results: &[VmResult], opts: RenderOptions) -> String {
+    let totals = step_totals(results);
     let mut t = new_table(opts);
     t.set_header(vec![
-        "Step", "VM", "Action", "Before", "Path", "After", "Task", "Duration", "Result",
+        "Step", "Action", "VMs", "ok", "skipped", "failed", "not done", "Paths", "Waves", "Time",
+    ]);
+    let count = |n: usize, tone: Tone| cell(n.to_string(), if n > 0 { tone } else { Tone::Plain });
+    // Steps of the plan in order; results of a step the report does not describe still count.
+    let mut rows: Vec<(usize, String, String, usize)> = steps
+        .iter()
+        .map(|s| (s.index, s.name.clone(), s.action.to_string(), s.waves))
+        .collect();
+    for (&index, _) in totals.iter() {
+        if !steps.iter().any(|s| s.index == index)
+            && let Some(r) = results.iter().find(|r| r.step == index)
+        {
+            rows.push((index, r.step_name.to_string(), r.action.to_string(), 0));
+        }
+    }
+    for (index, name, action, waves) in rows {
+        let empty = StepTotals::default();
+        let s = totals.get(&index).unwrap_or(&empty);
+        let c = &s.counts;
+        let paths: Vec<String> = s.paths.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        let time = match (s.first_start, s.last_finish) {
+            (Some(a), Some(b)) => duration_text(b.saturating_sub(a), opts),
+            _ => "-".into(),
+        };
+        t.add_row(vec![
+            cell(name, Tone::Plain),
+            cell(action, Tone::Plain),
+            cell(c.total().to_string(), Tone::Plain),
+            count(c.ok, Tone::Good),
+            count(c.skipped, Tone::Quiet),
+            count(c.failed, Tone::Bad),
+            count(c.not_started + c.interrupted, Tone::Warn),
+            cell(
+                if paths.is_empty() {
+                    "-".into()
+                } else {
+                    paths.join(", ")
+                },
+                Tone::Plain,
+            ),
+            cell(
+                if waves == 0 {
+                    "-".into()
+                } else {
+                    waves.to_string()
+                },
+                Tone::Plain,
+            ),
+            cell(time, Tone::Plain),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// Whether a result needs the operator's attention: it is always listed.
+fn needs_attention(r: &VmResult) -> bool {
+    !matches!(r.outcome, VmOutcome::Ok | VmOutcome::Skipped { .. })
+}
+
+/// The VM rows: every one of a small run (or with `--show all`); otherwise those that need
+/// attention, then a line counting the rest.
+pub fn results_section(results: &[VmResult], opts: RenderOptions) -> String {
+    let all = opts.show.lists_all(results.len());
+    let listed: Vec<&VmResult> = results
+        .iter()
+        .filter(|r| all || needs_attention(r))
+        .collect();
+    let mut out = String::new();
+    if !listed.is_empty() {
+        if !all {
+            let _ = writeln!(out, "Needing attention ({}):", listed.len());
+        }
+        out.push_str(&results_table(&listed, opts));
+        out.push('\n');
+    }
+    let rest = results.len() - listed.len();
+    if rest > 0 {
+        let mut c = ResultCounts::default();
+        for r in results.iter().filter(|r| !needs_attention(r)) {
+            c.add(&r.outcome);
+        }
+        let mut parts = Vec::new();
+        if c.ok > 0 {
+            parts.push(format!("{} ok", c.ok));
+        }
+        if c.skipped > 0 {
+            parts.push(format!("{} skipped", c.skipped));
+        }
+        let more = if listed.is_empty() { "" } else { " more" };
+        let line = format!(
+            "… {rest}{more} VM results not listed: {}. `--show all` lists every one; \
+             `--report FILE` writes them all as JSON.",
+            parts.join(", ")
+        );
+        let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
+    }
+    out
+}
+
+pub fn results_table(results: &[&VmResult], opts: RenderOptions) -> String {
+    let mut t = new_table(opts);
+    t.set_header(vec![
+        "Step",
+        "VM",
+        "Before → After",
+        "Path",
+        "Task",
+        "Time",
+        "Result",
     ]);
     for r in results {
+        let tone = match r.outcome {
+            VmOutcome::Ok => Tone::Good,
+            VmOutcome::Skipped { .. } => Tone::Quiet,
+            VmOutcome::Failed { .. } => Tone::Bad,
+            VmOutcome::NotStarted { .. } | VmOutcome::Interrupted { .. } => Tone::Warn,
+        };
+        let states = match (&r.state_before, &r.state_after) {
+            (None, None) => "-".to_owned(),
+            (before, after) => format!(
+                "{} → {}",
+                state_text(before.as_ref(), None),
+                state_text(after.as_ref(), r.deallocated_after)
+            ),
+        };
         t.add_row(vec![
-            r.step_name.to_string(),
-            r.vm.name.to_string(),
-            r.action.to_string(),
-            state_text(r.state_before.as_ref(), None),
-            match r.path {
-                PathTaken::NotStarted => "-".to_owned(),
-                p => p.as_str().to_owned(),
-            },
-            state_text(r.state_after.as_ref(), r.deallocated_after),
-            r.task_state
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), ToString::to_string),
-            if r.state_before.is_none() && r.duration_ms == 0 {
-                "-".to_owned()
-            } else {
-                duration_text(r.duration_ms, opts)
-            },
-            r.outcome.text(),
+            cell(r.step_name.to_string(), Tone::Plain),
+            cell(r.vm.name.to_string(), Tone::Plain),
+            cell(states, Tone::Plain),
+            cell(
+                match r.path {
+                    PathTaken::NotStarted => "-",
+                    p => p.as_str(),
+                },
+                Tone::Plain,
+            ),
+            cell(task_text(r.task_state.as_ref()), Tone::Plain),
+            cell(
+                if r.state_before.is_none() && r.duration_ms == 0 {
+                    "-".to_owned()
+                } else {
+                    duration_text(r.duration_ms, opts)
+                },
+                Tone::Plain,
+            ),
+            cell(r.outcome.text(), tone),
         ]);
     }
     t.to_string()
 }
 
-pub fn failed_jobs_table(jobs: &[FailedJob], opts: RenderOptions) -> String {
-    let mut t = new_table(opts);
-    t.set_header(vec![
-        "VM",
-        "Task",
-        "Job",
-        "Type",
-        "Description",
-        "State",
-        "Rollback",
-    ]);
+/// A task state in a word: the JSON report keeps the API's own spelling.
+fn task_text(state: Option<&TaskState>) -> String {
+    match state {
+        None => "-".into(),
+        Some(TaskState::FinishedSuccessfully) => "done".into(),
+        Some(TaskState::FinishedUnsuccessfully) => "failed".into(),
+        Some(TaskState::AckError) => "ack error".into(),
+        Some(other) => other.as_str().to_lowercase(),
+    }
+}
+
+/// Each failed job as a headline and its whole task and job ids, one per line, so they can
+/// be copied into a ticket or an API call.
+pub fn failed_jobs_list(jobs: &[FailedJob], opts: RenderOptions) -> String {
+    let width = usize::from(opts.width);
+    let mut out = format!("Failed jobs ({}):\n", jobs.len());
     for j in jobs {
-        let job = short_job_id(&j.job_id, &j.task_id);
-        t.add_row(vec![
-            j.vm.clone(),
-            j.task_id.clone(),
-            job,
-            j.job_type.clone(),
-            j.description.clone(),
-            j.state.to_string(),
-            j.rollback_state.to_string(),
-        ]);
+        let headline = format!(
+            "{}: {} job {}, rollback {}: {}",
+            j.vm, j.job_type, j.state, j.rollback_state, j.description
+        );
+        let headline = wrap(&headline, width.saturating_sub(2), 4);
+        let _ = writeln!(out, "  {}", paint(&headline, Tone::Bad, opts));
+        let _ = writeln!(out, "    task {} ({})", j.task_id, j.task_type);
+        let _ = writeln!(out, "    job  {}", j.job_id);
     }
-    t.to_string()
+    out
 }
 
-/// "Run aborted: …" (if so) and the counts with the wall time.
-pub fn summary_lines(s: &Summary, opts: RenderOptions) -> String {
+/// "Run aborted: …" (if so) and the counts with the wall time. Results are per step and VM;
+/// the VMs are counted once however many steps they were in.
+pub fn summary_lines(s: &Summary, results: &[VmResult], opts: RenderOptions) -> String {
     let c = &s.counts;
-    let mut parts = vec![format!("{} ok", c.ok), format!("{} skipped", c.skipped)];
-    parts.push(format!("{} failed", c.failed));
+    let mut parts = vec![
+        paint(&format!("{} ok", c.ok), Tone::Good, opts),
+        format!("{} skipped", c.skipped),
+    ];
+    parts.push(if c.failed > 0 {
+        paint(&format!("{} failed", c.failed), Tone::Bad, opts)
+    } else {
+        "0 failed".to_owned()
+    });
     if c.not_started > 0 {
-        parts.push(format!("{} not started", c.not_started));
+        parts.push(paint(
+            &format!("{} not started", c.not_started),
+            Tone::Warn,
+            opts,
+        ));
     }
     if c.interrupted > 0 {
-        parts.push(format!("{} interrupted", c.interrupted));
+        parts.push(paint(
+            &format!("{} interrupted", c.interrupted),
+            Tone::Warn,
+            opts,
+        ));
     }
     let mut out = String::new();
     if let Some(reason) = &s.aborted {
-        out.push_str(&format!("Run aborted: {reason}\n"));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(&format!("Run aborted: {reason}"), Tone::Bad, opts)
+        );
     }
     if s.interrupted {
         out.push_str("Run interrupted (Ctrl-C): in-flight tasks were drained\n");
@@ -121,27 +293,31 @@ pub fn summary_lines(s: &Summary, opts: RenderOptions) -> String {
     } else {
         format!(", {} API requests", s.api.requests)
     };
-    out.push_str(&format!(
-        "Summary: {} VMs: {} in {wall}{requests}\n",
-        c.total(),
+    let vms = results
+        .iter()
+        .map(|r| &*r.vm.href)
+        .collect::<HashSet<_>>()
+        .len();
+    let steps = results.iter().map(|r| r.step).collect::<HashSet<_>>().len();
+    let subject = match (steps > 1, vms == c.total()) {
+        (false, _) => plural(c.total(), "VM", "VMs"),
+        (true, true) => format!("{} in {steps} steps", plural(vms, "VM", "VMs")),
+        (true, false) => format!(
+            "{} in {steps} steps ({} results)",
+            plural(vms, "VM", "VMs"),
+            c.total()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "Summary: {subject}: {} in {wall}{requests}",
         parts.join(", ")
-    ));
+    );
     out
 }
 
-/// Job ids are `<task id>.<uuid>`: the task id has its own column, so the table shows the
-/// start of the job's own part (the JSON report has both whole).
-fn short_job_id(job_id: &str, task_id: &str) -> String {
-    let own = job_id
-        .strip_prefix(task_id)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(job_id);
-    if own.chars().count() > 12 {
-        let head: String = own.chars().take(8).collect();
-        format!("{head}…")
-    } else {
-        own.to_owned()
-    }
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn state_text(state: Option<&VmState>, deallocated: Option<bool>) -> String {
@@ -165,40 +341,4 @@ fn duration_text(ms: u64, opts: RenderOptions) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        let o = RenderOptions::default();
-        assert_eq!(duration_text(1234, o), "1.2s");
-        assert_eq!(duration_text(61_000, o), "1m01s");
-        assert_eq!(
-            duration_text(61_000, RenderOptions { test_mode: true }),
-            "~"
-        );
-    }
-
-    #[test]
-    fn job_ids_lose_their_task_prefix_and_are_shortened() {
-        let task = "e15b0aec-0a9c-4e37-bc68-10da7e5ec742";
-        assert_eq!(
-            short_job_id(
-                &format!("{task}.1fae8217-e3d0-4ed8-bed1-f34c80c0aaee"),
-                task
-            ),
-            "1fae8217…"
-        );
-        assert_eq!(short_job_id("job-7", task), "job-7");
-    }
-
-    #[test]
-    fn deallocation_is_shown_with_the_state() {
-        assert_eq!(
-            state_text(Some(&VmState::Off), Some(true)),
-            "OFF (deallocated)"
-        );
-        assert_eq!(state_text(Some(&VmState::Off), Some(false)), "OFF");
-        assert_eq!(state_text(None, None), "-");
-    }
-}
+mod tests;

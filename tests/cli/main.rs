@@ -6,6 +6,7 @@ mod architecture;
 mod faults;
 mod hardening;
 mod journal;
+mod output;
 mod perf;
 mod plan;
 mod run;

@@ -222,7 +222,7 @@ fn plan_shows_every_skip_and_refusal_kind_and_sends_only_gets() {
         "skip: protected (Carries the SAN tunnel)",
         "skip: excluded",
         "skip: not deployed (NOT_ALLOCATED)",
-        "REFUSED VM-26: The allowed power state for resetting a virtual machine is ON",
+        "REFUSED VM-26: The allowed power state for resetting a virtual",
         "REFUSED VM-11",
         "REFUSED VM-4",
         "REFUSED: LOCKED by a running POWER_ON task",

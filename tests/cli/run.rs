@@ -794,7 +794,7 @@ fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
         .args(["--simulate", "--simulate-speed", "20"])
         .failure()
         .stderr_contains("running against the built-in simulator at http://127.0.0.1:")
-        .stdout_contains("Failed jobs:")
+        .stdout_contains("Failed jobs (")
         .stdout_contains("ROLLBACK_DONE")
         .stdout_contains("Summary: ")
         .run();

@@ -13,7 +13,7 @@ use crate::abiquo::model::{PowerRequest, Task, VirtualMachine, VmState};
 use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
 use crate::exec::confirm::Deferred;
-use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult};
+use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult, utc_now_ms};
 use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
 use crate::exec::slots::StepSlots;
@@ -160,6 +160,8 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
         task_state: None,
         task_href: None,
         duration_ms: 0,
+        started_at: Some(utc_now_ms()),
+        finished_at: None,
         outcome: VmOutcome::NotStarted {
             reason: String::new(),
         },
@@ -197,6 +199,7 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
         _ => drive(ctx, job, &mut r).await,
     };
     r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    r.finished_at = Some(utc_now_ms());
     r
 }
 

@@ -177,6 +177,8 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
         task_state: None,
         task_href: None,
         duration_ms,
+        started_at: None,
+        finished_at: None,
         outcome: VmOutcome::Ok,
         failed_jobs: Vec::new(),
     };
