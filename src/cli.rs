@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
-use crate::exit::EXIT_CODES_HELP;
+use crate::exit::{EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, RUN_HELP, VALIDATE_HELP};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,25 +57,35 @@ pub enum ShowArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check runbooks offline: syntax, keys, values, step graph, conflicts.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
     /// Print the JSON Schema (draft-07) of the runbook format.
     Schema,
     /// Run a runbook: power actions on the selected VMs, then a results table.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Dry run: read current VM states (GET only) and show what `run` would do.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
     /// Serve a local simulator of the Abiquo API (loopback only unless told otherwise).
     Sim(SimArgs),
     /// Continue an interrupted run from its journal, without sending any action twice.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = RUN_HELP)]
     Resume(ResumeArgs),
     /// Write a runbook that returns every VM a run touched to its power state before it.
+    #[command(after_help = LOCAL_HELP)]
     Restore(RestoreArgs),
     /// List run journals, or show one run's results (`runs show JOURNAL`).
+    #[command(after_help = LOCAL_HELP)]
     Runs(RunsArgs),
+    /// Print a shell completion script, e.g.
+    /// `powerbook completions bash > ~/.local/share/bash-completion/completions/powerbook`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `powerbook man | man -l -`.
+    Man,
 }
 
 /// Output format of a command's result on stdout.

@@ -39,13 +39,41 @@ impl From<Outcome> for ExitCode {
     }
 }
 
-/// Text appended to `--help`.
-pub const EXIT_CODES_HELP: &str = "\
-Credentials come from the environment only, never from flags or runbooks:
+/// The environment, as every command's `--help` ends.
+macro_rules! environment_help {
+    () => {
+        "\
+Environment (credentials come from it only, never from flags or runbooks):
+  ABIQUO_API_URL                              the API endpoint (or --api-url)
   ABIQUO_API_USERNAME + ABIQUO_API_PASSWORD   HTTP Basic, traded once for a session token
   ABIQUO_API_TOKEN                            Abiquo token (Authorization: Token)
   ABIQUO_API_BEARER                           OpenID Connect access token (Authorization: Bearer)
+  ABIQUO_API_INSECURE=1                       do not verify TLS certificates (or --insecure)
+  POWERBOOK_RUNS_DIR                          directory of run journals (or --runs-dir)
+  NO_COLOR=1                                  no colours (or --color never)
+  RUST_LOG                                    log filter, e.g. powerbook=debug (overrides -v/-q)
+"
+    };
+}
 
+/// `--help` of `powerbook` itself: every command's codes.
+pub const EXIT_CODES_HELP: &str = concat!(
+    environment_help!(),
+    "
+Exit codes:
+  0    success: every VM reached its target state (or already was there)
+  1    the run finished but some VMs failed; plan --strict: the plan has warnings
+  2    usage error or invalid runbook (nothing was touched)
+  3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
+       or a saved plan that no longer matches the cloud
+  4    declined: the answer to `Proceed?` was not yes (nothing was touched)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained"
+);
+
+/// `--help` of `run` and `resume`.
+pub const RUN_HELP: &str = concat!(
+    environment_help!(),
+    "
 Exit codes:
   0    success: every VM reached its target state (or already was there)
   1    the run finished but some VMs failed
@@ -53,4 +81,33 @@ Exit codes:
   3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
        or a saved plan that no longer matches the cloud
   4    declined: the answer to `Proceed?` was not yes (nothing was touched)
-  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained";
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained"
+);
+
+/// `--help` of `plan`.
+pub const PLAN_HELP: &str = concat!(
+    environment_help!(),
+    "
+Exit codes:
+  0    the plan was made (with --strict: and has no warnings)
+  1    --strict: the plan has warnings
+  2    usage error or invalid runbook
+  3    the API could not be reached, refused the credentials or could not list the VMs"
+);
+
+/// `--help` of `validate`.
+pub const VALIDATE_HELP: &str = "\
+Exit codes:
+  0    every runbook is valid (with --strict: and has no warnings)
+  2    a runbook is invalid or cannot be read (with --strict: or has warnings)";
+
+/// `--help` of the commands that read local files only (runs, restore, schema).
+pub const LOCAL_HELP: &str = "\
+Environment:
+  POWERBOOK_RUNS_DIR    directory of run journals (or --runs-dir)
+  NO_COLOR=1            no colours (or --color never)
+
+Exit codes:
+  0    done
+  1    restore: the run touched no VM, or the runbook cannot be written
+  2    usage error, or a journal that cannot be read";

@@ -3,6 +3,7 @@
 //! built-in simulator, confirmation, Ctrl-C, executing and finishing a run). Nothing below
 //! this layer imports `cli` or `commands`.
 
+pub mod docs;
 pub mod plan;
 pub mod restore;
 pub mod resume;
@@ -38,6 +39,8 @@ pub fn main(cli: Cli) -> Outcome {
         Command::Resume(args) => block_on(resume::resume(args)),
         Command::Restore(args) => restore::restore(&args),
         Command::Runs(args) => runs::runs(&args),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 
