@@ -88,6 +88,18 @@ pub enum Command {
     Man,
 }
 
+/// What `run` and `resume` print on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RunOutput {
+    /// Tables and text for people, at the end.
+    #[default]
+    Human,
+    /// One versioned JSON report, at the end.
+    Json,
+    /// One JSON event per line as the run goes (runbooks/events.schema.json); no report.
+    Ndjson,
+}
+
 /// Output format of a command's result on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum OutputFormat {
@@ -219,9 +231,9 @@ pub struct RunArgs {
     /// states instead of refusing.
     #[arg(long, requires = "plan")]
     pub replan: bool,
-    /// Results as tables (default) or one JSON document.
+    /// Results as tables (default), one JSON report, or JSON events as they happen.
     #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: RunOutput,
     /// Which VM rows the results list.
     #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
     pub show: ShowArg,
@@ -266,9 +278,9 @@ pub struct ResumeArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Results as tables (default) or one JSON document.
+    /// Results as tables (default), one JSON report, or JSON events as they happen.
     #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: RunOutput,
     /// Which VM rows the results list.
     #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
     pub show: ShowArg,
@@ -316,6 +328,15 @@ pub enum RunsCommand {
         /// Tables (default) or the JSON report.
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
+        /// Which VM rows the results list.
+        #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
+        show: ShowArg,
+    },
+    /// Follow a run from another terminal (its journal), with the progress the run itself
+    /// draws, then print its results; exits with the run's exit code.
+    Watch {
+        #[arg(value_name = "JOURNAL")]
+        journal: PathBuf,
         /// Which VM rows the results list.
         #[arg(long, value_enum, default_value_t, value_name = "ROWS")]
         show: ShowArg,

@@ -1,7 +1,7 @@
 //! `powerbook plan` (and `run --dry-run`): GET requests only, then the plan as text or JSON,
 //! optionally saved.
 
-use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, ShowArg};
+use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, RunOutput, ShowArg};
 use crate::commands::session::{
     Simulate, client_config, connect, render_options, test_mode, with_simulator,
 };
@@ -64,7 +64,11 @@ impl PlanOptions {
                 ..Simulate::default()
             }),
             strict: false,
-            output: args.output,
+            // A plan has no events: its JSON document stands for both JSON outputs.
+            output: match args.output {
+                RunOutput::Human => OutputFormat::Human,
+                RunOutput::Json | RunOutput::Ndjson => OutputFormat::Json,
+            },
             show: args.show,
             save: None,
             runs_dir: args.journal.runs_dir.clone(),

@@ -1,12 +1,12 @@
 //! `powerbook resume JOURNAL`: continue an interrupted run from its journal, without sending
 //! any action twice.
 
-use crate::cli::{OutputFormat, ResumeArgs};
+use crate::cli::{ResumeArgs, RunOutput};
 use crate::commands::session::{
     self, Finish, can_confirm, client_config, confirm, connect, load_reporting, print_stdout,
     render_options, run_options, test_mode,
 };
-use crate::exec::event::ResultCounts;
+use crate::exec::event::{Event, ResultCounts, utc_now_ms};
 use crate::exec::resume::ResumeState;
 use crate::exec::status::FinalStatus;
 use crate::exit::Outcome;
@@ -15,6 +15,7 @@ use crate::journal::resume::plan_resume;
 use crate::journal::runs::report_of;
 use crate::journal::{Header, RunView};
 use crate::plan::Plan;
+use crate::report::stream::StreamLine;
 use crate::report::table;
 use std::path::PathBuf;
 
@@ -158,8 +159,16 @@ fn nothing_to_resume(view: &RunView, header: &Header, args: &ResumeArgs) -> Outc
         counts.add(&r.outcome);
     }
     let text = match args.output {
-        OutputFormat::Json => format!("{}\n", report.to_json()),
-        OutputFormat::Human => table::render(&report, render_options(args.show)),
+        RunOutput::Json => format!("{}\n", report.to_json()),
+        RunOutput::Human => table::render(&report, render_options(args.show)),
+        // Nothing happens, so the stream is its last event.
+        RunOutput::Ndjson => report.summary.as_ref().map_or_else(String::new, |summary| {
+            let event = Event::RunFinished {
+                summary: summary.clone(),
+            };
+            let line = StreamLine::of(&event, utc_now_ms());
+            serde_json::to_string(&line).map_or_else(|_| String::new(), |l| l + "\n")
+        }),
     };
     print_stdout(&text);
     FinalStatus::settled(&counts).outcome()

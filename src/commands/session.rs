@@ -9,7 +9,7 @@ use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
 use crate::abiquo::retry::{RetryNotice, RetryObserver};
-use crate::cli::{ConnectionArgs, OutputFormat, RunTuning, ShowArg};
+use crate::cli::{ConnectionArgs, RunOutput, RunTuning, ShowArg};
 use crate::exec::event::Summary;
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
@@ -24,7 +24,8 @@ use crate::journal::writer::JournalWriter;
 use crate::journal::{Journal, RunView, TORN_NOTE, load};
 use crate::pacing::TaskDurations;
 use crate::plan::Plan;
-use crate::report::progress::Progress;
+use crate::report::progress::{Progress, ProgressMode};
+use crate::report::stream::NdjsonWriter;
 use crate::report::style::{ColorWhen, RenderOptions, Show};
 use crate::report::table;
 use crate::report::{Collector, Reporter, RunReport};
@@ -67,9 +68,16 @@ pub fn render_options(show: ShowArg) -> RenderOptions {
     RenderOptions::for_stdout(test_mode(), verbosity().color, show)
 }
 
-/// Whether live progress is drawn on stderr: a terminal, not test mode, not `-q`.
-pub fn progress_visible() -> bool {
-    !test_mode() && !verbosity().quiet && std::io::stderr().is_terminal()
+/// How live progress shows on stderr: bars on a terminal, lines elsewhere (test mode
+/// included, without times), nothing with `-q`.
+pub fn progress_mode() -> ProgressMode {
+    if verbosity().quiet {
+        ProgressMode::Off
+    } else if !test_mode() && std::io::stderr().is_terminal() {
+        ProgressMode::Bars
+    } else {
+        ProgressMode::Lines
+    }
 }
 
 /// `POWERBOOK_TEST_MODE=1`: deterministic output (fixed width, no progress, durations
@@ -376,11 +384,25 @@ pub async fn execute_with_reporters<A: CloudApi>(
         plan,
         options,
         control,
-        show_progress,
+        Live {
+            progress: if show_progress {
+                ProgressMode::Bars
+            } else {
+                ProgressMode::Off
+            },
+            stream: false,
+        },
         None,
         Hooks::default(),
     )
     .await
+}
+
+/// What a run shows while it goes: progress bars on stderr, the event stream on stdout.
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    pub progress: ProgressMode,
+    pub stream: bool,
 }
 
 /// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`): the
@@ -390,17 +412,25 @@ pub async fn execute_with_hooks<A: CloudApi>(
     plan: &Plan,
     options: &RunOptions,
     control: &RunControl,
-    show_progress: bool,
+    live: Live,
     journal: Option<JournalSink>,
     hooks: Hooks,
 ) -> (RunReport, Summary) {
+    let Live { progress, stream } = live;
     let (tx, mut rx) = mpsc::channel(1024);
     let consumer = tokio::spawn(async move {
         let mut collector = Collector::new();
-        let mut progress = Progress::new(show_progress);
+        let mut progress = Progress::with_mode(progress);
+        if test_mode() {
+            progress = progress.timeless();
+        }
+        let mut lines = stream.then(|| NdjsonWriter::new(std::io::stdout()));
         while let Some(event) = rx.recv().await {
             progress.event(&event);
             collector.event(&event);
+            if let Some(lines) = &mut lines {
+                lines.event(&event);
+            }
         }
         progress.finish();
         collector.finish();
@@ -438,14 +468,17 @@ pub async fn execute_journaled(
 ) -> Outcome {
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
-    let show_progress = progress_visible();
+    let show_progress = progress_mode();
     let hooks = Hooks { resume };
     let (report, summary) = execute_with_hooks(
         client,
         plan,
         options,
         &control,
-        show_progress,
+        Live {
+            progress: show_progress,
+            stream: finish.output == RunOutput::Ndjson,
+        },
         Some(journal.sink()),
         hooks,
     )
@@ -458,7 +491,7 @@ pub async fn execute_journaled(
 pub struct Finish<'a> {
     pub emit_restore: Option<&'a Path>,
     pub report_file: Option<&'a Path>,
-    pub output: OutputFormat,
+    pub output: RunOutput,
     pub show: ShowArg,
     pub test_mode: bool,
 }
@@ -487,13 +520,20 @@ async fn finish_run(
     }
     let hint = status.resume_hint_due().then(|| resume_hint(&journal));
     let text = match finish.output {
-        OutputFormat::Json => {
+        RunOutput::Json => {
             if let Some(hint) = &hint {
                 eprint!("{hint}");
             }
             format!("{}\n", report.to_json())
         }
-        OutputFormat::Human => {
+        // The events were the output; a report, if asked, went to --report FILE.
+        RunOutput::Ndjson => {
+            if let Some(hint) = &hint {
+                eprint!("{hint}");
+            }
+            String::new()
+        }
+        RunOutput::Human => {
             table::render(report, render_options(finish.show)) + hint.as_deref().unwrap_or("")
         }
     };

@@ -9,7 +9,8 @@ use std::io::Write;
 
 #[derive(Serialize)]
 struct JsonReport {
-    version: u32,
+    format: u32,
+    kind: &'static str,
     files: Vec<JsonFile>,
 }
 
@@ -58,7 +59,11 @@ pub fn validate(args: &ValidateArgs) -> Outcome {
         }
     }
     if args.output == OutputFormat::Json {
-        let report = JsonReport { version: 1, files };
+        let report = JsonReport {
+            format: 1,
+            kind: crate::report::kind::VALIDATION,
+            files,
+        };
         let text = match serde_json::to_string_pretty(&report) {
             Ok(text) => text,
             Err(e) => {

@@ -5,6 +5,7 @@ use crate::abiquo::client::ClientStats;
 use crate::abiquo::model::{JobState, PowerRequest, Task, TaskState, VmState};
 use crate::plan::{Plan, StepCounts, VmRef};
 use crate::runbook::model::Action;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,12 @@ pub enum Event {
         /// VMs the step looks at (excluded and protected ones are not counted).
         vms: usize,
         waves: usize,
+    },
+    /// The pause before wave `wave` (from 0) begins.
+    WavePaused {
+        step: usize,
+        wave: usize,
+        pause_ms: u64,
     },
     WaveStarted {
         step: usize,
@@ -94,7 +101,7 @@ pub struct Intent {
 }
 
 /// How the VM got (or did not get) to its target state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathTaken {
     /// The action itself (on, off, pause, resume, reset, deallocate).
@@ -121,7 +128,7 @@ impl PathTaken {
 }
 
 /// The result of one VM in one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum VmOutcome {
     Ok,
@@ -159,7 +166,7 @@ impl VmOutcome {
 }
 
 /// A job that failed or was rolled back, with its rollback state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FailedJob {
     pub vm: String,
     pub task_id: String,
@@ -188,9 +195,10 @@ impl FailedJob {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmResult {
     pub step: usize,
+    #[schemars(with = "String")]
     pub step_name: std::sync::Arc<str>,
     /// Index in the step's targets.
     pub target: usize,
@@ -208,8 +216,10 @@ pub struct VmResult {
     /// When the VM was started and finished (UTC, milliseconds); absent when it was not
     /// started, and in journals of earlier versions.
     #[serde(default, with = "utc_ms", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub started_at: Option<u64>,
     #[serde(default, with = "utc_ms", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub finished_at: Option<u64>,
     #[serde(flatten)]
     pub outcome: VmOutcome,
@@ -252,7 +262,7 @@ mod utc_ms {
 }
 
 /// Results by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ResultCounts {
     pub ok: usize,
     pub skipped: usize,
@@ -278,7 +288,7 @@ impl ResultCounts {
 }
 
 /// The end of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub counts: ResultCounts,
     pub wall_ms: u64,
@@ -290,7 +300,7 @@ pub struct Summary {
 }
 
 /// Per-step overview, e.g. for the confirmation prompt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StepInfo {
     pub index: usize,
     pub name: String,

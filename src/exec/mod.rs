@@ -325,6 +325,13 @@ impl<A: CloudApi> Scheduler<'_, A> {
             // A wave an earlier run finished needs no pause before it.
             let replayed = wave.iter().all(|&t| self.ctx.is_replayed(step.index, t));
             if w > 0 && step.wave_pause_ms > 0 && !stop.is_cancelled() && !replayed {
+                self.ctx
+                    .emit(Event::WavePaused {
+                        step: step.index,
+                        wave: w,
+                        pause_ms: step.wave_pause_ms,
+                    })
+                    .await;
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(step.wave_pause_ms)) => {}
                     () = stop.cancelled() => {}

@@ -60,7 +60,7 @@ impl FinalStatus {
     /// The status word of `powerbook runs` (part of its JSON output: keep the words).
     pub fn word(self) -> &'static str {
         match self {
-            FinalStatus::Finished => "finished",
+            FinalStatus::Finished => "succeeded",
             FinalStatus::Failed => "failed",
             FinalStatus::Aborted => "aborted",
             FinalStatus::Interrupted => "interrupted",
@@ -130,7 +130,7 @@ mod tests {
             ),
             (
                 FinalStatus::of_summary(&summary(0, false, false)),
-                "finished",
+                "succeeded",
                 false,
             ),
         ];

@@ -21,9 +21,36 @@ pub struct RunEntry {
     /// VMs of the plan without a final result (not started, interrupted, or never reached
     /// before a crash): what a resume would still do.
     pub not_done: usize,
-    /// `finished`, `failed`, `aborted`, `interrupted` or `incomplete` (no end record).
+    /// `succeeded`, `failed`, `aborted`, `interrupted`, `running` (no end record yet, and a
+    /// live powerbook holds the journal) or `crashed` (no end record, and none does).
     pub status: String,
     pub resumes: usize,
+}
+
+/// The status of a run, telling a run in progress from one that died: a writing powerbook
+/// holds an exclusive lock on its journal until it exits (the system drops it even on
+/// SIGKILL).
+fn status_word(status: FinalStatus, journal: &Path) -> &'static str {
+    if status != FinalStatus::Incomplete {
+        return status.word();
+    }
+    if is_held(journal) {
+        "running"
+    } else {
+        "crashed"
+    }
+}
+
+/// Whether another process holds the journal's lock. Probed with a shared lock, dropped at
+/// once.
+pub fn is_held(journal: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(journal) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
 }
 
 /// Every `*.jsonl` journal in `dir`, oldest first, and what could not be read.
@@ -61,8 +88,7 @@ pub fn list_runs(dir: &Path) -> (Vec<RunEntry>, Vec<String>) {
                     started_at: view.header.started_at.clone(),
                     started_ms: view.header.started_ms,
                     duration_ms: view.last_ms.saturating_sub(view.header.started_ms),
-                    status: FinalStatus::of(view.summary.as_ref(), &counts)
-                        .word()
+                    status: status_word(FinalStatus::of(view.summary.as_ref(), &counts), &path)
                         .to_owned(),
                     counts,
                     not_done,
@@ -130,6 +156,7 @@ pub fn report_of(view: &RunView) -> RunReport {
     });
     RunReport {
         format: REPORT_FORMAT,
+        kind: crate::report::kind::RUN_REPORT.to_owned(),
         powerbook: view.header.powerbook.clone(),
         runbook: view.header.runbook_name.clone(),
         source_hash: view.header.source_hash.clone(),

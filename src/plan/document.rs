@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Version of the document's shape (the embedded plan has its own `format`).
 pub const DOCUMENT_FORMAT: u32 = 1;
 
+/// The `kind` of a plan document.
+pub const KIND: &str = "plan";
+
+fn plan_kind() -> String {
+    KIND.to_owned()
+}
+
 /// What `powerbook plan` found and expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(
@@ -22,6 +29,9 @@ pub const DOCUMENT_FORMAT: u32 = 1;
 pub struct PlanDocument {
     /// Version of this document's shape.
     pub format: u32,
+    /// `plan`.
+    #[serde(default = "plan_kind")]
+    pub kind: String,
     /// powerbook version that made it.
     pub powerbook: String,
     /// The runbook file the plan was made from (absolute when known).
@@ -109,6 +119,7 @@ impl PlanDocument {
         let warnings = warnings(&plan, &thresholds, &estimate);
         PlanDocument {
             format: DOCUMENT_FORMAT,
+            kind: plan_kind(),
             powerbook: env!("CARGO_PKG_VERSION").to_owned(),
             runbook_path,
             vms_listed,

@@ -4,14 +4,30 @@
 
 pub mod plan;
 pub mod progress;
+pub mod stream;
 pub mod style;
 pub mod table;
 
 use crate::exec::event::{Event, FailedJob, StepInfo, Summary, VmResult};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+fn run_report_kind() -> String {
+    kind::RUN_REPORT.to_owned()
+}
 
 /// Version of the JSON report's shape.
 pub const REPORT_FORMAT: u32 = 1;
+
+/// Every JSON document powerbook writes starts with `format` (the version of its shape) and
+/// `kind` (which document it is): these are the kinds.
+pub mod kind {
+    pub const RUN_REPORT: &str = "run_report";
+    pub const PLAN: &str = crate::plan::document::KIND;
+    pub const VALIDATION: &str = "validation";
+    pub const RUNS: &str = "runs";
+    pub const EVENT: &str = "event";
+}
 
 /// A consumer of executor events.
 pub trait Reporter: Send {
@@ -21,9 +37,17 @@ pub trait Reporter: Send {
 }
 
 /// Everything a run did, as `--output json` / `--report FILE` write it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "powerbook run report",
+    description = "What a powerbook run did, per step and VM (`powerbook run --output json`, `--report FILE`, `runs show --output json`)."
+)]
 pub struct RunReport {
+    /// Version of this document's shape.
     pub format: u32,
+    /// `run_report`.
+    #[serde(default = "run_report_kind")]
+    pub kind: String,
     pub powerbook: String,
     pub runbook: String,
     pub source_hash: String,
@@ -41,7 +65,7 @@ impl RunReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| {
             // Serialising plain data cannot fail; keep a valid document anyway.
-            format!("{{\"format\":{REPORT_FORMAT},\"error\":\"{e}\"}}")
+            format!("{{\"format\":{REPORT_FORMAT},\"kind\":\"run_report\",\"error\":\"{e}\"}}")
         })
     }
 }
@@ -62,6 +86,7 @@ impl Collector {
     pub fn into_report(self) -> RunReport {
         let mut report = self.report.unwrap_or_else(|| RunReport {
             format: REPORT_FORMAT,
+            kind: run_report_kind(),
             powerbook: env!("CARGO_PKG_VERSION").to_owned(),
             runbook: String::new(),
             source_hash: String::new(),
@@ -90,6 +115,7 @@ impl Reporter for Collector {
             Event::RunStarted { started_at, plan } => {
                 self.report = Some(RunReport {
                     format: REPORT_FORMAT,
+                    kind: run_report_kind(),
                     powerbook: env!("CARGO_PKG_VERSION").to_owned(),
                     runbook: plan.runbook_name.clone(),
                     source_hash: plan.source_hash.clone(),

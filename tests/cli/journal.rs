@@ -447,9 +447,13 @@ fn runs_lists_journals_and_show_prints_the_table_the_run_printed() {
         .args(["runs", "--output", "json"])
         .run()
         .json();
-    assert_eq!(v[0]["counts"]["ok"], 4);
-    assert_eq!(v[0]["not_done"], 0);
-    assert_eq!(v[0]["status"], "failed");
+    assert_eq!(
+        (v["format"].as_u64(), v["kind"].as_str()),
+        (Some(1), Some("runs"))
+    );
+    assert_eq!(v["runs"][0]["counts"]["ok"], 4);
+    assert_eq!(v["runs"][0]["not_done"], 0);
+    assert_eq!(v["runs"][0]["status"], "failed");
 }
 
 #[test]
@@ -482,8 +486,8 @@ fn a_torn_last_record_is_reported_and_resume_still_works() {
         .args(["runs", "--runs-dir", ".", "--output", "json"])
         .run()
         .json();
-    assert_eq!(v[0]["status"], "incomplete", "{v}");
-    assert_eq!(v[0]["not_done"], 3, "{v}");
+    assert_eq!(v["runs"][0]["status"], "crashed", "{v}");
+    assert_eq!(v["runs"][0]["not_done"], 3, "{v}");
     t.clone()
         .args(["resume", "j.jsonl", "--yes"])
         .fast_polling()

@@ -810,6 +810,41 @@ fn readme_demo_shows_success_skip_fallback_and_rolled_back_job() {
     assert!(row("web-04").contains("skipped: already OFF"));
     assert!(row("web-legacy").contains("forced") && row("web-legacy").contains(" ok "));
     assert!(row("batch-worker-2").contains("failed"));
+    // The README's excerpt of this run is what the run prints, times and widths aside.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let excerpt = readme
+        .split_once("An\nexcerpt:\n\n```\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the README's excerpt of the first command's output");
+    let printed: Vec<String> = stdout.lines().map(comparable).collect();
+    for line in excerpt.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            printed.contains(&comparable(line)),
+            "README line not in the output: {line:?}\n{stdout}"
+        );
+    }
+}
+
+/// A line of the results without what differs from run to run: times, request counts,
+/// column widths (from the widest cell) and table rules.
+fn comparable(line: &str) -> String {
+    let mut words: Vec<String> = line
+        .split(|c: char| c.is_whitespace() || "│┆┌┐└┘├┤┬┴┼─╞╡╪═".contains(c))
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let time = w.trim_end_matches(',');
+            let is_time = (time.ends_with('s') || time.ends_with("ms"))
+                && time.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && time.chars().all(|c| c.is_ascii_digit() || ".ms".contains(c));
+            if is_time || w == "~" || w == "~," { "~".to_owned() } else { w.to_owned() }
+        })
+        .collect();
+    // `…, 90 API requests` (test mode leaves the count out).
+    if words.ends_with(&["API".to_owned(), "requests".to_owned()]) {
+        words.truncate(words.len().saturating_sub(3));
+    }
+    words.join(" ")
 }
 
 #[test]
@@ -886,7 +921,8 @@ targets = [{ vm = "vm-*" }]
         !t.stats().mutations.is_empty()
     });
     signal(&child);
-    let report: RunReport = child.wait().json();
+    let out = child.wait();
+    let report: RunReport = out.json();
     let summary = report.summary.unwrap();
     assert!(summary.interrupted);
     let c = summary.counts;
@@ -897,6 +933,16 @@ targets = [{ vm = "vm-*" }]
         "in-flight VMs were drained: {c:?}"
     );
     assert_eq!(t.stats().mutations.len(), c.ok);
+    // Progress tells what really finished: the not started VMs are not counted as done.
+    let line = format!(
+        "step 'all off' finished: {} ok, 0 skipped, 0 failed, {} not done",
+        c.ok, c.not_started
+    );
+    assert!(
+        out.stderr.lines().any(|l| l == line),
+        "no {line:?}\n{}",
+        out.context()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -181,7 +181,8 @@ fn json_output_lists_every_diagnostic_with_positions() {
         .run();
     assert_eq!(out.stderr, "", "JSON mode writes nothing to stderr");
     let json: serde_json::Value = out.json();
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["format"], 1);
+    assert_eq!(json["kind"], "validation");
     let files = json["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
     assert_eq!(files[0]["valid"], false);
@@ -239,20 +240,22 @@ fn schema_command_prints_the_committed_schema() {
 
 #[test]
 fn help_and_readme_document_the_exit_codes() {
-    let mut help = powerbook().args(["validate", "--help"]).success();
+    // `powerbook --help` has every command's codes; each command's help has its own.
+    let mut help = powerbook().args(["--help"]).success();
     for line in [
         "Exit codes:",
         "  0    success",
         "  1    the run finished but some VMs failed",
         "  2    usage error or invalid runbook",
         "  3    run aborted",
+        "  4    declined",
         "  130  interrupted",
     ] {
         help = help.stdout_contains(line);
     }
     help.run();
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    for row in ["| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |"] {
+    for row in ["| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 130 |"] {
         assert!(readme.contains(row), "README lacks the exit code row {row}");
     }
     assert!(

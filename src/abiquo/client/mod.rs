@@ -90,7 +90,17 @@ impl ClientConfig {
 }
 
 /// Counters over the client's lifetime (all clones together).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct ClientStats {
     /// HTTP requests sent (retries included).
     pub requests: u64,

@@ -95,6 +95,24 @@ macro_rules! open_enum {
             }
         }
 
+        /// A string: one of the values the API is known to send, or another it may add.
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "description": concat!(
+                        "As the Abiquo API spells it (other values may appear): ",
+                        $($text, " "),+
+                    ),
+                    "examples": [$($text),+],
+                })
+            }
+        }
+
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())

@@ -123,6 +123,7 @@ fn report(n: usize, fail_every: usize) -> RunReport {
     };
     RunReport {
         format: REPORT_FORMAT,
+        kind: crate::report::kind::RUN_REPORT.into(),
         powerbook: "test".into(),
         runbook: "web".into(),
         source_hash: String::new(),
