@@ -20,6 +20,20 @@ fn plan_kind() -> String {
     KIND.to_owned()
 }
 
+/// Names a warning lists before counting the rest: a warning is a line, not a listing (the
+/// plan's tables list every refused VM).
+const NAMES_IN_A_WARNING: usize = 5;
+
+/// `a, b, c, d, e and 45 more`.
+fn first_names(names: &[String]) -> String {
+    let shown = names.len().min(NAMES_IN_A_WARNING);
+    let mut text = names[..shown].join(", ");
+    if names.len() > shown {
+        text.push_str(&format!(" and {} more", names.len() - shown));
+    }
+    text
+}
+
 /// What `powerbook plan` found and expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(
@@ -262,7 +276,7 @@ fn warnings(plan: &Plan, thresholds: &[Threshold], estimate: &Estimate) -> Vec<P
                     "step '{}': {} refused by the API as things stand: {}",
                     s.name,
                     count(refused.len(), "VM would be", "VMs would be"),
-                    refused.join(", ")
+                    first_names(&refused)
                 ),
             ));
         }

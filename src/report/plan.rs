@@ -91,7 +91,11 @@ fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
         out.push('\n');
         let _ = writeln!(out, "WARNINGS ({}):", doc.warnings.len());
         for w in &doc.warnings {
-            let _ = writeln!(out, "  ! {}", w.message);
+            let _ = writeln!(
+                out,
+                "  ! {}",
+                wrap(&w.message, usize::from(opts.width) - 4, 4)
+            );
         }
     }
     out
@@ -412,6 +416,56 @@ mod tests {
     use crate::plan::estimate::{EstimateInputs, estimate};
     use crate::plan::tests::{build, runbook, sel_vm, step, vm};
     use crate::runbook::model::Action;
+
+    /// A plan of `n` web VMs reset: every 100th is OFF, so its reset is refused (VM-26).
+    fn plan_text(n: usize, show: Show) -> String {
+        let vms: Vec<_> = (1..=n as u64)
+            .map(|i| {
+                let state = if i % 100 == 0 {
+                    VmState::Off
+                } else {
+                    VmState::On
+                };
+                vm(i, &format!("web-{i:05}"), "web", state, "KVM")
+            })
+            .collect();
+        let mut reset = step("reset", Action::Reset, vec![sel_vm("web-*")]);
+        reset.after = vec![];
+        let rb = runbook(vec![reset]);
+        let plan = build(&rb, &vms, "http://127.0.0.1:9/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), vms.len(), plan, est);
+        render(
+            &doc,
+            RenderOptions {
+                test_mode: true,
+                show,
+                ..RenderOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn plans_of_10_500_and_10000_vms_list_refusals_and_count_the_rest() {
+        let ten = plan_text(10, Show::Auto);
+        insta::assert_snapshot!("plan_10_vms", ten);
+        assert!(ten.contains("web-00001"), "{ten}");
+        let five_hundred = plan_text(500, Show::Auto);
+        insta::assert_snapshot!("plan_500_vms", five_hundred);
+        assert!(five_hundred.contains("Refused (5):"), "{five_hundred}");
+        assert!(!five_hundred.contains("web-00001 "), "{five_hundred}");
+        assert!(
+            five_hundred.contains("495 × ON → reset → ON"),
+            "{five_hundred}"
+        );
+        let ten_thousand = plan_text(10_000, Show::Auto);
+        insta::assert_snapshot!("plan_10000_vms", ten_thousand);
+        for text in [&ten, &five_hundred, &ten_thousand] {
+            let widest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+            assert!(widest <= 120, "{widest} columns");
+        }
+        assert!(plan_text(500, Show::All).contains("web-00001 "));
+    }
 
     #[test]
     fn the_graph_never_calls_a_dependency_alongside_even_when_it_takes_no_time() {

@@ -836,8 +836,14 @@ fn comparable(line: &str) -> String {
             let time = w.trim_end_matches(',');
             let is_time = (time.ends_with('s') || time.ends_with("ms"))
                 && time.chars().next().is_some_and(|c| c.is_ascii_digit())
-                && time.chars().all(|c| c.is_ascii_digit() || ".ms".contains(c));
-            if is_time || w == "~" || w == "~," { "~".to_owned() } else { w.to_owned() }
+                && time
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ".ms".contains(c));
+            if is_time || w == "~" || w == "~," {
+                "~".to_owned()
+            } else {
+                w.to_owned()
+            }
         })
         .collect();
     // `…, 90 API requests` (test mode leaves the count out).
