@@ -233,11 +233,13 @@ impl Reporter for Progress {
                 }
                 self.refresh(result.step);
             }
-            Event::StepFinished { step, name, counts } => {
+            Event::StepFinished { step, name, .. } => {
                 let s = self.steps.entry(*step).or_default();
                 s.in_flight = 0;
                 s.pausing_until = None;
                 let started = s.started;
+                // What the bar counted, so the line and the bar never disagree.
+                let counts = s.counts;
                 let text = format!(
                     "step '{name}' finished{}: {} ok, {} skipped, {} failed, {} not done",
                     self.elapsed(started),

@@ -25,7 +25,7 @@ pub fn render(report: &RunReport, opts: RenderOptions) -> String {
     }
     if !report.failed_jobs.is_empty() {
         out.push('\n');
-        out.push_str(&failed_jobs_list(&report.failed_jobs, opts));
+        out.push_str(&failed_jobs_section(report, opts));
     }
     if let Some(summary) = &report.summary {
         out.push('\n');
@@ -229,6 +229,40 @@ fn task_text(state: Option<&TaskState>) -> String {
         Some(TaskState::AckError) => "ack error".into(),
         Some(other) => other.as_str().to_lowercase(),
     }
+}
+
+/// The failed jobs of a small run (or with `--show all`); of a larger one those of the VMs
+/// that need attention, the jobs of VMs that ended well anyway (a graceful shutdown that
+/// fell back to a hard off) counted.
+fn failed_jobs_section(report: &RunReport, opts: RenderOptions) -> String {
+    if opts.show.lists_all(report.results.len()) {
+        return failed_jobs_list(&report.failed_jobs, opts);
+    }
+    let attention: HashSet<&str> = report
+        .results
+        .iter()
+        .filter(|r| needs_attention(r))
+        .map(|r| &*r.vm.name)
+        .collect();
+    let (listed, recovered): (Vec<&FailedJob>, Vec<&FailedJob>) = report
+        .failed_jobs
+        .iter()
+        .partition(|j| attention.contains(j.vm.as_str()));
+    let listed: Vec<FailedJob> = listed.into_iter().cloned().collect();
+    let mut out = if listed.is_empty() {
+        String::new()
+    } else {
+        failed_jobs_list(&listed, opts)
+    };
+    if !recovered.is_empty() {
+        let line = format!(
+            "… {} more failed jobs, of VMs that ended ok (e.g. a graceful shutdown that fell \
+             back to a hard off). `--show all` lists them; the JSON report has them all.",
+            recovered.len()
+        );
+        let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
+    }
+    out
 }
 
 /// Each failed job as a headline and its whole task and job ids, one per line, so they can

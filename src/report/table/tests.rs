@@ -305,3 +305,28 @@ fn deallocation_is_shown_with_the_state() {
     assert_eq!(state_text(Some(&VmState::Off), Some(false)), "OFF");
     assert_eq!(state_text(None, None), "-");
 }
+
+#[test]
+fn jobs_of_vms_that_recovered_are_counted_in_a_large_run_and_listed_in_a_small_one() {
+    // A failed graceful job on a VM that then went off by the fallback: ok in the end.
+    let recovered = |mut r: RunReport| {
+        let job = r.failed_jobs[0].clone();
+        for i in [0, 1, 2] {
+            r.failed_jobs.push(FailedJob {
+                vm: format!("web-{i:05}"),
+                ..job.clone()
+            });
+        }
+        r
+    };
+    let large = render(&recovered(report(500, 100)), test_opts());
+    assert!(large.contains("Failed jobs (5):"), "{large}");
+    assert!(
+        large.contains("… 3 more failed jobs, of VMs that ended ok"),
+        "{large}"
+    );
+    assert!(!large.contains("  web-00000: SHUTDOWN job"), "{large}");
+    let small = render(&recovered(report(6, 3)), test_opts());
+    assert!(small.contains("Failed jobs (5):"), "{small}");
+    assert!(small.contains("  web-00000: SHUTDOWN job"), "{small}");
+}
