@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
-use crate::exit::{EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, RUN_HELP, VALIDATE_HELP};
+use crate::exit::{
+    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, VALIDATE_HELP,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +62,7 @@ pub enum Command {
     #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
     /// Print the JSON Schema (draft-07) of the runbook format.
+    #[command(after_help = PRINT_HELP)]
     Schema,
     /// Run a runbook: power actions on the selected VMs, then a results table.
     #[command(after_help = RUN_HELP)]
@@ -68,6 +71,7 @@ pub enum Command {
     #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
     /// Serve a local simulator of the Abiquo API (loopback only unless told otherwise).
+    #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
     /// Continue an interrupted run from its journal, without sending any action twice.
     #[command(after_help = RUN_HELP)]
@@ -80,11 +84,13 @@ pub enum Command {
     Runs(RunsArgs),
     /// Print a shell completion script, e.g.
     /// `powerbook completions bash > ~/.local/share/bash-completion/completions/powerbook`.
+    #[command(after_help = PRINT_HELP)]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), e.g. `powerbook man | man -l -`.
+    #[command(after_help = PRINT_HELP)]
     Man,
 }
 

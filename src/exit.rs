@@ -101,6 +101,21 @@ Exit codes:
   0    every runbook is valid (with --strict: and has no warnings)
   2    a runbook is invalid or cannot be read (with --strict: or has warnings)";
 
+/// `--help` of `sim`.
+pub const SIM_HELP: &str = "\
+Environment:
+  RUST_LOG              log filter (or -v/-q)
+
+Exit codes:
+  0    stopped by Ctrl-C or a termination signal
+  2    usage error or invalid inventory
+  3    cannot listen on the address";
+
+/// `--help` of the commands that print what powerbook knows (schema, completions, man).
+pub const PRINT_HELP: &str = "\
+Exit codes:
+  0    printed";
+
 /// `--help` of the commands that read local files only (runs, restore, schema).
 pub const LOCAL_HELP: &str = "\
 Environment:

@@ -101,6 +101,14 @@ fn each_help_names_the_environment_and_its_own_exit_codes() {
         "validate --help shows the run's exit codes\n{}",
         validate.stdout
     );
+    for command in ["sim", "schema", "completions", "man", "runs", "restore"] {
+        let help = Test::new().args([command, "--help"]).code(0).run();
+        assert!(
+            help.stdout.contains("Exit codes:"),
+            "{command} --help\n{}",
+            help.stdout
+        );
+    }
     let plan = Test::new().args(["plan", "--help"]).code(0).run();
     assert!(
         plan.stdout.contains("--strict: the plan has warnings"),
