@@ -56,6 +56,17 @@ Environment (credentials come from it only, never from flags or runbooks):
     };
 }
 
+/// The codes of `run` and `resume` from 2 on, shared by their help and the top-level one.
+macro_rules! run_codes_after_1 {
+    () => {
+        "  2    usage error or invalid runbook (nothing was touched)
+  3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
+       or a saved plan that no longer matches the cloud
+  4    declined: the answer to `Proceed?` was not yes (nothing was touched)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained"
+    };
+}
+
 /// `--help` of `powerbook` itself: every command's codes.
 pub const EXIT_CODES_HELP: &str = concat!(
     environment_help!(),
@@ -63,11 +74,8 @@ pub const EXIT_CODES_HELP: &str = concat!(
 Exit codes:
   0    success: every VM reached its target state (or already was there)
   1    the run finished but some VMs failed; plan --strict: the plan has warnings
-  2    usage error or invalid runbook (nothing was touched)
-  3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
-       or a saved plan that no longer matches the cloud
-  4    declined: the answer to `Proceed?` was not yes (nothing was touched)
-  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained"
+",
+    run_codes_after_1!()
 );
 
 /// `--help` of `run` and `resume`.
@@ -77,11 +85,8 @@ pub const RUN_HELP: &str = concat!(
 Exit codes:
   0    success: every VM reached its target state (or already was there)
   1    the run finished but some VMs failed
-  2    usage error or invalid runbook (nothing was touched)
-  3    run aborted: failure threshold, deadline, API unreachable, authentication refused,
-       or a saved plan that no longer matches the cloud
-  4    declined: the answer to `Proceed?` was not yes (nothing was touched)
-  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): tasks in flight were drained"
+",
+    run_codes_after_1!()
 );
 
 /// `--help` of `plan`.

@@ -32,7 +32,10 @@ pub struct StreamLine {
     pub event: StreamEvent,
 }
 
-/// What happened. Steps and targets are numbered as in the plan (from 0).
+/// What happened. Steps and targets are numbered as in the plan (from 0). It follows the
+/// executor's events, but is its own type: the stream is a published format (the run's
+/// start carries the steps, not the whole plan; VMs are named, not referenced) that must not
+/// change when the executor's internals do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StreamEvent {

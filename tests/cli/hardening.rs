@@ -6,17 +6,9 @@
 use crate::servers::{
     self, Tamper, counting, expiring_tokens, passthrough, proxy, redirector, silent, tls_front,
 };
-use crate::support::{FAST_POLLING, Test};
+use crate::support::{ALL_OFF, FAST_POLLING, Test};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const ALL_OFF: &str = r#"
-name = "all off"
-[[step]]
-name = "off"
-action = "off"
-targets = [{ vdc = "*" }]
-"#;
 
 /// Three VMs (one vApp, no paging), all ON, short tasks.
 fn three_vms() -> Test {

@@ -1,17 +1,9 @@
 //! Operator output at scale: what a run and a plan of hundreds of VMs print, colours, and
 //! the verbosity flags.
 
-use crate::support::{FAST_POLLING, Test};
+use crate::support::{ALL_OFF, FAST_POLLING, Running, Test};
 use powerbook::sim::SimAction;
 use std::time::Duration;
-
-const ALL_OFF: &str = r#"
-name = "all off"
-[[step]]
-name = "off"
-action = "off"
-targets = [{ vdc = "*" }]
-"#;
 
 /// Names of the VMs whose power-off always fails: every 100th of 500.
 fn failing() -> Vec<String> {
@@ -339,8 +331,8 @@ fn ndjson_streams_every_event_as_a_line_that_matches_its_schema() {
     assert!(!events.is_valid(&broken));
 }
 
-#[test]
-fn runs_tells_a_run_in_progress_from_one_that_crashed() {
+/// A run of 5 s tasks that has recorded its plan in `run.jsonl` and is still going.
+fn slow_run_under_way() -> (Test, std::path::PathBuf, Running) {
     let t = Test::new().generated(4, 5_000).runbook(ALL_OFF);
     let journal = t.path("run.jsonl");
     let child = t
@@ -353,6 +345,12 @@ fn runs_tells_a_run_in_progress_from_one_that_crashed() {
         powerbook::journal::load(&journal)
             .is_ok_and(|j| powerbook::journal::RunView::of(&j).plan.is_some())
     });
+    (t, journal, child)
+}
+
+#[test]
+fn runs_tells_a_run_in_progress_from_one_that_crashed() {
+    let (t, _, child) = slow_run_under_way();
     let status = |t: &Test| -> String {
         let v: serde_json::Value = t
             .clone()
@@ -450,18 +448,7 @@ fn runs_watch_follows_a_run_to_its_end_and_exits_as_it_did() {
 
 #[test]
 fn runs_watch_of_a_killed_run_says_so_instead_of_waiting_forever() {
-    let t = Test::new().generated(4, 5_000).runbook(ALL_OFF);
-    let journal = t.path("run.jsonl");
-    let child = t
-        .clone()
-        .args(["run", "runbook.toml", "--yes", "--journal"])
-        .arg(&journal)
-        .args(FAST_POLLING)
-        .spawn();
-    crate::support::wait_until("the run records its plan", Duration::from_secs(20), || {
-        powerbook::journal::load(&journal)
-            .is_ok_and(|j| powerbook::journal::RunView::of(&j).plan.is_some())
-    });
+    let (t, journal, child) = slow_run_under_way();
     child.kill();
     t.clone()
         .args(["runs", "watch"])

@@ -24,6 +24,15 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A hard off of every VM.
+pub const ALL_OFF: &str = r#"
+name = "all off"
+[[step]]
+name = "off"
+action = "off"
+targets = [{ vdc = "*" }]
+"#;
+
 /// Fast task polling and short bounds for `run` and `resume`, so tests stay quick and a
 /// stall fails instead of hanging.
 pub const FAST_POLLING: [&str; 8] = [
