@@ -306,7 +306,7 @@ pub fn build(runbook: &Runbook, vms: &[ListedVm], endpoint: &str) -> Plan {
                     .min(run_limit),
             },
             waves: waves(step, &targets),
-            wave_pause_ms: step.waves.map_or(0, |w| millis(w.pause)),
+            wave_pause_ms: step.waves.as_ref().map_or(0, |w| millis(w.pause)),
             task_timeout_ms: millis(step.task_timeout),
             fallback,
             max_failures: step.max_failures.map(|a| FailureLimit::of(a, live)),
@@ -417,15 +417,19 @@ fn waves(step: &Step, targets: &[PlannedVm]) -> Vec<Vec<usize>> {
         .copied()
         .filter(|&i| matches!(targets[i].disposition, Disposition::Act { .. }))
         .collect();
-    let Some(w) = step.waves.filter(|_| !acting.is_empty()) else {
+    let Some(w) = step.waves.as_ref().filter(|_| !acting.is_empty()) else {
         return vec![live];
     };
-    let size = w.size.of(acting.len()).max(1);
-    let mut out: Vec<Vec<usize>> = acting.chunks(size).map(<[usize]>::to_vec).collect();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for len in w.chunks(acting.len()) {
+        out.push(acting[from..from + len].to_vec());
+        from += len;
+    }
     let rest: BTreeSet<usize> = live
         .iter()
         .copied()
-        .filter(|i| !acting.contains(i))
+        .filter(|&i| !matches!(targets[i].disposition, Disposition::Act { .. }))
         .collect();
     if let Some(first) = out.first_mut() {
         first.extend(rest);

@@ -207,7 +207,7 @@ fn deallocate_is_refused_off_azure_and_expected_on_azure() {
 fn waves_split_the_acting_vms_and_recheck_the_rest_first() {
     let mut s = step("s", Action::Off, vec![sel_vm("*")]);
     s.waves = Some(Waves {
-        size: Amount::Percent(50),
+        sizes: vec![Amount::Percent(50)],
         pause: Duration::from_secs(2),
     });
     s.exclude = vec![sel_vm("db-02")];
@@ -220,6 +220,34 @@ fn waves_split_the_acting_vms_and_recheck_the_rest_first() {
     );
     assert_eq!(st.waves, vec![vec![0, 1, 2], vec![3, 5]]);
     assert_eq!(st.wave_pause_ms, 2000);
+}
+
+#[test]
+fn a_ramp_of_wave_sizes_starts_with_a_canary_and_repeats_its_last_size() {
+    let ramp = |sizes: Vec<Amount>| Waves {
+        sizes,
+        pause: Duration::ZERO,
+    };
+    let canary = ramp(vec![Amount::Count(1), Amount::Percent(50)]);
+    assert_eq!(canary.chunks(10), [1, 5, 4]);
+    let ansible = ramp(vec![
+        Amount::Count(1),
+        Amount::Percent(10),
+        Amount::Percent(25),
+    ]);
+    assert_eq!(ansible.chunks(100), [1, 10, 25, 25, 25, 14]);
+    assert_eq!(ramp(vec![Amount::Percent(25)]).chunks(10), [3, 3, 3, 1]);
+    // A ramp longer than the VMs stops when every VM has its wave.
+    assert_eq!(ansible.chunks(2), [1, 1]);
+    assert!(ansible.chunks(0).is_empty());
+    let mut s = step("s", Action::Off, vec![sel_vm("*")]);
+    s.waves = Some(canary);
+    let plan = build(&runbook(vec![s]), &lab(), "http://x/api");
+    // acting: web-01, web-02, db-01, db-02, az-01 (5): the canary, then 3, then 1; web-03
+    // (already OFF) is re-checked with the canary.
+    assert_eq!(plan.steps[0].waves.len(), 3);
+    assert_eq!(plan.steps[0].waves[0].len(), 2);
+    assert_eq!(plan.steps[0].waves[1].len(), 3);
 }
 
 #[test]

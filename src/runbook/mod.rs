@@ -173,8 +173,8 @@ mod tests {
         assert_eq!(web.action, Action::Shutdown);
         assert_eq!(web.after, Vec::<usize>::new());
         assert_eq!(web.concurrency.map(|c| c.get()), Some(20));
-        let waves = web.waves.unwrap();
-        assert_eq!(waves.size, Amount::Percent(25));
+        let waves = web.waves.clone().unwrap();
+        assert_eq!(waves.sizes, vec![Amount::Percent(25)]);
         assert_eq!(waves.pause, Duration::from_secs(30));
         let fallback = web.fallback.unwrap();
         assert_eq!(fallback.action, Action::Off);

@@ -267,10 +267,33 @@ pub enum OnFailure {
 }
 
 /// Waves: the step's VMs are split into chunks, with a pause between chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waves {
-    pub size: Amount,
+    /// The size of each wave in turn; the last one repeats (one size: every wave).
+    pub sizes: Vec<Amount>,
     pub pause: Duration,
+}
+
+impl Waves {
+    /// Chunk lengths for `n` VMs: each size of the ramp resolved against `n`, the last one
+    /// repeated until every VM has its wave. Every wave has at least one VM.
+    pub fn chunks(&self, n: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut left = n;
+        let mut i = 0;
+        while left > 0 {
+            let size = self
+                .sizes
+                .get(i)
+                .or(self.sizes.last())
+                .map_or(left, |a| a.of(n))
+                .clamp(1, left);
+            out.push(size);
+            left -= size;
+            i += 1;
+        }
+        out
+    }
 }
 
 /// Graceful shutdown fallback: hard off when the graceful task fails or is too slow.

@@ -206,14 +206,21 @@ pub struct RawSelector {
     pub href: Option<Sp<String>>,
 }
 
-/// `waves = { size = "25%", pause = "30s" }`
+/// `waves = { size = "25%", pause = "30s" }` or a ramp, `waves = { sizes = [1, "10%", "25%"] }`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Waves")]
 pub struct RawWaves {
-    /// VMs per wave: a count (`5`) or a percentage of the step's VMs (`"25%"`).
-    #[schemars(required, schema_with = "schema::amount")]
+    /// VMs per wave: a count (`5`) or a percentage of the step's VMs (`"25%"`). One of
+    /// `size` and `sizes`.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::amount")]
     pub size: Option<Sp<RawAmount>>,
+    /// A ramp: the size of each wave in turn, the last one repeating, e.g.
+    /// `[1, "10%", "25%"]` (a canary VM, then 10%, then 25% at a time).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::amounts")]
+    pub sizes: Option<Sp<Vec<Sp<RawAmount>>>>,
     /// Pause between waves (default: none).
     #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
@@ -286,7 +293,7 @@ pub mod keys {
         "expected_duration",
     ];
     pub const SELECTOR: &[&str] = &["vdc", "vapp", "vm", "label", "state", "hypervisor", "href"];
-    pub const WAVES: &[&str] = &["size", "pause"];
+    pub const WAVES: &[&str] = &["size", "sizes", "pause"];
     pub const FALLBACK: &[&str] = &["action", "after"];
 }
 
@@ -329,6 +336,20 @@ mod schema {
                 { "type": "integer", "minimum": 0 },
                 { "type": "string", "pattern": "^(100|[1-9][0-9]?)%$" }
             ]
+        })
+    }
+
+    pub fn amounts(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Wave sizes in turn, the last one repeating: counts (1) or percentages (\"25%\").",
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "anyOf": [
+                    { "type": "integer", "minimum": 1 },
+                    { "type": "string", "pattern": "^(100|[1-9][0-9]?)%$" }
+                ]
+            }
         })
     }
 

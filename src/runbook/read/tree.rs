@@ -205,11 +205,22 @@ impl Reader {
         for (k, v) in &entries {
             match k.get_ref().as_ref() {
                 "size" => w.size = self.amount(k, v),
+                "sizes" => w.sizes = self.amount_list(k, v),
                 "pause" => w.pause = self.duration(k, v),
                 _ => {}
             }
         }
-        if missing(table, &entries, keys::WAVES, "size") {
+        if has(&entries, "size") && has(&entries, "sizes") {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    "runbook::conflicting-keys",
+                    v.span(),
+                    "`waves` has both `size` and `sizes`",
+                )
+                .label("one wave size, or a ramp of sizes, not both")
+                .help("e.g. waves = { sizes = [1, \"10%\", \"25%\"] } for a canary, then 10%, then 25% at a time"),
+            );
+        } else if !has(&entries, "sizes") && missing(table, &entries, keys::WAVES, "size") {
             self.missing_key(
                 v.span(),
                 "`waves`",

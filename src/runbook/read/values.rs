@@ -210,6 +210,41 @@ impl Reader {
         Some(Spanned::new(v.span(), out))
     }
 
+    /// An array of counts or percentages (wave sizes).
+    pub(super) fn amount_list(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<Vec<Sp<RawAmount>>>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(
+                k,
+                v,
+                "an array of wave sizes",
+                Some("e.g. sizes = [1, \"10%\", \"25%\"] (the last size repeats)"),
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Integer(_) | DeValue::String(_) => {
+                    if let Some(a) = self.amount(k, item) {
+                        out.push(a);
+                    }
+                }
+                other => self.push_wrong_type(
+                    item.span(),
+                    &format!("`{}`", k.get_ref()),
+                    "a count or a percentage",
+                    other,
+                    Some("write a count (3) or a percentage string (\"10%\")"),
+                ),
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
     pub(super) fn wrong_type(
         &mut self,
         k: &Spanned<DeString<'_>>,

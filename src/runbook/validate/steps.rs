@@ -127,12 +127,29 @@ impl Validator<'_> {
         }
         let waves = raw.waves.as_ref().and_then(|w| {
             let w = w.get_ref();
-            let size = w.size.as_ref().and_then(|s| self.amount("size", s, 1))?;
+            let sizes = match (&w.size, &w.sizes) {
+                (Some(s), _) => vec![self.amount("size", s, 1)?],
+                (None, Some(list)) if list.get_ref().is_empty() => {
+                    self.err("runbook::invalid-amount", list.span(), "`sizes` is empty")
+                        .label("a ramp needs at least one wave size")
+                        .help("e.g. sizes = [1, \"10%\", \"25%\"]");
+                    return None;
+                }
+                (None, Some(list)) => {
+                    let sizes: Vec<Amount> = list
+                        .get_ref()
+                        .iter()
+                        .filter_map(|s| self.amount("sizes", s, 1))
+                        .collect();
+                    (sizes.len() == list.get_ref().len()).then_some(sizes)?
+                }
+                (None, None) => return None,
+            };
             let pause = match &w.pause {
                 Some(p) => self.duration("pause", p)?,
                 None => Duration::ZERO,
             };
-            Some(Waves { size, pause })
+            Some(Waves { sizes, pause })
         });
         let fallback = raw
             .fallback
