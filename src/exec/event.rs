@@ -110,17 +110,44 @@ pub enum PathTaken {
     Graceful,
     /// Graceful shutdown failed or was too slow: hard off (fallback).
     Forced,
+    /// `restart`: graceful shutdown, then power on.
+    #[serde(rename = "graceful+on")]
+    GracefulOn,
+    /// `restart`: the graceful shutdown fell back to a hard off, then power on.
+    #[serde(rename = "forced+on")]
+    ForcedOn,
     /// Nothing was sent.
     Skipped,
     NotStarted,
 }
 
 impl PathTaken {
+    /// The action of the task a VM on this path is waiting for, in a step of `action`:
+    /// what its polls are paced by and what its state is checked against.
+    pub fn task_action(self, action: Action) -> Action {
+        match (action, self) {
+            (_, PathTaken::Forced) => Action::Off,
+            (Action::Restart, PathTaken::Graceful) => Action::Shutdown,
+            (Action::Restart, _) => Action::On,
+            (a, _) => a,
+        }
+    }
+
+    /// A restart's power on, after its shutdown.
+    pub fn then_on(self) -> PathTaken {
+        match self {
+            PathTaken::Forced => PathTaken::ForcedOn,
+            _ => PathTaken::GracefulOn,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PathTaken::Direct => "direct",
             PathTaken::Graceful => "graceful",
             PathTaken::Forced => "forced",
+            PathTaken::GracefulOn => "graceful+on",
+            PathTaken::ForcedOn => "forced+on",
             PathTaken::Skipped => "skipped",
             PathTaken::NotStarted => "not started",
         }

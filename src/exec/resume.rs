@@ -2,7 +2,7 @@
 //! without sending any power action twice. Built from a journal by `journal::resume`.
 
 use crate::abiquo::model::TaskType;
-use crate::exec::event::{Intent, PathTaken, VmResult};
+use crate::exec::event::{Intent, VmResult};
 use crate::runbook::model::Action;
 use std::collections::HashMap;
 
@@ -49,11 +49,7 @@ impl Intent {
 
     /// The action whose target state tells whether the request took effect.
     pub fn effective_action(&self) -> Action {
-        if self.path == PathTaken::Forced {
-            Action::Off
-        } else {
-            self.action
-        }
+        self.path.task_action(self.action)
     }
 }
 
@@ -61,6 +57,7 @@ impl Intent {
 mod tests {
     use super::*;
     use crate::abiquo::model::{PowerRequest, VmState};
+    use crate::exec::event::PathTaken;
 
     fn intent(action: Action, request: PowerRequest, from: VmState, to: VmState) -> Intent {
         Intent {
@@ -70,6 +67,28 @@ mod tests {
             to,
             path: PathTaken::Direct,
         }
+    }
+
+    #[test]
+    fn a_restart_intent_is_judged_by_the_task_of_its_half() {
+        let mut i = intent(
+            Action::Restart,
+            Action::Restart.request(),
+            VmState::On,
+            VmState::Off,
+        );
+        i.path = PathTaken::Graceful;
+        assert_eq!(i.effective_action(), Action::Shutdown);
+        i.path = PathTaken::Forced;
+        assert_eq!(i.effective_action(), Action::Off);
+        i.path = PathTaken::GracefulOn;
+        assert_eq!(i.effective_action(), Action::On);
+        i.path = PathTaken::Direct;
+        assert_eq!(i.effective_action(), Action::On);
+        assert_eq!(
+            serde_json::to_value(PathTaken::ForcedOn).unwrap(),
+            serde_json::json!("forced+on")
+        );
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn after_action(action: Action, t: &PlannedVm) -> (VmState, Option<bool>) {
     let deallocated = match action {
         _ if !azure => None,
         Action::Off | Action::Deallocate => Some(true),
-        Action::Shutdown | Action::On | Action::Resume => Some(false),
+        Action::Shutdown | Action::On | Action::Resume | Action::Restart => Some(false),
         Action::Pause | Action::Reset => t.deallocated,
     };
     (action.target_state(), deallocated)

@@ -3,7 +3,7 @@
 //! applies the same rules again right before acting, on the state it has just read.
 
 use crate::abiquo::codes::Code;
-use crate::abiquo::model::VmState;
+use crate::abiquo::model::{PowerRequest, VmState};
 use crate::plan::{Disposition, PlannedFallback};
 use crate::runbook::model::Action;
 
@@ -28,16 +28,18 @@ pub fn evaluate(
         reason: code.message().to_owned(),
     };
     let skip = |reason: String| Disposition::Skip { reason };
-    let act = || {
-        let request = action.request();
-        Disposition::Act {
-            from: state.clone(),
-            to: request.target_state(),
-            request,
-            deallocate: action == Action::Deallocate,
-            fallback: fallback.filter(|_| action == Action::Shutdown).copied(),
-        }
+    let act_with = |request: PowerRequest| Disposition::Act {
+        from: state.clone(),
+        to: action.target_state(),
+        request,
+        deallocate: action == Action::Deallocate,
+        fallback: fallback
+            .filter(|_| {
+                request.is_graceful() && matches!(action, Action::Shutdown | Action::Restart)
+            })
+            .copied(),
     };
+    let act = || act_with(action.request());
 
     if action == Action::Deallocate && !is_azure(hypervisor) {
         return Disposition::Refuse {
@@ -115,6 +117,13 @@ pub fn evaluate(
         Action::Reset => match state {
             VmState::On => act(),
             _ => refuse(Code::Vm26),
+        },
+        Action::Restart => match state {
+            VmState::On => act(),
+            // Down already: the restart is its power on.
+            VmState::Off | VmState::Configured => act_with(Action::On.request()),
+            // The API refuses the shutdown of a PAUSED VM (VM-4): `resume` it first.
+            _ => refuse(Code::Vm4),
         },
     }
 }
@@ -213,6 +222,43 @@ mod tests {
         let d = evaluate(Action::Off, &VmState::Locked, None, None, None);
         assert!(matches!(d, Disposition::Refuse { code: None, ref reason }
                 if reason.starts_with(LOCKED_REASON) && reason.contains("--lock-wait")));
+    }
+
+    #[test]
+    fn a_restart_shuts_an_on_vm_down_gracefully_and_only_powers_on_an_off_one() {
+        let f = PlannedFallback::of(&Fallback {
+            action: Action::Off,
+            after: Duration::from_secs(60),
+        });
+        let on = evaluate(Action::Restart, &VmState::On, None, None, Some(&f));
+        assert_eq!(
+            on,
+            Disposition::Act {
+                from: VmState::On,
+                to: VmState::On,
+                request: PowerRequest::State {
+                    target: PowerState::Off,
+                    graceful: true
+                },
+                deallocate: false,
+                fallback: Some(f),
+            }
+        );
+        assert_eq!(
+            on.reason(),
+            "ON → OFF → ON (graceful, fallback hard off after 1m)"
+        );
+        let off = evaluate(Action::Restart, &VmState::Off, None, None, Some(&f));
+        assert!(
+            matches!(off, Disposition::Act { request, fallback: None, .. } if request == Action::On.request()),
+            "{off:?}"
+        );
+        assert_eq!(off.reason(), "OFF → ON");
+        let paused = evaluate(Action::Restart, &VmState::Paused, None, None, None);
+        assert!(kind(&paused).starts_with("refuse"), "{paused:?}");
+        let undeployed = evaluate(Action::Restart, &VmState::NotAllocated, None, None, None);
+        assert_eq!(kind(&undeployed), "refuse VM-11");
+        assert!(reached(Action::Restart, &VmState::On, None));
     }
 
     #[test]

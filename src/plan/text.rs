@@ -60,6 +60,11 @@ pub fn transition(
         } if *from == VmState::Paused => " (resume)".into(),
         PowerRequest::State { .. } => String::new(),
     };
+    // A restart goes through OFF on its way back ON.
+    let via = request.target_state();
+    if via != *to && *from != via {
+        return format!("{from} → {via} → {to}{how}");
+    }
     format!("{from} → {to}{how}")
 }
 

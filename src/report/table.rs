@@ -48,10 +48,7 @@ fn step_totals(results: &[VmResult]) -> BTreeMap<usize, StepTotals> {
     for r in results {
         let t = by_step.entry(r.step).or_default();
         t.counts.add(&r.outcome);
-        if matches!(
-            r.path,
-            PathTaken::Direct | PathTaken::Graceful | PathTaken::Forced
-        ) {
+        if !matches!(r.path, PathTaken::Skipped | PathTaken::NotStarted) {
             *t.paths.entry(r.path.as_str()).or_default() += 1;
         }
         if let Some(at) = r.started_at {

@@ -31,10 +31,13 @@ pub enum Action {
     Reset,
     /// Azure: hard power off that releases the compute (`deallocated: true`).
     Deallocate,
+    /// Graceful shutdown (with the step's `fallback` to a hard off), then power on, as one
+    /// unit holding one concurrency slot; a VM that is OFF is only powered on.
+    Restart,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::On,
         Action::Off,
         Action::Shutdown,
@@ -42,6 +45,7 @@ impl Action {
         Action::Resume,
         Action::Reset,
         Action::Deallocate,
+        Action::Restart,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Reset => "reset",
             Action::Deallocate => "deallocate",
+            Action::Restart => "restart",
         }
     }
 
@@ -63,7 +68,7 @@ impl Action {
     /// The VM state the action leads to (`reset` keeps the VM ON).
     pub fn target_state(self) -> VmState {
         match self {
-            Action::On | Action::Resume | Action::Reset => VmState::On,
+            Action::On | Action::Resume | Action::Reset | Action::Restart => VmState::On,
             Action::Off | Action::Shutdown | Action::Deallocate => VmState::Off,
             Action::Pause => VmState::Paused,
         }
@@ -76,7 +81,8 @@ impl Action {
         match self {
             Action::On | Action::Resume => state(PowerState::On, false),
             Action::Off | Action::Deallocate => PowerRequest::HARD_OFF,
-            Action::Shutdown => state(PowerState::Off, true),
+            // A restart's first request; its power on follows (from OFF it is the only one).
+            Action::Shutdown | Action::Restart => state(PowerState::Off, true),
             Action::Pause => state(PowerState::Paused, false),
             Action::Reset => PowerRequest::Reset,
         }

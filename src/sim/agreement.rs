@@ -10,7 +10,7 @@ use super::config::{LockedCode, SimAction, SimConfig};
 use super::error::ApiError;
 use super::transitions::{Transition, VmFacts, decide};
 use crate::abiquo::codes::Code;
-use crate::abiquo::model::VmState;
+use crate::abiquo::model::{PowerRequest, VmState};
 use crate::plan::rules::{evaluate, reached};
 use crate::plan::{Disposition, PlannedFallback};
 use crate::runbook::model::Action;
@@ -65,7 +65,16 @@ impl Cell {
             protected: false,
             deallocated: self.deallocated,
         };
-        decide(&facts, self.action.request(), cfg)
+        decide(&facts, self.request(), cfg)
+    }
+
+    /// The request the planner sends (a restart of an OFF VM sends its power on), or the
+    /// action's own when it sends none.
+    fn request(&self) -> PowerRequest {
+        match self.planned() {
+            Disposition::Act { request, .. } => request,
+            _ => self.action.request(),
+        }
     }
 }
 
@@ -121,15 +130,16 @@ fn judge(cell: &Cell, cfg: &SimConfig) -> Result<Option<Difference>, String> {
         Err(e) if e.code == code.code() => Ok(()),
         other => Err(format!("expected the API to refuse {code}, got {other:?}")),
     };
-    let request = cell.action.request();
+    let request = cell.request();
     match &planned {
         Disposition::Act { .. } => {
             let t = answered.map_err(|e| format!("planner acts, API refuses {e:?}"))?;
-            if t.target != cell.action.target_state() {
+            // A restart's first request leads down; its power on follows.
+            if t.target != request.target_state() {
                 return Err(format!(
-                    "API leads to {}, the action to {}",
+                    "API leads to {}, the request to {}",
                     t.target,
-                    cell.action.target_state()
+                    request.target_state()
                 ));
             }
             if !request.task_types(&cell.state).contains(&t.task_type) {
@@ -222,9 +232,10 @@ fn planner_and_simulator_agree_on_every_state_action_and_hypervisor() {
     let mut seen = BTreeSet::new();
     let mut failures = Vec::new();
     for cell in cells() {
-        // A reached goal is skipped, except reset: it is not idempotent, so it always acts.
+        // A reached goal is skipped, except reset and restart: they are not idempotent, so
+        // they always act.
         if reached(cell.action, &cell.state, cell.deallocated)
-            && cell.action != Action::Reset
+            && !matches!(cell.action, Action::Reset | Action::Restart)
             && !matches!(cell.planned(), Disposition::Skip { .. })
         {
             failures.push(format!(
@@ -280,7 +291,7 @@ fn only_the_transition_settings_change_the_simulators_answers() {
                 cell.state == VmState::Paused
                     && matches!(
                         cell.action,
-                        Action::Off | Action::Shutdown | Action::Deallocate
+                        Action::Off | Action::Shutdown | Action::Deallocate | Action::Restart
                     )
             },
         ),

@@ -52,3 +52,171 @@ waves = { sizes = [1, "50%"] }
             .all(|m| m.accepted_ms < all[1].finished_ms.unwrap())
     );
 }
+
+const ROLLING: &str = r#"
+name = "rolling restart"
+[[step]]
+name = "restart web"
+action = "restart"
+targets = [{ vdc = "*" }]
+fallback = { action = "off", after = "2s" }
+waves = { size = "25%" }
+"#;
+
+/// The largest number of VMs down at once: a VM is down from its first request being
+/// accepted until its power on's task finished.
+fn most_down_at_once(t: &Test) -> usize {
+    let mut edges = Vec::new();
+    for records in t.stats().mutations.values() {
+        let down = records.first().map(|m| m.accepted_ms);
+        let up = records
+            .iter()
+            .rev()
+            .find(|m| m.action == "ON")
+            .and_then(|m| m.finished_ms);
+        if let (Some(down), Some(up)) = (down, up) {
+            edges.push((down, 1i64));
+            edges.push((up, -1));
+        }
+    }
+    // At the same instant, a VM coming up counts before one going down.
+    edges.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[test]
+fn a_rolling_restart_in_quarter_waves_never_has_more_than_a_quarter_down_and_ends_all_on() {
+    let t = Test::new().generated(40, 120).runbook(ROLLING);
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--output", "json"])
+        .args(FAST_POLLING)
+        .code(0)
+        .run();
+    let report: serde_json::Value = out.json();
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["path"], "graceful+on", "{r}");
+        assert_eq!(r["state_before"], "ON", "{r}");
+        assert_eq!(r["state_after"], "ON", "{r}");
+    }
+    for (vm, records) in t.stats().mutations {
+        let actions: Vec<&str> = records.iter().map(|m| m.action.as_str()).collect();
+        assert_eq!(actions, ["OFF graceful", "ON"], "{vm}");
+    }
+    let runs = t.path("runs");
+    let journal = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let table = t.clone().args(["runs", "show"]).arg(&journal).code(0).run();
+    assert!(
+        table.stdout.contains("40 graceful+on"),
+        "{}",
+        table.context()
+    );
+    let most = most_down_at_once(&t);
+    assert!(most <= 10, "{most} VMs down at once");
+    assert!(most >= 2, "the waves ran in parallel: {most}");
+    assert!(
+        t.sim()
+            .vm_states()
+            .iter()
+            .all(|v| v.state == powerbook::abiquo::model::VmState::On)
+    );
+}
+
+#[test]
+fn a_restart_falls_back_to_a_hard_off_and_only_powers_on_a_vm_that_is_off() {
+    use powerbook::abiquo::model::VmState;
+    let t = Test::new()
+        .generated(3, 120)
+        .configure(|c| {
+            let vms = &mut c.vdcs[0].vapps[0].vms;
+            vms[1].guest_tools = false;
+            vms[2].state = VmState::Off;
+        })
+        .runbook(ROLLING);
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--output", "json"])
+        .args(FAST_POLLING)
+        .code(0)
+        .run();
+    let report: serde_json::Value = out.json();
+    let path = |vm: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["vm"]["name"] == vm)
+            .map(|r| r["path"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(path("vm-00001"), "graceful+on", "{}", out.context());
+    assert_eq!(path("vm-00002"), "forced+on", "{}", out.context());
+    assert_eq!(path("vm-00003"), "direct", "{}", out.context());
+    let actions = t.actions();
+    assert_eq!(actions["vm-00002"], ["OFF graceful", "OFF", "ON"]);
+    assert_eq!(actions["vm-00003"], ["ON"]);
+    assert!(t.sim().vm_states().iter().all(|v| v.state == VmState::On));
+    // The failed graceful job is reported, though the VM ended ok.
+    assert!(
+        report["failed_jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["vm"] == "vm-00002" && j["job_type"] == "SHUTDOWN"),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn a_restart_killed_at_any_moment_resumes_to_every_vm_on_without_a_second_shutdown() {
+    use powerbook::abiquo::model::VmState;
+    use std::time::Duration;
+    for kill_after_ms in [150u64, 450, 900] {
+        let t = Test::new().generated(8, 300).runbook(
+            r#"
+name = "restart"
+[limits]
+concurrency = 3
+[[step]]
+name = "restart"
+action = "restart"
+targets = [{ vdc = "*" }]
+"#,
+        );
+        let child = t
+            .clone()
+            .args(["run", "runbook.toml", "--yes", "--journal", "run.jsonl"])
+            .args(FAST_POLLING)
+            .spawn();
+        crate::support::wait_until("the run starts", Duration::from_secs(20), || {
+            !t.stats().mutations.is_empty()
+        });
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        child.kill(); // SIGKILL
+        t.clone()
+            .args(["resume", "run.jsonl", "--yes"])
+            .args(FAST_POLLING)
+            .code(0)
+            .run();
+        for (vm, actions) in t.actions() {
+            assert_eq!(
+                actions,
+                ["OFF graceful", "ON"],
+                "{vm}, killed after {kill_after_ms} ms"
+            );
+        }
+        assert_eq!(t.actions().len(), 8);
+        assert!(t.sim().vm_states().iter().all(|v| v.state == VmState::On));
+    }
+}

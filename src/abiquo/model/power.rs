@@ -64,6 +64,11 @@ impl PowerRequest {
         }
     }
 
+    /// A graceful shutdown (through the guest tools).
+    pub fn is_graceful(self) -> bool {
+        matches!(self, PowerRequest::State { graceful: true, .. })
+    }
+
     /// Whether sending it twice is harmless (a second identical `PUT state` is refused,
     /// a second reset reboots again).
     pub fn is_idempotent(self) -> bool {

@@ -230,10 +230,10 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
     } else {
         (vm, request)
     };
-    let action = job.step.action;
     let timeout = job.step.task_timeout();
-    match (action, job.step.fallback) {
-        (Action::Shutdown, Some(fallback)) => {
+    // A graceful shutdown: a `shutdown` step's, or the first half of a `restart`.
+    match (request.is_graceful(), job.step.fallback) {
+        (true, Some(fallback)) => {
             r.path = PathTaken::Graceful;
             let sent = Instant::now();
             let end = act(
@@ -248,8 +248,8 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
             .await;
             after_graceful(ctx, job, r, end, sent, fallback).await
         }
-        _ => {
-            r.path = if action == Action::Shutdown {
+        (graceful, _) => {
+            r.path = if graceful {
                 PathTaken::Graceful
             } else {
                 PathTaken::Direct
@@ -381,8 +381,14 @@ async fn act<A: CloudApi>(
                 if e.is_state_refusal() && (vm.state.clone(), vm.deallocated) == seen {
                     return ActEnd::Outcome(client_failure(ctx, &e));
                 }
-                if r.path == PathTaken::Forced {
-                    if rules::reached(Action::Off, &vm.state, vm.deallocated) {
+                if matches!(
+                    r.path,
+                    PathTaken::Forced | PathTaken::GracefulOn | PathTaken::ForcedOn
+                ) {
+                    // A fallback or a restart's power on finishes what the VM's first task
+                    // began: done if the VM got there, otherwise the same request again.
+                    let goal = r.path.task_action(job.step.action);
+                    if rules::reached(goal, &vm.state, vm.deallocated) {
                         return ActEnd::Done(None);
                     }
                 } else {
@@ -391,7 +397,13 @@ async fn act<A: CloudApi>(
                             r.path = PathTaken::Skipped;
                             return ActEnd::Outcome(outcome_of(&d));
                         }
-                        Disposition::Act { request: fresh, .. } => request = fresh,
+                        Disposition::Act { request: fresh, .. } => {
+                            // A restart of a VM found OFF is only its power on.
+                            if !fresh.is_graceful() && r.path == PathTaken::Graceful {
+                                r.path = PathTaken::Direct;
+                            }
+                            request = fresh;
+                        }
                         Disposition::Excluded | Disposition::Protected { .. } => {}
                     }
                     if ctx.control.stop_token().is_cancelled() {
@@ -455,11 +467,7 @@ async fn follow<A: CloudApi>(
     let (client, policy, kill) = (ctx.client, &ctx.options.poll, ctx.control.kill_token());
     let wait = match since {
         Some(since) => {
-            let action = if r.path == PathTaken::Forced {
-                Action::Off
-            } else {
-                job.step.action
-            };
+            let action = r.path.task_action(job.step.action);
             let pacing = Pacing {
                 durations: &ctx.options.durations,
                 action,
@@ -508,13 +516,15 @@ async fn finish_ok<A: CloudApi>(
     if let Some(task) = &task {
         r.task_state = Some(task.state.clone());
     }
+    if job.step.action == Action::Restart
+        && matches!(r.path, PathTaken::Graceful | PathTaken::Forced)
+    {
+        // Down: the restart's power on follows, in the same slots.
+        return Box::pin(power_on_after(ctx, job, r)).await;
+    }
     // The task is over: its slots go to the next VM while this one is confirmed.
     job.release_slots();
-    let action = if r.path == PathTaken::Forced {
-        Action::Off
-    } else {
-        job.step.action
-    };
+    let action = r.path.task_action(job.step.action);
     if let Some(deferred) = job.deferred {
         // Until the wave's listing says otherwise, the task's word stands.
         r.state_after = Some(action.target_state());
@@ -522,6 +532,46 @@ async fn finish_ok<A: CloudApi>(
         return VmOutcome::Ok;
     }
     confirm_by_read(ctx, r, action).await
+}
+
+/// A restart's second half: the VM is read (its shutdown is confirmed and its links are
+/// fresh) and powered on. It is sent even after Ctrl-C, which starts no new VM but does not
+/// leave a VM it took down; a second Ctrl-C stops it like any request.
+async fn power_on_after<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    job: VmJob<'_>,
+    r: &mut VmResult,
+) -> VmOutcome {
+    let vm = match read_settled(ctx, &r.vm.href).await {
+        Ok(vm) => vm,
+        Err(ReadStop::Failed(reason)) => {
+            return VmOutcome::Failed {
+                reason: format!("shut down, but could not be read to power it on: {reason}"),
+            };
+        }
+        Err(ReadStop::Killed) => {
+            return VmOutcome::Interrupted {
+                reason: "shut down; the power on was not sent".into(),
+            };
+        }
+    };
+    r.state_after = Some(vm.state.clone());
+    r.deallocated_after = vm.deallocated;
+    r.path = r.path.then_on();
+    if rules::reached(Action::On, &vm.state, vm.deallocated) {
+        // Someone powered it on meanwhile.
+        return finish_ok(ctx, job, r, None).await;
+    }
+    if !rules::reached(Action::Off, &vm.state, vm.deallocated) {
+        return VmOutcome::Failed {
+            reason: format!("the shutdown's task succeeded but the VM is {}", vm.state),
+        };
+    }
+    let timeout = job.step.task_timeout();
+    match act(ctx, job, r, vm, Action::On.request(), timeout, OnBusy::Wait).await {
+        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+        other => finish_other(ctx, r, other, timeout).await,
+    }
 }
 
 /// Reads the VM to confirm `action` took it where it should be.

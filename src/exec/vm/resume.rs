@@ -18,7 +18,7 @@ pub(super) async fn reattach<A: CloudApi>(
     }
     let timeout = job.step.task_timeout();
     match (job.step.action, job.step.fallback, intent.path) {
-        (Action::Shutdown, Some(fallback), PathTaken::Graceful) => {
+        (Action::Shutdown | Action::Restart, Some(fallback), PathTaken::Graceful) => {
             let sent = Instant::now();
             // Its age is unknown: no learned pacing for it.
             let end = follow(ctx, job, r, href, None, fallback.after().min(timeout)).await;

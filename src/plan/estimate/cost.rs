@@ -82,6 +82,8 @@ pub(super) fn step_cost(
             let (off, _, _) = task_duration(runbook, usize::MAX, Action::Off, inputs.history);
             (Duration::from_millis(after) + off, 2)
         }
+        // The power on after the shutdown: its request and the read before it.
+        (Action::Restart, _) => (task, 2),
         _ => (task, 0),
     };
     let cost = |window| {

@@ -59,6 +59,8 @@ pub fn default_task_duration(action: Action) -> Duration {
         Action::Off | Action::Pause | Action::Resume => 20,
         Action::Shutdown => 90,
         Action::Deallocate => 120,
+        // A graceful shutdown, then a power on.
+        Action::Restart => 150,
     })
 }
 

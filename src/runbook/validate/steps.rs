@@ -199,12 +199,12 @@ impl Validator<'_> {
         };
         let after = f.after.as_ref().and_then(|a| self.duration("after", a));
         if let Some(a) = action
-            && a != Action::Shutdown
+            && !matches!(a, Action::Shutdown | Action::Restart)
         {
             let mut d = Diagnostic::error(
                 "runbook::fallback-not-shutdown",
                 raw.span(),
-                format!("`fallback` only applies to `shutdown` steps, not `{a}`"),
+                format!("`fallback` only applies to `shutdown` and `restart` steps, not `{a}`"),
             )
             .label("remove this fallback")
             .help("a fallback hard-offs VMs whose graceful shutdown fails or is too slow");
