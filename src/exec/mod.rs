@@ -12,6 +12,7 @@ mod control;
 pub mod event;
 #[cfg(test)]
 mod fake;
+pub mod gate;
 pub mod poll;
 pub mod resume;
 pub mod sink;
@@ -30,13 +31,14 @@ use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::pacing::TaskDurations;
 use crate::plan::{Listed, Plan, PlannedStep};
-use crate::runbook::model::{Amount, OnFailure};
+use crate::runbook::model::{Amount, Gate, OnFailure};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Knobs of a run that are not in the runbook.
 #[derive(Debug, Clone)]
@@ -320,22 +322,53 @@ impl<A: CloudApi> Scheduler<'_, A> {
             counts,
             failures: 0,
         };
+        // The step starts once its gate passes; a resumed step whose VMs are all done
+        // needs no gate.
+        let all_replayed = step
+            .waves
+            .iter()
+            .flatten()
+            .all(|&t| self.ctx.is_replayed(step.index, t));
+        let mut closed = match &step.gate {
+            Some(gate) if !all_replayed => !self.pass_gate(step, None, gate, &mut step_tally).await,
+            _ => false,
+        };
         for (w, wave) in step.waves.iter().enumerate() {
             let stop = self.ctx.control.stop_token();
             // A wave an earlier run finished needs no pause before it.
             let replayed = wave.iter().all(|&t| self.ctx.is_replayed(step.index, t));
-            if w > 0 && step.wave_pause_ms > 0 && !stop.is_cancelled() && !replayed {
-                self.ctx
-                    .emit(Event::WavePaused {
-                        step: step.index,
-                        wave: w,
-                        pause_ms: step.wave_pause_ms,
-                    })
-                    .await;
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(step.wave_pause_ms)) => {}
-                    () = stop.cancelled() => {}
+            if !closed
+                && w > 0
+                && !replayed
+                && !stop.is_cancelled()
+                && let Some(gate) = &step.wave_gate
+            {
+                if step.wave_pause_ms > 0 {
+                    self.pause_before(step, w, stop).await;
                 }
+                closed = !self.pass_gate(step, Some(w), gate, &mut step_tally).await;
+            }
+            if closed {
+                // Past a failed gate nothing of the step starts.
+                for &t in wave {
+                    let r = self.settled(
+                        step,
+                        t,
+                        VmOutcome::NotStarted {
+                            reason: "its gate did not pass".into(),
+                        },
+                    );
+                    self.finished(step, &mut step_tally, r).await;
+                }
+                continue;
+            }
+            if w > 0
+                && step.wave_pause_ms > 0
+                && !stop.is_cancelled()
+                && !replayed
+                && step.wave_gate.is_none()
+            {
+                self.pause_before(step, w, stop).await;
             }
             if !stop.is_cancelled() {
                 self.ctx
@@ -378,6 +411,69 @@ impl<A: CloudApi> Scheduler<'_, A> {
             })
             .await;
         self.mark_done(step);
+    }
+
+    /// The pause before wave `w`.
+    async fn pause_before(&self, step: &PlannedStep, w: usize, stop: &CancellationToken) {
+        self.ctx
+            .emit(Event::WavePaused {
+                step: step.index,
+                wave: w,
+                pause_ms: step.wave_pause_ms,
+            })
+            .await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(step.wave_pause_ms)) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+
+    /// Checks a gate of `step` (before it, or before wave `wave`). A failed gate counts as
+    /// a failure of the step; with `on_failure = "abort"` it stops the run. False when it
+    /// did not pass.
+    async fn pass_gate(
+        &self,
+        step: &PlannedStep,
+        wave: Option<usize>,
+        gate: &Gate,
+        tally: &mut StepTally,
+    ) -> bool {
+        let stop = self.ctx.control.stop_token();
+        if stop.is_cancelled() {
+            return true;
+        }
+        let outcome = gate::check(gate, stop).await;
+        let where_ = match wave {
+            Some(w) => format!("before wave {}", w + 1),
+            None => "before the step".to_owned(),
+        };
+        self.ctx
+            .emit(Event::GateChecked {
+                step: step.index,
+                wave,
+                check: gate.check.to_string(),
+                passed: outcome.passed,
+                attempts: outcome.attempts,
+                elapsed_ms: outcome.elapsed_ms,
+                detail: outcome.detail.clone(),
+            })
+            .await;
+        if outcome.passed || stop.is_cancelled() {
+            return outcome.passed;
+        }
+        tally.failures += 1;
+        let reason = format!(
+            "step '{}': gate {} ({where_}) failed: {}",
+            step.name, gate.check, outcome.detail
+        );
+        if step.on_failure == OnFailure::Abort {
+            self.ctx.control.abort(reason);
+        } else {
+            let threshold = step.max_failures.map(|l| (l.amount, l.tolerated));
+            self.check_step_threshold(step, threshold, tally.failures);
+            tracing::warn!("{reason}; the step's remaining VMs are not started");
+        }
+        false
     }
 
     /// A VM's final result: counted against the thresholds, then reported.

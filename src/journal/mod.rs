@@ -11,7 +11,7 @@ pub mod resume;
 pub mod runs;
 pub mod writer;
 
-use crate::exec::event::{Event, Intent, Summary, VmOutcome, VmResult};
+use crate::exec::event::{Event, GateResult, Intent, Summary, VmOutcome, VmResult};
 use crate::plan::{Plan, VmRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -242,6 +242,8 @@ pub struct RunView {
     /// Abort reason or interruption seen in the last segment.
     pub aborted: Option<String>,
     pub interrupted: bool,
+    /// Every gate checked, over every segment.
+    pub gates: Vec<GateResult>,
 }
 
 impl RunView {
@@ -256,6 +258,7 @@ impl RunView {
             last_ms: journal.header.started_ms,
             aborted: None,
             interrupted: false,
+            gates: Vec::new(),
         };
         for rec in &journal.records {
             match rec {
@@ -333,6 +336,7 @@ impl RunView {
             Event::RunAborted { reason } => self.aborted = Some(reason.clone()),
             Event::RunInterrupted { .. } => self.interrupted = true,
             Event::RunFinished { summary } => self.summary = Some(summary.clone()),
+            e @ Event::GateChecked { .. } => self.gates.extend(GateResult::of(e)),
             _ => {}
         }
     }

@@ -172,6 +172,7 @@ pub fn report_of(view: &RunView) -> RunReport {
             .flat_map(|r| r.failed_jobs.iter().cloned())
             .collect(),
         results,
+        gates: view.gates.clone(),
         summary: Some(summary),
     }
 }

@@ -19,7 +19,7 @@ pub use disposition::Disposition;
 use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{ListedVm, VmState};
-use crate::runbook::model::{Action, Amount, Fallback, OnFailure, Order, Runbook, Step};
+use crate::runbook::model::{Action, Amount, Fallback, Gate, OnFailure, Order, Runbook, Step};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -75,6 +75,12 @@ pub struct PlannedStep {
     pub waves: Vec<Vec<usize>>,
     /// Pause between waves, milliseconds.
     pub wave_pause_ms: u64,
+    /// Checked before the step starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// Checked before each wave after the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_gate: Option<Gate>,
     /// How long one task may run before the VM counts as failed, milliseconds.
     pub task_timeout_ms: u64,
     /// Graceful-shutdown fallback.
@@ -307,6 +313,8 @@ pub fn build(runbook: &Runbook, vms: &[ListedVm], endpoint: &str) -> Plan {
             },
             waves: waves(step, &targets),
             wave_pause_ms: step.waves.as_ref().map_or(0, |w| millis(w.pause)),
+            gate: step.gate.clone(),
+            wave_gate: step.waves.as_ref().and_then(|w| w.gate.clone()),
             task_timeout_ms: millis(step.task_timeout),
             fallback,
             max_failures: step.max_failures.map(|a| FailureLimit::of(a, live)),

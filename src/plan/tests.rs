@@ -18,6 +18,7 @@ pub(crate) fn step(name: &str, action: Action, targets: Vec<Selector>) -> Step {
         order: Order::Parallel,
         concurrency: None,
         waves: None,
+        gate: None,
         fallback: None,
         task_timeout: Runbook::DEFAULT_TASK_TIMEOUT,
         on_failure: OnFailure::Abort,
@@ -209,6 +210,7 @@ fn waves_split_the_acting_vms_and_recheck_the_rest_first() {
     s.waves = Some(Waves {
         sizes: vec![Amount::Percent(50)],
         pause: Duration::from_secs(2),
+        gate: None,
     });
     s.exclude = vec![sel_vm("db-02")];
     let plan = build(&runbook(vec![s]), &lab(), "http://x/api");
@@ -227,6 +229,7 @@ fn a_ramp_of_wave_sizes_starts_with_a_canary_and_repeats_its_last_size() {
     let ramp = |sizes: Vec<Amount>| Waves {
         sizes,
         pause: Duration::ZERO,
+        gate: None,
     };
     let canary = ramp(vec![Amount::Count(1), Amount::Percent(50)]);
     assert_eq!(canary.chunks(10), [1, 5, 4]);

@@ -8,7 +8,7 @@ pub mod stream;
 pub mod style;
 pub mod table;
 
-use crate::exec::event::{Event, FailedJob, StepInfo, Summary, VmResult};
+use crate::exec::event::{Event, FailedJob, GateResult, StepInfo, Summary, VmResult};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,9 @@ pub struct RunReport {
     pub results: Vec<VmResult>,
     /// Every failed or rolled-back job, in the order of `results`.
     pub failed_jobs: Vec<FailedJob>,
+    /// Every gate checked, in the order they were.
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
     pub summary: Option<Summary>,
 }
 
@@ -75,6 +78,7 @@ impl RunReport {
 pub struct Collector {
     report: Option<RunReport>,
     results: Vec<VmResult>,
+    gates: Vec<GateResult>,
     summary: Option<Summary>,
 }
 
@@ -95,6 +99,7 @@ impl Collector {
             steps: Vec::new(),
             results: Vec::new(),
             failed_jobs: Vec::new(),
+            gates: Vec::new(),
             summary: None,
         });
         let mut results = self.results;
@@ -104,6 +109,7 @@ impl Collector {
             .flat_map(|r| r.failed_jobs.iter().cloned())
             .collect();
         report.results = results;
+        report.gates = self.gates;
         report.summary = self.summary;
         report
     }
@@ -124,6 +130,7 @@ impl Reporter for Collector {
                     steps: StepInfo::of_plan(plan),
                     results: Vec::new(),
                     failed_jobs: Vec::new(),
+                    gates: Vec::new(),
                     summary: None,
                 });
                 // One result per target: no slack from growing (a region is 100,000).
@@ -131,6 +138,7 @@ impl Reporter for Collector {
             }
             Event::VmFinished { result } => self.results.push((**result).clone()),
             Event::RunFinished { summary } => self.summary = Some(summary.clone()),
+            e @ Event::GateChecked { .. } => self.gates.extend(GateResult::of(e)),
             _ => {}
         }
     }

@@ -242,6 +242,20 @@ fn step_section(
     if let Some(t) = doc.step_threshold(&s.name) {
         let _ = writeln!(out, "  Failures: {}", t.text);
     }
+    for (when, gate) in [
+        ("before the step", &s.gate),
+        ("before each wave after the first", &s.wave_gate),
+    ] {
+        if let Some(g) = gate {
+            let _ = writeln!(
+                out,
+                "  Gate {when}: {} (every {}, for at most {})",
+                g.check,
+                duration(g.interval_ms),
+                duration(g.timeout_ms)
+            );
+        }
+    }
     if let Some(e) = doc.estimate.steps.iter().find(|e| e.step == s.index) {
         let source = match (e.task_source, e.history_samples) {
             (DurationSource::History, Some(n)) => format!("earlier runs, {n} VMs"),

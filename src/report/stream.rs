@@ -56,6 +56,17 @@ pub enum StreamEvent {
         vms: usize,
         waves: usize,
     },
+    /// A gate was checked: before the step (`wave` absent) or before wave `wave`.
+    GateChecked {
+        step: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wave: Option<usize>,
+        check: String,
+        passed: bool,
+        attempts: u32,
+        elapsed_ms: u64,
+        detail: String,
+    },
     /// The pause before wave `wave` (from 0) of a step begins.
     WavePaused {
         step: usize,
@@ -141,6 +152,23 @@ impl StreamEvent {
                 action: *action,
                 vms: *vms,
                 waves: *waves,
+            },
+            Event::GateChecked {
+                step,
+                wave,
+                check,
+                passed,
+                attempts,
+                elapsed_ms,
+                detail,
+            } => StreamEvent::GateChecked {
+                step: *step,
+                wave: *wave,
+                check: check.clone(),
+                passed: *passed,
+                attempts: *attempts,
+                elapsed_ms: *elapsed_ms,
+                detail: detail.clone(),
             },
             Event::WavePaused {
                 step,

@@ -21,6 +21,10 @@ pub fn render(report: &RunReport, opts: RenderOptions) -> String {
     } else {
         out.push_str(&steps_table(&report.steps, &report.results, opts));
         out.push('\n');
+        if !report.gates.is_empty() {
+            out.push_str(&gates_lines(report, opts));
+            out.push('\n');
+        }
         out.push_str(&results_section(&report.results, opts));
     }
     if !report.failed_jobs.is_empty() {
@@ -118,6 +122,37 @@ pub fn steps_table(steps: &[StepInfo], results: &[VmResult], opts: RenderOptions
         ]);
     }
     format!("{t}\n")
+}
+
+/// One line per gate checked: where, what, how it went.
+fn gates_lines(report: &RunReport, opts: RenderOptions) -> String {
+    let mut out = String::from("Gates:\n");
+    for g in &report.gates {
+        let step = report
+            .steps
+            .iter()
+            .find(|s| s.index == g.step)
+            .map_or_else(|| format!("#{}", g.step), |s| format!("'{}'", s.name));
+        let place = match g.wave {
+            Some(w) => format!("before wave {} of {step}", w + 1),
+            None => format!("before {step}"),
+        };
+        let verdict = if g.passed {
+            paint("passed", Tone::Good, opts)
+        } else {
+            paint("FAILED", Tone::Bad, opts)
+        };
+        let line = format!(
+            "{place}: {} {verdict} after {} attempt{} in {}: {}",
+            g.check,
+            g.attempts,
+            if g.attempts == 1 { "" } else { "s" },
+            duration_text(g.elapsed_ms, opts),
+            g.detail
+        );
+        let _ = writeln!(out, "  {}", wrap(&line, usize::from(opts.width) - 2, 4));
+    }
+    out
 }
 
 /// Whether a result needs the operator's attention: it is always listed.

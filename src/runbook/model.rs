@@ -278,7 +278,45 @@ pub struct Waves {
     /// The size of each wave in turn; the last one repeats (one size: every wave).
     pub sizes: Vec<Amount>,
     pub pause: Duration,
+    /// Checked before each wave after the first.
+    pub gate: Option<Gate>,
 }
+
+/// What a gate waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GateCheck {
+    /// A TCP connection to `address` (`host:port`) opens.
+    Tcp { address: String },
+    /// A GET of `url` answers with `status` (sent without credentials).
+    Http { url: String, status: u16 },
+    /// The program exits 0 (`argv[0]` with the other arguments; no shell).
+    Command { argv: Vec<String> },
+}
+
+impl fmt::Display for GateCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GateCheck::Tcp { address } => write!(f, "tcp {address}"),
+            GateCheck::Http { url, status } => write!(f, "http {url} → {status}"),
+            GateCheck::Command { argv } => write!(f, "command `{}`", argv.join(" ")),
+        }
+    }
+}
+
+/// A check that must pass before work goes on, retried every `interval_ms` for at most
+/// `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Gate {
+    pub check: GateCheck,
+    pub timeout_ms: u64,
+    pub interval_ms: u64,
+}
+
+/// How long a gate is checked when the runbook does not say.
+pub const GATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time between two checks of a gate when the runbook does not say.
+pub const GATE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Waves {
     /// Chunk lengths for `n` VMs: each size of the ramp resolved against `n`, the last one
@@ -324,6 +362,8 @@ pub struct Step {
     /// Per-step limit on VMs in flight (the run-wide limit still applies).
     pub concurrency: Option<NonZeroUsize>,
     pub waves: Option<Waves>,
+    /// Checked before the step starts (once the steps it waits for are done).
+    pub gate: Option<Gate>,
     pub fallback: Option<Fallback>,
     pub task_timeout: Duration,
     pub on_failure: OnFailure,

@@ -150,6 +150,10 @@ pub struct RawStep {
     /// Split the step's VMs into waves with a pause between them.
     #[schemars(with = "Option<RawWaves>")]
     pub waves: Option<Sp<RawWaves>>,
+    /// Checked once the steps in `after` are done, before this step starts: it starts when
+    /// the check passes (a port answers, a URL answers with a status, a command exits 0).
+    #[schemars(with = "Option<RawGate>")]
+    pub gate: Option<Sp<RawGate>>,
     /// `shutdown` only: hard power off when the graceful shutdown fails or takes too long.
     #[schemars(with = "Option<RawFallback>")]
     pub fallback: Option<Sp<RawFallback>>,
@@ -221,10 +225,54 @@ pub struct RawWaves {
     #[serde(default)]
     #[schemars(schema_with = "schema::amounts")]
     pub sizes: Option<Sp<Vec<Sp<RawAmount>>>>,
+    /// Checked before each wave after the first (after the pause).
+    #[serde(default)]
+    #[schemars(with = "Option<RawGate>")]
+    pub gate: Option<Sp<RawGate>>,
     /// Pause between waves (default: none).
     #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub pause: Option<Sp<String>>,
+}
+
+/// `gate = { tcp = "db-1:5432", timeout = "5m", interval = "5s" }`: exactly one check.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Gate")]
+pub struct RawGate {
+    /// Passes when a TCP connection to `host:port` opens.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", length(min = 3))]
+    pub tcp: Option<Sp<String>>,
+    /// Passes when a GET of `url` answers with `status` (default 200).
+    #[serde(default)]
+    #[schemars(with = "Option<RawHttpGate>")]
+    pub http: Option<Sp<RawHttpGate>>,
+    /// Passes when the command (program and arguments, no shell) exits 0.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// How long to keep checking before the gate fails (default 5m).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<Sp<String>>,
+    /// Time between two checks (default 5s).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub interval: Option<Sp<String>>,
+}
+
+/// `http = { url = "https://app.example.com/health", status = 200 }`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpGate")]
+pub struct RawHttpGate {
+    #[schemars(required, with = "String", regex(pattern = r"^https?://"))]
+    pub url: Option<Sp<String>>,
+    /// The status that passes (default 200).
+    #[serde(default)]
+    #[schemars(with = "Option<u16>", range(min = 100, max = 599))]
+    pub status: Option<Sp<i64>>,
 }
 
 /// `fallback = { action = "off", after = "5m" }`
@@ -285,6 +333,7 @@ pub mod keys {
         "order",
         "concurrency",
         "waves",
+        "gate",
         "fallback",
         "task_timeout",
         "on_failure",
@@ -293,7 +342,9 @@ pub mod keys {
         "expected_duration",
     ];
     pub const SELECTOR: &[&str] = &["vdc", "vapp", "vm", "label", "state", "hypervisor", "href"];
-    pub const WAVES: &[&str] = &["size", "sizes", "pause"];
+    pub const WAVES: &[&str] = &["size", "sizes", "pause", "gate"];
+    pub const GATE: &[&str] = &["tcp", "http", "command", "timeout", "interval"];
+    pub const HTTP_GATE: &[&str] = &["url", "status"];
     pub const FALLBACK: &[&str] = &["action", "after"];
 }
 

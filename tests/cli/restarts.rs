@@ -220,3 +220,105 @@ targets = [{ vdc = "*" }]
         assert!(t.sim().vm_states().iter().all(|v| v.state == VmState::On));
     }
 }
+
+/// A free port on loopback, closed.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn gated(port: u16, timeout: &str) -> String {
+    format!(
+        r#"
+name = "gated"
+[[step]]
+name = "db off"
+action = "off"
+targets = [{{ vm = "vm-00001" }}]
+[[step]]
+name = "app off"
+action = "off"
+after = ["db off"]
+targets = [{{ vm = "vm-0000[2-4]" }}]
+gate = {{ tcp = "127.0.0.1:{port}", timeout = "{timeout}", interval = "200ms" }}
+"#
+    )
+}
+
+#[test]
+fn a_step_gated_on_a_tcp_port_starts_only_once_the_port_opens() {
+    let port = free_port();
+    let t = Test::new().generated(4, 50).runbook(&gated(port, "30s"));
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // Accept the gate's connections until the test ends.
+        for c in listener.incoming().take(5) {
+            drop(c);
+        }
+    });
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--output", "json"])
+        .args(FAST_POLLING)
+        .code(0)
+        .run();
+    let report: serde_json::Value = out.json();
+    let gate = &report["gates"][0];
+    assert_eq!(gate["passed"], true, "{}", out.context());
+    assert_eq!(gate["check"], format!("tcp 127.0.0.1:{port}"));
+    assert!(gate["attempts"].as_u64().unwrap() > 5, "{gate}");
+    let all = timeline(&t);
+    let db = all.iter().find(|m| m.vm_id == 1).unwrap().accepted_ms;
+    let app = all
+        .iter()
+        .filter(|m| m.vm_id != 1)
+        .map(|m| m.accepted_ms)
+        .min()
+        .unwrap();
+    assert!(app >= db + 2_500, "app started {} ms after db", app - db);
+    drop(opener);
+}
+
+#[test]
+fn a_gate_that_times_out_fails_its_step_and_stops_the_run() {
+    let port = free_port();
+    let t = Test::new().generated(4, 50).runbook(&gated(port, "1s"));
+    t.clone()
+        .args(["plan", "runbook.toml"])
+        .code(0)
+        .stdout_contains(format!(
+            "Gate before the step: tcp 127.0.0.1:{port} (every 200ms, for at most 1.0s)"
+        ))
+        .run();
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes"])
+        .args(FAST_POLLING)
+        .code(3)
+        .stdout_contains("Gates:")
+        .stdout_contains(format!("before 'app off': tcp 127.0.0.1:{port} FAILED"))
+        .stdout_contains("not started: its gate did not pass")
+        .stdout_contains("Run aborted: step 'app off': gate")
+        .run();
+    assert_eq!(
+        t.actions().len(),
+        1,
+        "only the first step acted\n{}",
+        out.context()
+    );
+    // The journal keeps the gate: `runs show` tells it too.
+    let runs = t.path("runs");
+    let journal = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    t.clone()
+        .args(["runs", "show"])
+        .arg(&journal)
+        .code(0)
+        .stdout_contains(format!("tcp 127.0.0.1:{port} FAILED"))
+        .run();
+}

@@ -38,6 +38,8 @@ fn plan(endpoint: &str, actions: &[Action]) -> Plan {
         concurrency: 1,
         waves: Vec::new(),
         wave_pause_ms: 0,
+        gate: None,
+        wave_gate: None,
         task_timeout_ms: 600_000,
         fallback: None,
         max_failures: None,

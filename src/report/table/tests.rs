@@ -135,6 +135,7 @@ fn report(n: usize, fail_every: usize) -> RunReport {
         ],
         results,
         failed_jobs,
+        gates: Vec::new(),
         summary: Some(Summary {
             counts,
             wall_ms: 12_000,

@@ -3,8 +3,8 @@
 use super::{Entry, Reader, is_credential};
 use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
 use crate::runbook::raw::{
-    RawApi, RawDefaults, RawFallback, RawLimits, RawRunbook, RawSelector, RawStep, RawWaves, Sp,
-    keys,
+    RawApi, RawDefaults, RawFallback, RawGate, RawHttpGate, RawLimits, RawRunbook, RawSelector,
+    RawStep, RawWaves, Sp, keys,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -169,6 +169,7 @@ impl Reader {
                 "concurrency" => s.concurrency = self.integer(k, v),
                 "waves" => s.waves = self.waves(k, v),
                 "fallback" => s.fallback = self.fallback(k, v),
+                "gate" => s.gate = self.gate(k, v),
                 "task_timeout" => s.task_timeout = self.duration(k, v),
                 "on_failure" => s.on_failure = self.string(k, v),
                 "max_failures" => s.max_failures = self.amount(k, v),
@@ -206,6 +207,7 @@ impl Reader {
             match k.get_ref().as_ref() {
                 "size" => w.size = self.amount(k, v),
                 "sizes" => w.sizes = self.amount_list(k, v),
+                "gate" => w.gate = self.gate(k, v),
                 "pause" => w.pause = self.duration(k, v),
                 _ => {}
             }
@@ -229,6 +231,65 @@ impl Reader {
             );
         }
         Some(Spanned::new(v.span(), w))
+    }
+
+    fn gate(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<RawGate>> {
+        let table = self.table(k, v)?;
+        let mut g = RawGate::default();
+        let entries = self.entries(table, keys::GATE, "in `gate`");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "tcp" => g.tcp = self.string(k, v),
+                "http" => g.http = self.http_gate(k, v),
+                "command" => g.command = self.string_list(k, v),
+                "timeout" => g.timeout = self.duration(k, v),
+                "interval" => g.interval = self.duration(k, v),
+                _ => {}
+            }
+        }
+        let checks = ["tcp", "http", "command"]
+            .iter()
+            .filter(|c| has(&entries, c))
+            .count();
+        if checks != 1 {
+            let message = if checks == 0 {
+                "`gate` has no check"
+            } else {
+                "`gate` has more than one check"
+            };
+            self.diagnostics.push(
+                Diagnostic::error("runbook::invalid-gate", v.span(), message)
+                    .label("one of `tcp`, `http` or `command`")
+                    .help("e.g. gate = { tcp = \"db-1:5432\", timeout = \"5m\" }"),
+            );
+        }
+        Some(Spanned::new(v.span(), g))
+    }
+
+    fn http_gate(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<RawHttpGate>> {
+        let table = self.table(k, v)?;
+        let mut h = RawHttpGate::default();
+        let entries = self.entries(table, keys::HTTP_GATE, "in `http`");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "url" => h.url = self.string(k, v),
+                "status" => h.status = self.integer(k, v),
+                _ => {}
+            }
+        }
+        if missing(table, &entries, keys::HTTP_GATE, "url") {
+            self.missing_key(
+                v.span(),
+                "`http`",
+                "url",
+                "e.g. http = { url = \"https://app.example.com/health\", status = 200 }",
+            );
+        }
+        Some(Spanned::new(v.span(), h))
     }
 
     fn fallback(

@@ -2,8 +2,11 @@
 
 use super::Validator;
 use crate::runbook::diagnostic::Diagnostic;
-use crate::runbook::model::{Action, Amount, Fallback, OnFailure, Order, Runbook, Step, Waves};
-use crate::runbook::raw::{RawAmount, RawDefaults, RawFallback, RawStep, Sp};
+use crate::runbook::model::{
+    Action, Amount, Fallback, GATE_INTERVAL, GATE_TIMEOUT, Gate, GateCheck, OnFailure, Order,
+    Runbook, Step, Waves,
+};
+use crate::runbook::raw::{RawAmount, RawDefaults, RawFallback, RawGate, RawStep, Sp};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -149,12 +152,17 @@ impl Validator<'_> {
                 Some(p) => self.duration("pause", p)?,
                 None => Duration::ZERO,
             };
-            Some(Waves { sizes, pause })
+            let gate = match &w.gate {
+                Some(g) => Some(self.gate(g)?),
+                None => None,
+            };
+            Some(Waves { sizes, pause, gate })
         });
         let fallback = raw
             .fallback
             .as_ref()
             .and_then(|f| self.fallback(f, raw.action.as_ref(), action));
+        let gate = raw.gate.as_ref().and_then(|g| self.gate(g));
         Step {
             name: raw
                 .name
@@ -168,6 +176,7 @@ impl Validator<'_> {
             order: settings.order,
             concurrency: settings.concurrency,
             waves,
+            gate,
             fallback,
             task_timeout: settings.task_timeout,
             on_failure: settings.on_failure,
@@ -218,6 +227,85 @@ impl Validator<'_> {
         Some(Fallback {
             action: fb_action?,
             after,
+        })
+    }
+}
+
+impl Validator<'_> {
+    /// A gate: exactly one check (the reader reports otherwise), each value in range.
+    fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
+        let g = raw.get_ref();
+        let timeout = match &g.timeout {
+            Some(t) => self.duration("timeout", t)?,
+            None => GATE_TIMEOUT,
+        };
+        let interval = match &g.interval {
+            Some(i) => self.duration("interval", i)?,
+            None => GATE_INTERVAL,
+        };
+        let check = if let Some(address) = &g.tcp {
+            let text = address.get_ref().trim();
+            let port = text.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty())
+                    .then(|| port.parse::<u16>().ok())
+                    .flatten()
+            });
+            if port.is_none_or(|p| p == 0) {
+                self.err(
+                    "runbook::invalid-gate",
+                    address.span(),
+                    format!("`tcp` is not host:port: `{text}`"),
+                )
+                .label("a host and a port from 1 to 65535")
+                .help("e.g. tcp = \"db-1.internal:5432\"");
+                return None;
+            }
+            GateCheck::Tcp {
+                address: text.to_owned(),
+            }
+        } else if let Some(http) = &g.http {
+            let h = http.get_ref();
+            let url = self.url("url", h.url.as_ref()?, "an http(s) URL to GET")?;
+            let status = match &h.status {
+                None => 200,
+                Some(s) => match u16::try_from(*s.get_ref()) {
+                    Ok(code @ 100..=599) => code,
+                    _ => {
+                        self.err(
+                            "runbook::out-of-range",
+                            s.span(),
+                            format!("`status` is not an HTTP status: {}", s.get_ref()),
+                        )
+                        .label("from 100 to 599");
+                        return None;
+                    }
+                },
+            };
+            GateCheck::Http { url, status }
+        } else if let Some(command) = &g.command {
+            let argv: Vec<String> = command
+                .get_ref()
+                .iter()
+                .map(|a| a.get_ref().clone())
+                .collect();
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                self.err(
+                    "runbook::invalid-gate",
+                    command.span(),
+                    "`command` has no program",
+                )
+                .label("the program, then its arguments")
+                .help("e.g. command = [\"/usr/local/bin/check-db\", \"--primary\"]");
+                return None;
+            }
+            GateCheck::Command { argv }
+        } else {
+            return None;
+        };
+        Some(Gate {
+            check,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         })
     }
 }

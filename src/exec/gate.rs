@@ -1,0 +1,218 @@
+//! Gates: a check that must pass before a step (or its next wave) starts — a port that
+//! answers, a URL that answers with a status, a command that exits 0 — retried every
+//! interval until it passes or its timeout ends. Nothing here talks to the Abiquo API, and
+//! no credential is ever sent to a gate's address.
+
+use crate::runbook::model::{Gate, GateCheck};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Output of a command kept with the gate's outcome (journal, report), at most.
+const OUTPUT_CAP: usize = 1024;
+/// One attempt never takes longer than this, whatever the gate's interval.
+const ATTEMPT_MAX: Duration = Duration::from_secs(30);
+
+/// How a gate went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateOutcome {
+    pub passed: bool,
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+    /// The last attempt's answer: why it failed, or what the command printed.
+    pub detail: String,
+}
+
+/// Checks `gate` until it passes, its timeout ends, or `stop` is cancelled.
+pub async fn check(gate: &Gate, stop: &CancellationToken) -> GateOutcome {
+    let started = Instant::now();
+    let timeout = Duration::from_millis(gate.timeout_ms);
+    let interval = Duration::from_millis(gate.interval_ms).max(Duration::from_millis(10));
+    let deadline = started + timeout;
+    let http = match &gate.check {
+        GateCheck::Http { .. } => http_client(),
+        _ => None,
+    };
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let bound = left.clamp(Duration::from_millis(10), ATTEMPT_MAX);
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(bound, once(&gate.check, http.as_ref())) => r,
+            () = stop.cancelled() => {
+                return outcome(false, attempts, started, "stopped before it passed".into());
+            }
+        };
+        let detail = match attempt {
+            Ok(Ok(said)) => return outcome(true, attempts, started, said),
+            Ok(Err(why)) => why,
+            Err(_) => format!("no answer within {}", humantime::format_duration(bound)),
+        };
+        let next = Instant::now() + interval;
+        if next >= deadline {
+            let why = format!(
+                "did not pass within {} ({attempts} attempts): {detail}",
+                humantime::format_duration(timeout)
+            );
+            return outcome(false, attempts, started, why);
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = stop.cancelled() => {
+                return outcome(false, attempts, started, "stopped before it passed".into());
+            }
+        }
+    }
+}
+
+fn outcome(passed: bool, attempts: u32, started: Instant, detail: String) -> GateOutcome {
+    GateOutcome {
+        passed,
+        attempts,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        detail,
+    }
+}
+
+/// A client of its own for health URLs: no credentials, no redirects followed, TLS
+/// verified.
+fn http_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()
+}
+
+/// One attempt: `Ok` with what it saw when the check passed, `Err` with why not.
+async fn once(check: &GateCheck, http: Option<&reqwest::Client>) -> Result<String, String> {
+    match check {
+        GateCheck::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(|_| format!("{address} accepted a connection"))
+            .map_err(|e| format!("{address}: {e}")),
+        GateCheck::Http { url, status } => {
+            let client = http.ok_or("cannot build an HTTP client")?;
+            let answer = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let got = answer.status().as_u16();
+            if got == *status {
+                Ok(format!("{url} answered {got}"))
+            } else {
+                Err(format!("{url} answered {got}, not {status}"))
+            }
+        }
+        GateCheck::Command { argv } => {
+            let (program, args) = argv.split_first().ok_or("no program")?;
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let text = capped(text.trim());
+            if out.status.success() {
+                Ok(text)
+            } else {
+                Err(format!("{program} exited {}: {text}", out.status))
+            }
+        }
+    }
+}
+
+/// At most [`OUTPUT_CAP`] bytes, cut at a character boundary.
+fn capped(text: &str) -> String {
+    if text.len() <= OUTPUT_CAP {
+        return text.to_owned();
+    }
+    let mut end = OUTPUT_CAP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(check: GateCheck, timeout_ms: u64) -> Gate {
+        Gate {
+            check,
+            timeout_ms,
+            interval_ms: 50,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_that_opens_late_passes_the_gate_when_it_opens() {
+        let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = probe.local_addr().unwrap();
+        drop(probe);
+        let open_later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+            let _ = listener.accept().await;
+        });
+        let g = gate(
+            GateCheck::Tcp {
+                address: address.to_string(),
+            },
+            5_000,
+        );
+        let o = check(&g, &CancellationToken::new()).await;
+        assert!(o.passed, "{o:?}");
+        assert!(o.attempts > 1 && o.elapsed_ms >= 250, "{o:?}");
+        open_later.abort();
+    }
+
+    #[tokio::test]
+    async fn a_gate_that_never_passes_fails_at_its_timeout() {
+        let g = gate(
+            GateCheck::Command {
+                argv: vec!["false".into()],
+            },
+            300,
+        );
+        let started = std::time::Instant::now();
+        let o = check(&g, &CancellationToken::new()).await;
+        assert!(!o.passed, "{o:?}");
+        assert!(o.detail.contains("did not pass within"), "{o:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_command_that_exits_0_passes_and_its_output_is_kept() {
+        let g = gate(
+            GateCheck::Command {
+                argv: vec!["echo".into(), "db ready".into()],
+            },
+            2_000,
+        );
+        let o = check(&g, &CancellationToken::new()).await;
+        assert!(o.passed, "{o:?}");
+        assert_eq!(o.detail, "db ready");
+        assert_eq!(capped(&"é".repeat(1000)).len(), 1024 + "…".len());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_stops_waiting_for_its_gate() {
+        let g = gate(
+            GateCheck::Command {
+                argv: vec!["false".into()],
+            },
+            60_000,
+        );
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let o = check(&g, &stop).await;
+        assert!(!o.passed);
+        assert!(o.detail.contains("stopped"), "{o:?}");
+    }
+}
