@@ -26,18 +26,7 @@ pub enum Event {
         waves: usize,
     },
     /// A gate was checked: before the step (`wave` absent) or before wave `wave`.
-    GateChecked {
-        step: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        wave: Option<usize>,
-        /// What it checked, e.g. `tcp db-1:5432`.
-        check: String,
-        passed: bool,
-        attempts: u32,
-        elapsed_ms: u64,
-        /// Why it failed, or what it saw.
-        detail: String,
-    },
+    GateChecked(GateResult),
     /// The pause before wave `wave` (from 0) begins.
     WavePaused {
         step: usize,
@@ -346,37 +335,13 @@ pub struct GateResult {
     /// Before wave `wave` (from 0); absent: before the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<usize>,
+    /// What it checked, e.g. `tcp db-1:5432`.
     pub check: String,
     pub passed: bool,
     pub attempts: u32,
     pub elapsed_ms: u64,
+    /// Why it failed, or what it saw.
     pub detail: String,
-}
-
-impl GateResult {
-    /// From its event; `None` for any other event.
-    pub fn of(event: &Event) -> Option<GateResult> {
-        match event {
-            Event::GateChecked {
-                step,
-                wave,
-                check,
-                passed,
-                attempts,
-                elapsed_ms,
-                detail,
-            } => Some(GateResult {
-                step: *step,
-                wave: *wave,
-                check: check.clone(),
-                passed: *passed,
-                attempts: *attempts,
-                elapsed_ms: *elapsed_ms,
-                detail: detail.clone(),
-            }),
-            _ => None,
-        }
-    }
 }
 
 /// Per-step overview, e.g. for the confirmation prompt.

@@ -25,7 +25,9 @@ mod vm;
 pub use control::{RunControl, StopReason};
 
 use crate::abiquo::api::CloudApi;
-use crate::exec::event::{Event, PathTaken, ResultCounts, Summary, VmOutcome, VmResult};
+use crate::exec::event::{
+    Event, GateResult, PathTaken, ResultCounts, Summary, VmOutcome, VmResult,
+};
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
@@ -448,7 +450,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
             None => "before the step".to_owned(),
         };
         self.ctx
-            .emit(Event::GateChecked {
+            .emit(Event::GateChecked(GateResult {
                 step: step.index,
                 wave,
                 check: gate.check.to_string(),
@@ -456,7 +458,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 attempts: outcome.attempts,
                 elapsed_ms: outcome.elapsed_ms,
                 detail: outcome.detail.clone(),
-            })
+            }))
             .await;
         if outcome.passed || stop.is_cancelled() {
             return outcome.passed;

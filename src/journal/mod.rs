@@ -336,7 +336,7 @@ impl RunView {
             Event::RunAborted { reason } => self.aborted = Some(reason.clone()),
             Event::RunInterrupted { .. } => self.interrupted = true,
             Event::RunFinished { summary } => self.summary = Some(summary.clone()),
-            e @ Event::GateChecked { .. } => self.gates.extend(GateResult::of(e)),
+            Event::GateChecked(gate) => self.gates.push(gate.clone()),
             _ => {}
         }
     }

@@ -138,7 +138,7 @@ impl Reporter for Collector {
             }
             Event::VmFinished { result } => self.results.push((**result).clone()),
             Event::RunFinished { summary } => self.summary = Some(summary.clone()),
-            e @ Event::GateChecked { .. } => self.gates.extend(GateResult::of(e)),
+            Event::GateChecked(gate) => self.gates.push(gate.clone()),
             _ => {}
         }
     }

@@ -4,7 +4,9 @@
 //! event; the shape is committed as `runbooks/events.schema.json`.
 
 use crate::abiquo::model::{TaskState, VmState};
-use crate::exec::event::{Event, PathTaken, ResultCounts, StepInfo, Summary, VmResult, utc_now_ms};
+use crate::exec::event::{
+    Event, GateResult, PathTaken, ResultCounts, StepInfo, Summary, VmResult, utc_now_ms,
+};
 use crate::report::{Reporter, kind};
 use crate::runbook::model::Action;
 use schemars::JsonSchema;
@@ -57,16 +59,7 @@ pub enum StreamEvent {
         waves: usize,
     },
     /// A gate was checked: before the step (`wave` absent) or before wave `wave`.
-    GateChecked {
-        step: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        wave: Option<usize>,
-        check: String,
-        passed: bool,
-        attempts: u32,
-        elapsed_ms: u64,
-        detail: String,
-    },
+    GateChecked(GateResult),
     /// The pause before wave `wave` (from 0) of a step begins.
     WavePaused {
         step: usize,
@@ -153,23 +146,7 @@ impl StreamEvent {
                 vms: *vms,
                 waves: *waves,
             },
-            Event::GateChecked {
-                step,
-                wave,
-                check,
-                passed,
-                attempts,
-                elapsed_ms,
-                detail,
-            } => StreamEvent::GateChecked {
-                step: *step,
-                wave: *wave,
-                check: check.clone(),
-                passed: *passed,
-                attempts: *attempts,
-                elapsed_ms: *elapsed_ms,
-                detail: detail.clone(),
-            },
+            Event::GateChecked(gate) => StreamEvent::GateChecked(gate.clone()),
             Event::WavePaused {
                 step,
                 wave,

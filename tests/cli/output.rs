@@ -75,11 +75,7 @@ fn runs_show_all_lists_every_vm_of_a_large_run() {
         .args(FAST_POLLING)
         .code(1)
         .run();
-    let journal = std::fs::read_dir(t.path("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .unwrap();
+    let journal = crate::support::only_journal(&t);
     let out = t
         .clone()
         .args(["runs", "show"])

@@ -24,6 +24,17 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The journal a test's single run wrote in its runs directory.
+pub fn only_journal(t: &Test) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(t.path("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
 /// A hard off of every VM.
 pub const ALL_OFF: &str = r#"
 name = "all off"
