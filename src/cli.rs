@@ -213,6 +213,11 @@ pub struct RunArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Approve every `approve` gate without asking (for unattended runs). Without it those
+    /// gates are asked on the terminal, and a run that has some needs one: `--yes` only
+    /// answers `Proceed?`.
+    #[arg(long)]
+    pub approve_gates: bool,
     /// Run against a built-in simulator on loopback instead of a real cloud.
     #[arg(long)]
     pub simulate: bool,
@@ -284,6 +289,11 @@ pub struct ResumeArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Approve every `approve` gate without asking (for unattended runs). Without it those
+    /// gates are asked on the terminal, and a run that has some needs one: `--yes` only
+    /// answers `Proceed?`.
+    #[arg(long)]
+    pub approve_gates: bool,
     /// Results as tables (default), one JSON report, or JSON events as they happen.
     #[arg(long, value_enum, default_value_t)]
     pub output: RunOutput,

@@ -3,8 +3,8 @@
 
 use crate::cli::{ResumeArgs, RunOutput};
 use crate::commands::session::{
-    self, Finish, can_confirm, client_config, confirm, connect, load_reporting, print_stdout,
-    render_options, run_options, test_mode,
+    self, Approve, Finish, can_confirm, client_config, confirm, connect, load_reporting,
+    print_stdout, render_options, run_options, test_mode,
 };
 use crate::exec::event::{Event, ResultCounts, utc_now_ms};
 use crate::exec::resume::ResumeState;
@@ -100,6 +100,9 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         counts.inspect,
         counts.retried
     );
+    if !session::can_approve(&plan, Approve::of(args.approve_gates)) {
+        return Outcome::Usage;
+    }
     if !args.yes && !confirm().await {
         eprintln!("Nothing was changed.");
         return Outcome::Declined;
@@ -122,6 +125,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         report_file: args.report.as_deref(),
         output: args.output,
         show: args.show,
+        approve: Approve::of(args.approve_gates),
         test_mode: test_mode(),
     };
     session::execute_journaled(&client, &plan, &options, writer, Some(state), finish).await

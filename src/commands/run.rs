@@ -6,7 +6,7 @@ use crate::cli::RunArgs;
 use crate::cli::ShowArg;
 use crate::commands::plan::PlanOptions;
 use crate::commands::session::{
-    self, Finish, Simulate, can_confirm, client_config, confirm, connect, render_options,
+    self, Approve, Finish, Simulate, can_confirm, client_config, confirm, connect, render_options,
     run_options, test_mode, verbosity, with_simulator,
 };
 use crate::exit::Outcome;
@@ -91,6 +91,10 @@ async fn run_connected(
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
+    let approve = Approve::of(args.approve_gates);
+    if !session::can_approve(&plan, approve) {
+        return Outcome::Usage;
+    }
     let plan = if verbosity().quiet && args.yes {
         plan
     } else {
@@ -128,6 +132,7 @@ async fn run_connected(
         report_file: args.report.as_deref(),
         output: args.output,
         show: args.show,
+        approve,
         test_mode,
     };
     session::execute_journaled(&client, &plan, &options, journal, None, finish).await

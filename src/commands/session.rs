@@ -11,6 +11,7 @@ use crate::abiquo::media;
 use crate::abiquo::retry::{RetryNotice, RetryObserver};
 use crate::cli::{ConnectionArgs, RunOutput, RunTuning, ShowArg};
 use crate::exec::event::Summary;
+use crate::exec::gate::{Approval, Approver};
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
@@ -31,6 +32,8 @@ use crate::report::table;
 use crate::report::{Collector, Reporter, RunReport};
 use crate::runbook::model::Runbook;
 use crate::sim::{SimConfig, SimHandle};
+use futures::future::BoxFuture;
+use indicatif::MultiProgress;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::num::NonZeroU32;
@@ -84,6 +87,26 @@ pub fn progress_mode() -> ProgressMode {
 /// redacted).
 pub fn test_mode() -> bool {
     std::env::var("POWERBOOK_TEST_MODE").is_ok_and(|v| v == "1")
+}
+
+/// A plan with `approve` gates needs someone to approve them: refused (before anything is
+/// sent) when nobody can. Says so and returns false then.
+pub fn can_approve(plan: &Plan, approve: Approve) -> bool {
+    let steps = plan.steps_with_approvals();
+    if steps.is_empty() || approve != Approve::Nobody {
+        return true;
+    }
+    eprintln!(
+        "error: step {} has an `approve` gate, and stdin is not a terminal to ask on; pass \
+         --approve-gates to approve every such gate (--yes only answers `Proceed?`); nothing \
+         was changed",
+        steps
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    false
 }
 
 /// A command that changes VM power states asks first; without a terminal to ask on it
@@ -391,6 +414,7 @@ pub async fn execute_with_reporters<A: CloudApi>(
                 ProgressMode::Off
             },
             stream: false,
+            approve: Approve::Nobody,
         },
         None,
         Hooks::default(),
@@ -398,11 +422,80 @@ pub async fn execute_with_reporters<A: CloudApi>(
     .await
 }
 
-/// What a run shows while it goes: progress bars on stderr, the event stream on stdout.
+/// What a run shows while it goes: progress bars on stderr, the event stream on stdout; and
+/// who answers its `approve` gates.
 #[derive(Debug, Clone, Copy)]
 pub struct Live {
     pub progress: ProgressMode,
     pub stream: bool,
+    pub approve: Approve,
+}
+
+/// Who answers `approve` gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approve {
+    /// Nobody: they fail.
+    Nobody,
+    /// The operator, on the terminal.
+    Ask,
+    /// `--approve-gates`: every one is approved.
+    All,
+}
+
+impl Approve {
+    /// `--approve-gates`, else the terminal if stdin is one.
+    pub fn of(approve_gates: bool) -> Approve {
+        if approve_gates {
+            Approve::All
+        } else if std::io::stdin().is_terminal() {
+            Approve::Ask
+        } else {
+            Approve::Nobody
+        }
+    }
+}
+
+/// Approves every gate: `--approve-gates`.
+struct ApproveAll;
+
+impl Approver for ApproveAll {
+    fn approve(&self, message: String) -> BoxFuture<'static, Result<String, String>> {
+        eprintln!("gate \"{message}\": approved by --approve-gates");
+        Box::pin(async { Ok("approved by --approve-gates".to_owned()) })
+    }
+}
+
+/// Asks on the terminal, with the progress bars held still meanwhile.
+struct AskOnTerminal {
+    bars: MultiProgress,
+}
+
+impl Approver for AskOnTerminal {
+    fn approve(&self, message: String) -> BoxFuture<'static, Result<String, String>> {
+        let bars = self.bars.clone();
+        Box::pin(async move {
+            let answer = tokio::task::spawn_blocking(move || {
+                bars.suspend(|| {
+                    eprint!("\nGate: {message}\nGo on? [y/N] ");
+                    let _ = std::io::stderr().flush();
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).map(|_| line)
+                })
+            })
+            .await;
+            match answer {
+                Ok(Ok(line))
+                    if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") =>
+                {
+                    Ok("approved on the terminal".to_owned())
+                }
+                Ok(Ok(line)) if line.is_empty() => Err("no answer (end of input)".to_owned()),
+                Ok(Ok(line)) => Err(format!("answered {:?} on the terminal", line.trim())),
+                Ok(Err(e)) => Err(format!("cannot read the answer: {e}")),
+                Err(e) => Err(format!("cannot ask: {e}")),
+            }
+        })
+    }
 }
 
 /// [`execute_with_reporters`] with a journal and/or resume state (`run`, `resume`): the
@@ -414,16 +507,27 @@ pub async fn execute_with_hooks<A: CloudApi>(
     control: &RunControl,
     live: Live,
     journal: Option<JournalSink>,
-    hooks: Hooks,
+    mut hooks: Hooks,
 ) -> (RunReport, Summary) {
-    let Live { progress, stream } = live;
+    let Live {
+        progress,
+        stream,
+        approve,
+    } = live;
+    let mut progress = Progress::with_mode(progress);
+    if test_mode() {
+        progress = progress.timeless();
+    }
+    hooks.approval = match approve {
+        Approve::Nobody => None,
+        Approve::All => Some(Approval(Arc::new(ApproveAll))),
+        Approve::Ask => Some(Approval(Arc::new(AskOnTerminal {
+            bars: progress.bars(),
+        }))),
+    };
     let (tx, mut rx) = mpsc::channel(1024);
     let consumer = tokio::spawn(async move {
         let mut collector = Collector::new();
-        let mut progress = Progress::with_mode(progress);
-        if test_mode() {
-            progress = progress.timeless();
-        }
         let mut lines = stream.then(|| NdjsonWriter::new(std::io::stdout()));
         while let Some(event) = rx.recv().await {
             progress.event(&event);
@@ -469,7 +573,10 @@ pub async fn execute_journaled(
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = progress_mode();
-    let hooks = Hooks { resume };
+    let hooks = Hooks {
+        resume,
+        approval: None,
+    };
     let (report, summary) = execute_with_hooks(
         client,
         plan,
@@ -478,6 +585,7 @@ pub async fn execute_journaled(
         Live {
             progress: show_progress,
             stream: finish.output == RunOutput::Ndjson,
+            approve: finish.approve,
         },
         Some(journal.sink()),
         hooks,
@@ -493,6 +601,8 @@ pub struct Finish<'a> {
     pub report_file: Option<&'a Path>,
     pub output: RunOutput,
     pub show: ShowArg,
+    /// Who answers `approve` gates.
+    pub approve: Approve,
     pub test_mode: bool,
 }
 

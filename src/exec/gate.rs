@@ -4,6 +4,8 @@
 //! no credential is ever sent to a gate's address.
 
 use crate::runbook::model::{Gate, GateCheck};
+use futures::future::BoxFuture;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +14,23 @@ use tokio_util::sync::CancellationToken;
 const OUTPUT_CAP: usize = 1024;
 /// One attempt never takes longer than this, whatever the gate's interval.
 const ATTEMPT_MAX: Duration = Duration::from_secs(30);
+
+/// Who answers an `approve` gate: the operator on the run's terminal, or `--approve-gates`.
+pub trait Approver: Send + Sync {
+    /// Asks whether to go on past `message`: `Ok` with how it was approved, `Err` with why
+    /// not.
+    fn approve(&self, message: String) -> BoxFuture<'static, Result<String, String>>;
+}
+
+/// An [`Approver`] shared by the run.
+#[derive(Clone)]
+pub struct Approval(pub Arc<dyn Approver>);
+
+impl std::fmt::Debug for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Approval")
+    }
+}
 
 /// How a gate went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +42,41 @@ pub struct GateOutcome {
     pub detail: String,
 }
 
-/// Checks `gate` until it passes, its timeout ends, or `stop` is cancelled.
-pub async fn check(gate: &Gate, stop: &CancellationToken) -> GateOutcome {
+/// Checks `gate` until it passes, its timeout ends, or `stop` is cancelled. An `approve`
+/// gate asks `approval` once (and fails without one).
+pub async fn check(
+    gate: &Gate,
+    approval: Option<&Approval>,
+    stop: &CancellationToken,
+) -> GateOutcome {
     let started = Instant::now();
     let timeout = Duration::from_millis(gate.timeout_ms);
+    if let GateCheck::Approve { message } = &gate.check {
+        let Some(approval) = approval else {
+            let why = "no one to approve it: not a terminal, and no --approve-gates".into();
+            return outcome(false, 1, started, why);
+        };
+        let asked = approval.0.approve(message.clone());
+        let answer = tokio::select! {
+            a = tokio::time::timeout(timeout, asked) => a,
+            () = stop.cancelled() => {
+                return outcome(false, 1, started, "stopped before it was approved".into());
+            }
+        };
+        return match answer {
+            Ok(Ok(how)) => outcome(true, 1, started, how),
+            Ok(Err(why)) => outcome(false, 1, started, why),
+            Err(_) => outcome(
+                false,
+                1,
+                started,
+                format!(
+                    "not approved within {}",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+        };
+    }
     let interval = Duration::from_millis(gate.interval_ms).max(Duration::from_millis(10));
     let deadline = started + timeout;
     let http = match &gate.check {
@@ -105,6 +155,7 @@ async fn once(check: &GateCheck, http: Option<&reqwest::Client>) -> Result<Strin
                 Err(format!("{url} answered {got}, not {status}"))
             }
         }
+        GateCheck::Approve { .. } => Err("an approval is asked, not polled".into()),
         GateCheck::Command { argv } => {
             let (program, args) = argv.split_first().ok_or("no program")?;
             let out = tokio::process::Command::new(program)
@@ -166,7 +217,7 @@ mod tests {
             },
             5_000,
         );
-        let o = check(&g, &CancellationToken::new()).await;
+        let o = check(&g, None, &CancellationToken::new()).await;
         assert!(o.passed, "{o:?}");
         assert!(o.attempts > 1 && o.elapsed_ms >= 250, "{o:?}");
         open_later.abort();
@@ -181,7 +232,7 @@ mod tests {
             300,
         );
         let started = std::time::Instant::now();
-        let o = check(&g, &CancellationToken::new()).await;
+        let o = check(&g, None, &CancellationToken::new()).await;
         assert!(!o.passed, "{o:?}");
         assert!(o.detail.contains("did not pass within"), "{o:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -195,10 +246,42 @@ mod tests {
             },
             2_000,
         );
-        let o = check(&g, &CancellationToken::new()).await;
+        let o = check(&g, None, &CancellationToken::new()).await;
         assert!(o.passed, "{o:?}");
         assert_eq!(o.detail, "db ready");
         assert_eq!(capped(&"é".repeat(1000)).len(), 1024 + "…".len());
+    }
+
+    struct Says(Result<String, String>);
+    impl Approver for Says {
+        fn approve(&self, _: String) -> BoxFuture<'static, Result<String, String>> {
+            let answer = self.0.clone();
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approve_gate_passes_only_when_someone_approves() {
+        let g = gate(
+            GateCheck::Approve {
+                message: "canary ok?".into(),
+            },
+            1_000,
+        );
+        let stop = CancellationToken::new();
+        let yes = Approval(Arc::new(Says(Ok("approved on the terminal".into()))));
+        let no = Approval(Arc::new(Says(Err("answered no".into()))));
+        assert!(check(&g, Some(&yes), &stop).await.passed);
+        let refused = check(&g, Some(&no), &stop).await;
+        assert_eq!(
+            (refused.passed, refused.detail.as_str()),
+            (false, "answered no")
+        );
+        let alone = check(&g, None, &stop).await;
+        assert!(
+            !alone.passed && alone.detail.contains("--approve-gates"),
+            "{alone:?}"
+        );
     }
 
     #[tokio::test]
@@ -211,7 +294,7 @@ mod tests {
         );
         let stop = CancellationToken::new();
         stop.cancel();
-        let o = check(&g, &stop).await;
+        let o = check(&g, None, &stop).await;
         assert!(!o.passed);
         assert!(o.detail.contains("stopped"), "{o:?}");
     }

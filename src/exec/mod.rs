@@ -74,6 +74,8 @@ impl Default for RunOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     pub resume: Option<ResumeState>,
+    /// Who answers `approve` gates (none: they fail).
+    pub approval: Option<gate::Approval>,
 }
 
 /// What every VM future borrows.
@@ -444,7 +446,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         if stop.is_cancelled() {
             return true;
         }
-        let outcome = gate::check(gate, stop).await;
+        let outcome = gate::check(gate, self.ctx.hooks.approval.as_ref(), stop).await;
         let where_ = match wave {
             Some(w) => format!("before wave {}", w + 1),
             None => "before the step".to_owned(),

@@ -247,6 +247,20 @@ impl Plan {
         self.deadline_ms.map(Duration::from_millis)
     }
 
+    /// Names of the steps with an `approve` gate (before the step or between its waves).
+    pub fn steps_with_approvals(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| {
+                [&s.gate, &s.wave_gate]
+                    .into_iter()
+                    .flatten()
+                    .any(|g| matches!(g.check, crate::runbook::model::GateCheck::Approve { .. }))
+            })
+            .map(|s| &*s.name)
+            .collect()
+    }
+
     pub fn total_targets(&self) -> usize {
         self.steps.iter().map(|s| s.targets.len()).sum()
     }

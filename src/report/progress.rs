@@ -110,6 +110,11 @@ impl Progress {
         }
     }
 
+    /// The bars, for who must hold them still while asking on the terminal.
+    pub fn bars(&self) -> MultiProgress {
+        self.multi.clone()
+    }
+
     /// Lines without elapsed times, for deterministic test output.
     pub fn timeless(mut self) -> Self {
         self.timeless = true;

@@ -287,10 +287,18 @@ fn failed_jobs_section(report: &RunReport, opts: RenderOptions) -> String {
         failed_jobs_list(&listed, opts)
     };
     if !recovered.is_empty() {
+        let (lead, n) = (
+            if listed.is_empty() {
+                "Failed jobs:"
+            } else {
+                "…"
+            },
+            recovered.len(),
+        );
+        let more = if listed.is_empty() { "" } else { " more" };
         let line = format!(
-            "… {} more failed jobs, of VMs that ended ok (e.g. a graceful shutdown that fell \
-             back to a hard off). `--show all` lists them; the JSON report has them all.",
-            recovered.len()
+            "{lead} {n}{more} of VMs that ended ok (e.g. a graceful shutdown that fell back \
+             to a hard off). `--show all` lists them; the JSON report has them all."
         );
         let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
     }

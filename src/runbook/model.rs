@@ -292,6 +292,8 @@ pub enum GateCheck {
     Http { url: String, status: u16 },
     /// The program exits 0 (`argv[0]` with the other arguments; no shell).
     Command { argv: Vec<String> },
+    /// The operator says go on (on the terminal, or `--approve-gates`).
+    Approve { message: String },
 }
 
 impl fmt::Display for GateCheck {
@@ -300,6 +302,7 @@ impl fmt::Display for GateCheck {
             GateCheck::Tcp { address } => write!(f, "tcp {address}"),
             GateCheck::Http { url, status } => write!(f, "http {url} → {status}"),
             GateCheck::Command { argv } => write!(f, "command `{}`", argv.join(" ")),
+            GateCheck::Approve { message } => write!(f, "approve \"{message}\""),
         }
     }
 }

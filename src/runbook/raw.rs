@@ -252,6 +252,10 @@ pub struct RawGate {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// Passes when the operator approves (the run asks on its terminal, showing this).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", length(min = 1))]
+    pub approve: Option<Sp<String>>,
     /// How long to keep checking before the gate fails (default 5m).
     #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
@@ -343,7 +347,7 @@ pub mod keys {
     ];
     pub const SELECTOR: &[&str] = &["vdc", "vapp", "vm", "label", "state", "hypervisor", "href"];
     pub const WAVES: &[&str] = &["size", "sizes", "pause", "gate"];
-    pub const GATE: &[&str] = &["tcp", "http", "command", "timeout", "interval"];
+    pub const GATE: &[&str] = &["tcp", "http", "command", "approve", "timeout", "interval"];
     pub const HTTP_GATE: &[&str] = &["url", "status"];
     pub const FALLBACK: &[&str] = &["action", "after"];
 }

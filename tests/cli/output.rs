@@ -171,42 +171,13 @@ fn verbose_logs_every_request_without_credentials_and_quiet_logs_nothing() {
         .run();
 }
 
-/// Runs `powerbook ARGS` on a pseudo-terminal (util-linux `script`), typing `answer`.
-fn on_a_terminal(t: &Test, args: &str, answer: &str) -> (i32, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let command = format!("{} {args}", env!("CARGO_BIN_EXE_powerbook"));
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(t.dir())
-        .env("POWERBOOK_TEST_MODE", "1")
-        .env("NO_COLOR", "1")
-        .env("POWERBOOK_RUNS_DIR", t.path("runs"))
-        .env("ABIQUO_API_URL", t.sim().base_url())
-        .env("ABIQUO_API_USERNAME", "admin")
-        .env("ABIQUO_API_PASSWORD", "xabiquo")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("util-linux `script` runs the command on a pseudo-terminal");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(answer.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn the_question_comes_after_the_plan_summary_and_no_exits_4_having_sent_nothing() {
     let t = Test::new().lab(20.0);
     let runbook = crate::support::root().join("runbooks/maintenance-shutdown.toml");
     let before = t.stats().mutations.len();
-    let (code, text) = on_a_terminal(&t, &format!("run {}", runbook.display()), "n\n");
+    let (code, text) =
+        crate::support::on_a_terminal(&t, &format!("run {}", runbook.display()), "n\n");
     assert_eq!(code, 4, "{text}");
     let asked = text.find("Proceed? [y/N]").expect("asked");
     for needle in [

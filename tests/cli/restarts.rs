@@ -322,3 +322,96 @@ fn a_gate_that_times_out_fails_its_step_and_stops_the_run() {
         .stdout_contains(format!("tcp 127.0.0.1:{port} FAILED"))
         .run();
 }
+
+const CANARY_APPROVED: &str = r#"
+name = "approved canary"
+[[step]]
+name = "canary"
+action = "off"
+targets = [{ vm = "vm-00001" }]
+[[step]]
+name = "rest"
+action = "off"
+after = ["canary"]
+targets = [{ vm = "vm-0000[2-3]" }]
+gate = { approve = "the canary is down cleanly: the rest?", timeout = "1m" }
+"#;
+
+#[test]
+fn an_approve_gate_without_a_terminal_is_refused_before_anything_is_sent() {
+    let t = Test::new().generated(3, 50).runbook(CANARY_APPROVED);
+    t.clone()
+        .args(["run", "runbook.toml", "--yes"])
+        .args(FAST_POLLING)
+        .code(2)
+        .stderr_contains("step 'rest' has an `approve` gate")
+        .stderr_contains("--approve-gates")
+        .mutations(0)
+        .run();
+}
+
+#[test]
+fn approve_gates_approves_every_gate_of_an_unattended_run() {
+    let t = Test::new().generated(3, 50).runbook(CANARY_APPROVED);
+    let out = t
+        .clone()
+        .args([
+            "run",
+            "runbook.toml",
+            "--yes",
+            "--approve-gates",
+            "--output",
+            "json",
+        ])
+        .args(FAST_POLLING)
+        .code(0)
+        .mutations(3)
+        .run();
+    let report: serde_json::Value = out.json();
+    assert_eq!(report["gates"][0]["passed"], true, "{}", out.context());
+    assert_eq!(report["gates"][0]["detail"], "approved by --approve-gates");
+}
+
+#[test]
+fn on_a_terminal_the_operator_approves_or_stops_at_the_gate() {
+    let t = Test::new().generated(3, 50).runbook(CANARY_APPROVED);
+    let (code, text) = crate::support::on_a_terminal(&t, "run runbook.toml", "y\nn\n");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("Gate: the canary is down cleanly: the rest?"),
+        "{text}"
+    );
+    assert!(text.contains("answered \"n\" on the terminal"), "{text}");
+    assert_eq!(t.actions().len(), 1, "only the canary went down\n{text}");
+    let t = Test::new().generated(3, 50).runbook(CANARY_APPROVED);
+    let (code, text) = crate::support::on_a_terminal(&t, "run runbook.toml", "y\ny\n");
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(t.actions().len(), 3, "{text}");
+}
+
+#[test]
+fn the_restart_examples_run_against_the_built_in_lab() {
+    for (file, extra) in [
+        ("rolling-web-restart.toml", None),
+        ("datacenter-full-restart.toml", Some("--approve-gates")),
+    ] {
+        let text = std::fs::read_to_string(crate::support::root().join("runbooks").join(file))
+            .unwrap()
+            // Short pauses keep the test fast; everything else is the example as shipped.
+            .replace("pause = \"30s\"", "pause = \"50ms\"");
+        let t = Test::new().file(file, &text);
+        let mut run = t
+            .clone()
+            .args(["run", file, "--yes", "--simulate", "--simulate-speed", "30"])
+            .args(FAST_POLLING);
+        if let Some(flag) = extra {
+            run = run.arg(flag);
+        }
+        let out = run.code(0).stdout_contains("Summary: ").run();
+        assert!(
+            out.stdout.contains(" 0 failed"),
+            "{file}\n{}",
+            out.context()
+        );
+    }
+}

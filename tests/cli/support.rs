@@ -35,6 +35,36 @@ pub fn only_journal(t: &Test) -> PathBuf {
     files.remove(0)
 }
 
+/// Runs `powerbook ARGS` on a pseudo-terminal (util-linux `script`), typing `answer`.
+pub fn on_a_terminal(t: &Test, args: &str, answer: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_powerbook"));
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(t.dir())
+        .env("POWERBOOK_TEST_MODE", "1")
+        .env("NO_COLOR", "1")
+        .env("POWERBOOK_RUNS_DIR", t.path("runs"))
+        .env("ABIQUO_API_URL", t.sim().base_url())
+        .env("ABIQUO_API_USERNAME", "admin")
+        .env("ABIQUO_API_PASSWORD", "xabiquo")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// A hard off of every VM.
 pub const ALL_OFF: &str = r#"
 name = "all off"

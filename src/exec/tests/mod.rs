@@ -137,6 +137,7 @@ impl Harness {
         let (tx, mut rx) = mpsc::channel(100_000);
         let hooks = Hooks {
             resume: self.resume.clone(),
+            approval: None,
         };
         let summary = execute_with(
             &self.fake,

@@ -242,12 +242,13 @@ impl Reader {
                 "tcp" => g.tcp = self.string(k, v),
                 "http" => g.http = self.http_gate(k, v),
                 "command" => g.command = self.string_list(k, v),
+                "approve" => g.approve = self.string(k, v),
                 "timeout" => g.timeout = self.duration(k, v),
                 "interval" => g.interval = self.duration(k, v),
                 _ => {}
             }
         }
-        let checks = ["tcp", "http", "command"]
+        let checks = ["tcp", "http", "command", "approve"]
             .iter()
             .filter(|c| has(&entries, c))
             .count();
@@ -259,7 +260,7 @@ impl Reader {
             };
             self.diagnostics.push(
                 Diagnostic::error("runbook::invalid-gate", v.span(), message)
-                    .label("one of `tcp`, `http` or `command`")
+                    .label("one of `tcp`, `http`, `command` or `approve`")
                     .help("e.g. gate = { tcp = \"db-1:5432\", timeout = \"5m\" }"),
             );
         }

@@ -299,6 +299,21 @@ impl Validator<'_> {
                 return None;
             }
             GateCheck::Command { argv }
+        } else if let Some(message) = &g.approve {
+            let text = message.get_ref().trim();
+            if text.is_empty() {
+                self.err(
+                    "runbook::invalid-gate",
+                    message.span(),
+                    "`approve` is empty",
+                )
+                .label("what the operator is asked to approve")
+                .help("e.g. approve = \"the canary serves: go on with the rest?\"");
+                return None;
+            }
+            GateCheck::Approve {
+                message: text.to_owned(),
+            }
         } else {
             return None;
         };
