@@ -112,6 +112,7 @@ fn main() {
             listed_vms: listed.len(),
             page_size,
             history: None,
+            simulated: None,
         };
         let est = estimate(&plan, &runbook, &inputs);
         assert_eq!(options.poll, PollPolicy::default());

@@ -3,7 +3,8 @@
 
 use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, RunOutput, ShowArg};
 use crate::commands::session::{
-    Simulate, client_config, connect, render_options, test_mode, with_simulator,
+    Simulate, client_config, connect, render_options, simulated_durations, simulator_config,
+    test_mode, with_simulator,
 };
 use crate::exit::Outcome;
 use crate::journal::history::read_durations;
@@ -125,11 +126,18 @@ async fn plan_connected(
     };
     // Earlier runs of this runbook against this cloud tell how long its VMs take.
     let history = read_durations(&options.runs_dir, client.endpoint(), &runbook.name);
+    // A rehearsal takes the simulator's time, not the one the runbook expects of the cloud.
+    let simulated = options
+        .simulate
+        .as_ref()
+        .and_then(|s| simulator_config(s).ok())
+        .map(|c| simulated_durations(&c));
     let inputs = EstimateInputs {
         request,
         listed_vms: vms.len(),
         page_size,
         history: Some(&history),
+        simulated: simulated.as_ref(),
         ..EstimateInputs::default()
     };
     let est = estimate(&plan, runbook, &inputs);

@@ -18,8 +18,10 @@ use crate::plan::saved::{load_saved, stale_table, stale_vms};
 use crate::plan::{Plan, build, select};
 use crate::report::style::RenderOptions;
 use crate::report::style::STABLE_WIDTH;
-use crate::runbook::model::Runbook;
+use crate::runbook::model::{Action, Runbook};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub async fn run(args: RunArgs) -> Outcome {
     let runbook_path = match runbook_path(&args) {
@@ -40,9 +42,15 @@ pub async fn run(args: RunArgs) -> Outcome {
         seed: args.simulate_seed,
         speed: args.simulate_speed,
     });
+    // A rehearsal's estimate goes by the simulator's task durations.
+    let simulated = simulate
+        .as_ref()
+        .and_then(|s| session::simulator_config(s).ok())
+        .map(|c| session::simulated_durations(&c));
     let (args, runbook, path) = (&args, &runbook, runbook_path.as_path());
+    let simulated = simulated.as_ref();
     with_simulator(simulate.as_ref(), |simulator| async move {
-        run_connected(args, runbook, path, simulator.as_deref()).await
+        run_connected(args, runbook, path, simulator.as_deref(), simulated).await
     })
     .await
 }
@@ -70,6 +78,7 @@ async fn run_connected(
     runbook: &Runbook,
     runbook_path: &Path,
     simulator: Option<&str>,
+    simulated: Option<&BTreeMap<Action, Duration>>,
 ) -> Outcome {
     let test_mode = test_mode();
     let config = match client_config(&args.connection, runbook, simulator) {
@@ -98,8 +107,14 @@ async fn run_connected(
     let plan = if verbosity().quiet && args.yes {
         plan
     } else {
-        let (text, plan) =
-            plan_overview(&client, runbook, runbook_path, plan, &args.journal.runs_dir);
+        let (text, plan) = plan_overview(
+            &client,
+            runbook,
+            runbook_path,
+            plan,
+            &args.journal.runs_dir,
+            simulated,
+        );
         eprint!("{text}");
         plan
     };
@@ -243,11 +258,13 @@ fn plan_overview(
     runbook_path: &Path,
     plan: Plan,
     runs_dir: &Path,
+    simulated: Option<&BTreeMap<Action, Duration>>,
 ) -> (String, Plan) {
     let history = read_durations(runs_dir, client.endpoint(), &runbook.name);
     let inputs = EstimateInputs {
         listed_vms: plan.total_targets(),
         history: Some(&history),
+        simulated,
         ..EstimateInputs::default()
     };
     let est = estimate(&plan, runbook, &inputs);

@@ -30,10 +30,11 @@ use crate::report::stream::NdjsonWriter;
 use crate::report::style::{ColorWhen, RenderOptions, Show};
 use crate::report::table;
 use crate::report::{Collector, Reporter, RunReport};
-use crate::runbook::model::Runbook;
-use crate::sim::{SimConfig, SimHandle};
+use crate::runbook::model::{Action, Runbook};
+use crate::sim::{SimAction, SimConfig, SimHandle};
 use futures::future::BoxFuture;
 use indicatif::MultiProgress;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::num::NonZeroU32;
@@ -131,7 +132,8 @@ pub struct Simulate {
 }
 
 /// Starts the built-in simulator on loopback and says so on stderr.
-pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
+/// The configuration `--simulate` serves: its inventory (the lab by default), seed and speed.
+pub fn simulator_config(simulate: &Simulate) -> Result<SimConfig, String> {
     let mut config = match &simulate.inventory {
         Some(path) => SimConfig::from_inventory_file(path).map_err(|e| e.to_string())?,
         None => SimConfig::lab(),
@@ -142,6 +144,36 @@ pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
     if let Some(speed) = simulate.speed {
         config.speed = speed;
     }
+    Ok(config)
+}
+
+/// How long the simulator's tasks take per action (its durations over its speed): what a
+/// rehearsal's estimate goes by. A restart is its shutdown and its power on.
+pub fn simulated_durations(config: &SimConfig) -> BTreeMap<Action, Duration> {
+    let of = |a: SimAction| {
+        config
+            .duration_of(a)
+            .div_f64(config.speed.max(f64::MIN_POSITIVE))
+    };
+    Action::ALL
+        .into_iter()
+        .map(|action| {
+            let d = match action {
+                Action::On => of(SimAction::On),
+                Action::Off | Action::Deallocate => of(SimAction::Off),
+                Action::Shutdown => of(SimAction::Shutdown),
+                Action::Pause => of(SimAction::Pause),
+                Action::Resume => of(SimAction::Resume),
+                Action::Reset => of(SimAction::Reset),
+                Action::Restart => of(SimAction::Shutdown) + of(SimAction::On),
+            };
+            (action, d)
+        })
+        .collect()
+}
+
+pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
+    let config = simulator_config(simulate)?;
     let sim = SimHandle::start(config)
         .await
         .map_err(|e| format!("cannot start the built-in simulator: {e}"))?;

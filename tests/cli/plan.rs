@@ -679,3 +679,29 @@ fn plan_learns_task_durations_from_earlier_runs_of_the_same_runbook() {
     let task_ms = step["task_ms"].as_u64().unwrap();
     assert!(task_ms < 5_000, "learned {task_ms} ms for 100 ms tasks");
 }
+
+#[test]
+fn plan_with_simulate_estimates_from_the_simulators_own_task_durations() {
+    let t = Test::new().current_dir(root());
+    let out = t
+        .clone()
+        .args([
+            "plan",
+            "runbooks/maintenance-shutdown.toml",
+            "--simulate",
+            "--output",
+            "json",
+        ])
+        .code(0)
+        .run();
+    let doc: serde_json::Value = out.json();
+    let steps = doc["estimate"]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().all(|s| s["task_source"] == "simulator"),
+        "{steps:#?}"
+    );
+    // The lab's tasks take seconds (the runbook's [estimates] say minutes, for the cloud):
+    // the README's first command runs this in about 20 s.
+    let total = doc["estimate"]["total_ms"].as_u64().unwrap();
+    assert!((10_000..40_000).contains(&total), "{total} ms");
+}

@@ -61,7 +61,7 @@ pub(super) fn step_cost(
     inputs: &EstimateInputs<'_>,
 ) -> StepCost {
     let req = inputs.request;
-    let (task, source, samples) = task_duration(runbook, step.index, step.action, inputs.history);
+    let (task, source, samples) = task_duration(runbook, step.index, step.action, inputs);
     if source == DurationSource::History {
         // Recorded durations already hold the reads and the polling, and seed the pacing.
         let polled = task.saturating_sub(req * 3);
@@ -79,7 +79,7 @@ pub(super) fn step_cost(
     // A graceful shutdown slower than its fallback ends with a hard off.
     let (task_time, extra_requests) = match (step.action, step.fallback.map(|f| f.after_ms)) {
         (Action::Shutdown, Some(after)) if ms(task) > after => {
-            let (off, _, _) = task_duration(runbook, usize::MAX, Action::Off, inputs.history);
+            let (off, _, _) = task_duration(runbook, usize::MAX, Action::Off, inputs);
             (Duration::from_millis(after) + off, 2)
         }
         // The power on after the shutdown: its request and the read before it.

@@ -25,6 +25,7 @@ use replay::{StepJob, replay};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Where a step's expected task duration came from.
@@ -37,6 +38,8 @@ pub enum DurationSource {
     Runbook,
     /// Durations recorded by earlier runs of the runbook.
     History,
+    /// The built-in simulator's own task durations (`plan --simulate`).
+    Simulator,
     /// powerbook's built-in guess.
     Default,
 }
@@ -47,6 +50,7 @@ impl DurationSource {
             DurationSource::Step => "step expected_duration",
             DurationSource::Runbook => "[estimates]",
             DurationSource::History => "earlier runs",
+            DurationSource::Simulator => "the simulator",
             DurationSource::Default => "default",
         }
     }
@@ -75,6 +79,9 @@ pub struct EstimateInputs<'a> {
     pub listed_vms: usize,
     pub page_size: usize,
     pub history: Option<&'a TaskDurations>,
+    /// Against the built-in simulator: its task durations per action, which the rehearsal
+    /// will take whatever the runbook expects of the real cloud.
+    pub simulated: Option<&'a BTreeMap<Action, Duration>>,
 }
 
 impl Default for EstimateInputs<'_> {
@@ -85,6 +92,7 @@ impl Default for EstimateInputs<'_> {
             listed_vms: 0,
             page_size: 100,
             history: None,
+            simulated: None,
         }
     }
 }
@@ -131,8 +139,12 @@ pub fn task_duration(
     runbook: &Runbook,
     step_index: usize,
     action: Action,
-    history: Option<&TaskDurations>,
+    inputs: &EstimateInputs<'_>,
 ) -> (Duration, DurationSource, Option<u64>) {
+    if let Some(d) = inputs.simulated.and_then(|s| s.get(&action)) {
+        return (*d, DurationSource::Simulator, None);
+    }
+    let history = inputs.history;
     if let Some(d) = runbook
         .steps
         .get(step_index)
