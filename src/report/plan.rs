@@ -69,7 +69,11 @@ fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
         limits.push(format!("at most {rps} API requests per second"));
     }
     if let Some(d) = doc.deadline_ms {
-        limits.push(format!("nothing new starts after {}", duration(d)));
+        // One word, so that wrapping never splits the deadline ("1h30m").
+        limits.push(format!(
+            "nothing new starts after {}",
+            duration(d).replace(' ', "")
+        ));
     }
     let line = format!("Concurrency: {}", limits.join("; "));
     let _ = writeln!(out, "{}", wrap(&line, usize::from(opts.width), 2));
