@@ -353,15 +353,19 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 closed = !self.pass_gate(step, Some(w), gate, &mut step_tally).await;
             }
             if closed {
-                // Past a failed gate nothing of the step starts.
+                // Past a failed gate nothing of the step starts; a VM an earlier run
+                // finished keeps its result.
                 for &t in wave {
-                    let r = self.settled(
-                        step,
-                        t,
-                        VmOutcome::NotStarted {
-                            reason: "its gate did not pass".into(),
-                        },
-                    );
+                    let r = match self.ctx.resume(step.index, t) {
+                        Some(resume::ResumeVm::Done(prev)) => (**prev).clone(),
+                        _ => self.settled(
+                            step,
+                            t,
+                            VmOutcome::NotStarted {
+                                reason: "its gate did not pass".into(),
+                            },
+                        ),
+                    };
                     self.finished(step, &mut step_tally, r).await;
                 }
                 continue;

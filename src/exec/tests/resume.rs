@@ -223,3 +223,33 @@ async fn a_vm_done_earlier_is_replayed_without_a_call() {
     assert_eq!(h.fake.reads("a"), 0);
     assert_eq!(h.fake.mutations("b"), [HARD_OFF]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn past_a_failed_gate_a_vm_done_earlier_keeps_its_result() {
+    let fleet = || {
+        (1..=4).fold(FakeCloud::new(), |f, i| {
+            f.with_vm(&format!("vm-{i}"), VmState::On)
+        })
+    };
+    let first = harness(fleet(), &one_step("off", "vm-*", "waves = { size = 2 }"))
+        .run()
+        .await;
+    let done = first.result("vm-3").clone();
+    assert_eq!(done.outcome, VmOutcome::Ok);
+    // The resumed run finds vm-3 done, but the gate before its wave no longer passes.
+    let gated = one_step(
+        "off",
+        "vm-*",
+        "on_failure = \"continue\"\n\
+         waves = { size = 2, gate = { command = [\"false\"], timeout = \"1s\", interval = \"200ms\" } }",
+    );
+    let mut h = harness(fleet(), &gated);
+    h.resume_done("vm-3", done.clone());
+    let run = h.run().await;
+    assert_eq!(run.result("vm-3"), &done);
+    assert!(
+        matches!(run.outcome("vm-4"), VmOutcome::NotStarted { reason } if reason.contains("gate"))
+    );
+    assert_eq!(run.outcome("vm-1"), &VmOutcome::Ok);
+    assert!(h.fake.mutations("vm-3").is_empty());
+}
