@@ -268,7 +268,13 @@ fn plan_overview(
         ..EstimateInputs::default()
     };
     let est = estimate(&plan, runbook, &inputs);
-    let targets = plan.total_targets();
+    // VMs the steps select, each counted once (a VM in two steps is one VM).
+    let targets = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.targets.iter().map(|t| &*t.vm.href))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     // The document holds the plan only while it is drawn (a region's plan is large).
     let doc = PlanDocument::new(
         runbook,

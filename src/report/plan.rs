@@ -54,10 +54,15 @@ fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
         "Plan for runbook '{}' against {}",
         plan.runbook_name, plan.endpoint
     );
+    // `run` knows the VMs its steps select, not how many the cloud listed.
+    let seen = if brief {
+        format!("{} selected", plural(doc.vms_listed, "VM", "VMs"))
+    } else {
+        format!("{} listed", plural(doc.vms_listed, "VM", "VMs"))
+    };
     let _ = writeln!(
         out,
-        "{} listed; {} in {}",
-        plural(doc.vms_listed, "VM", "VMs"),
+        "{seen}; {} in {}",
         counts_line(&doc.totals),
         plural(plan.steps.len(), "step", "steps"),
     );

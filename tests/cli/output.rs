@@ -181,6 +181,7 @@ fn the_question_comes_after_the_plan_summary_and_no_exits_4_having_sent_nothing(
     assert_eq!(code, 4, "{text}");
     let asked = text.find("Proceed? [y/N]").expect("asked");
     for needle in [
+        "16 VMs selected; 14 to act on, 1 skipped, 1 excluded in 4 steps",
         "Step graph, in execution order:",
         "Waves: 2 waves of 5, 3 VMs",
         "Concurrency: at most 50 VMs in flight",
