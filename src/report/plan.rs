@@ -5,14 +5,10 @@ use crate::plan::document::PlanDocument;
 use crate::plan::estimate::DurationSource;
 use crate::plan::text::duration;
 use crate::plan::{Disposition, PlannedStep, StepCounts};
-use crate::report::style::{RenderOptions, Show, new_table, wrap};
+use crate::report::style::{RenderOptions, Show, new_table, plural, wrap};
 use crate::runbook::model::Order;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
 
 /// "N to act on" then every other disposition that occurs: the same words for the run
 /// and for each step.

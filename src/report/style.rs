@@ -144,6 +144,11 @@ pub fn paint(text: &str, tone: Tone, opts: RenderOptions) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// `1 VM`, `3 VMs`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Words of `text` on lines of at most `width` characters, every line after the first
 /// indented by `indent` spaces (a word longer than a line stays whole).
 pub fn wrap(text: &str, width: usize, indent: usize) -> String {

@@ -7,7 +7,7 @@ use crate::exec::event::{
     FailedJob, PathTaken, ResultCounts, StepInfo, Summary, VmOutcome, VmResult,
 };
 use crate::report::RunReport;
-use crate::report::style::{Tone, cell, new_table, paint, wrap};
+use crate::report::style::{Tone, cell, new_table, paint, plural, wrap};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
@@ -388,10 +388,6 @@ pub fn summary_lines(s: &Summary, results: &[VmResult], opts: RenderOptions) -> 
         parts.join(", ")
     );
     out
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn state_text(state: Option<&VmState>, deallocated: Option<bool>) -> String {
