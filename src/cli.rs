@@ -294,6 +294,11 @@ pub struct ResumeArgs {
     /// answers `Proceed?`.
     #[arg(long)]
     pub approve_gates: bool,
+    /// Resume a rehearsal (a `run --simulate`): its simulator comes back on its own port
+    /// with its world saved beside the journal, time caught up (tasks that would have
+    /// finished meanwhile have finished).
+    #[arg(long)]
+    pub simulate: bool,
     /// Results as tables (default), one JSON report, or JSON events as they happen.
     #[arg(long, value_enum, default_value_t)]
     pub output: RunOutput,

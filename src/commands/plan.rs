@@ -3,8 +3,8 @@
 
 use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, RunOutput, ShowArg};
 use crate::commands::session::{
-    Simulate, client_config, connect, render_options, simulated_durations, simulator_config,
-    test_mode, with_simulator,
+    Simulate, Simulator, client_config, connect, render_options, simulated_durations,
+    simulator_config, test_mode, with_simulator,
 };
 use crate::exit::Outcome;
 use crate::journal::history::read_durations;
@@ -83,7 +83,7 @@ pub async fn plan(options: PlanOptions) -> Outcome {
     };
     let (opts, runbook) = (&options, &runbook);
     with_simulator(options.simulate.as_ref(), |simulator| async move {
-        plan_connected(opts, runbook, simulator.as_deref()).await
+        plan_connected(opts, runbook, simulator.as_ref().map(Simulator::url)).await
     })
     .await
 }

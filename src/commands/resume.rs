@@ -10,13 +10,16 @@ use crate::exec::event::{Event, ResultCounts, utc_now_ms};
 use crate::exec::resume::ResumeState;
 use crate::exec::status::FinalStatus;
 use crate::exit::Outcome;
+use crate::journal::Journal;
 use crate::journal::lifecycle::{ResumeMarker, reopen_for_resume};
-use crate::journal::resume::plan_resume;
+use crate::journal::resume::{ResumeCounts, plan_resume};
 use crate::journal::runs::report_of;
 use crate::journal::{Header, RunView};
 use crate::plan::Plan;
 use crate::report::stream::StreamLine;
 use crate::report::table;
+use crate::runbook::model::Runbook;
+use crate::sim::world_path;
 use std::path::PathBuf;
 
 pub async fn resume(args: ResumeArgs) -> Outcome {
@@ -66,11 +69,62 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
     if remaining(&plan, &state) == 0 {
         return nothing_to_resume(&view, header, &args);
     }
+    let found = Found {
+        journal: &journal,
+        plan: &plan,
+        runbook: &runbook,
+        counts: &counts,
+    };
+    if args.simulate {
+        let (sim, simulator) = match session::restore_simulator(&args.journal).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::Usage;
+            }
+        };
+        let outcome = resume_connected(&args, found, state, Some(simulator.url())).await;
+        sim.shutdown().await;
+        return outcome;
+    }
+    if world_path(&args.journal).exists() {
+        eprintln!(
+            "error: {} is a rehearsal's journal (its simulator's world is saved beside it); \
+             resume it with --simulate",
+            args.journal.display()
+        );
+        return Outcome::Usage;
+    }
+    resume_connected(&args, found, state, None).await
+}
+
+/// What the journal and the runbook say, once checked.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    journal: &'a Journal,
+    plan: &'a Plan,
+    runbook: &'a Runbook,
+    counts: &'a ResumeCounts,
+}
+
+async fn resume_connected(
+    args: &ResumeArgs,
+    found: Found<'_>,
+    state: ResumeState,
+    simulator: Option<&str>,
+) -> Outcome {
+    let Found {
+        journal,
+        plan,
+        runbook,
+        counts,
+    } = found;
+    let header = &journal.header;
     let mut connection = args.connection.clone();
     if connection.endpoint.is_none() && runbook.api.endpoint.is_none() {
         connection.endpoint = Some(header.endpoint.clone());
     }
-    let config = match client_config(&connection, &runbook, None) {
+    let config = match client_config(&connection, runbook, simulator) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -100,7 +154,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         counts.inspect,
         counts.retried
     );
-    if !session::can_approve(&plan, Approve::of(args.approve_gates)) {
+    if !session::can_approve(plan, Approve::of(args.approve_gates)) {
         return Outcome::Usage;
     }
     if !args.yes && !confirm().await {
@@ -128,7 +182,7 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
         approve: Approve::of(args.approve_gates),
         test_mode: test_mode(),
     };
-    session::execute_journaled(&client, &plan, &options, writer, Some(state), finish).await
+    session::execute_journaled(&client, plan, &options, writer, Some(state), finish).await
 }
 
 /// Live targets of the plan the resume would still act on.

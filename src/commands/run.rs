@@ -6,8 +6,8 @@ use crate::cli::RunArgs;
 use crate::cli::ShowArg;
 use crate::commands::plan::PlanOptions;
 use crate::commands::session::{
-    self, Approve, Finish, Simulate, can_confirm, client_config, confirm, connect, render_options,
-    run_options, test_mode, verbosity, with_simulator,
+    self, Approve, Finish, Simulate, Simulator, can_confirm, client_config, confirm, connect,
+    render_options, run_options, test_mode, verbosity, with_simulator,
 };
 use crate::exit::Outcome;
 use crate::journal::history::read_durations;
@@ -50,7 +50,7 @@ pub async fn run(args: RunArgs) -> Outcome {
     let (args, runbook, path) = (&args, &runbook, runbook_path.as_path());
     let simulated = simulated.as_ref();
     with_simulator(simulate.as_ref(), |simulator| async move {
-        run_connected(args, runbook, path, simulator.as_deref(), simulated).await
+        run_connected(args, runbook, path, simulator.as_ref(), simulated).await
     })
     .await
 }
@@ -77,11 +77,11 @@ async fn run_connected(
     args: &RunArgs,
     runbook: &Runbook,
     runbook_path: &Path,
-    simulator: Option<&str>,
+    simulator: Option<&Simulator>,
     simulated: Option<&BTreeMap<Action, Duration>>,
 ) -> Outcome {
     let test_mode = test_mode();
-    let config = match client_config(&args.connection, runbook, simulator) {
+    let config = match client_config(&args.connection, runbook, simulator.map(Simulator::url)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -134,6 +134,14 @@ async fn run_connected(
         }
     };
     eprintln!("journal: {}", journal.path().display());
+    if let Some(simulator) = simulator {
+        // Before any request that changes the world: the file then knows every task the
+        // journal will.
+        if let Err(e) = simulator.keep_world_beside(journal.path()) {
+            eprintln!("error: {e}; nothing was changed");
+            return Outcome::Usage;
+        }
+    }
     let mut options = run_options(&args.tuning);
     // Earlier runs' journals tell how long tasks take on this cloud: start warm.
     options.durations = crate::journal::history::durations_from_journals(

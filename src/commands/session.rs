@@ -31,12 +31,16 @@ use crate::report::style::{ColorWhen, RenderOptions, Show};
 use crate::report::table;
 use crate::report::{Collector, Reporter, RunReport};
 use crate::runbook::model::{Action, Runbook};
-use crate::sim::{SimAction, SimConfig, SimHandle};
+use crate::sim::{
+    SavedWorld, SimAction, SimConfig, SimControl, SimHandle, WORLD_FORMAT, WorldEvent, WorldHeader,
+    WorldRecorder, world_path,
+};
 use futures::future::BoxFuture;
 use indicatif::MultiProgress;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -131,17 +135,35 @@ pub struct Simulate {
     pub speed: Option<f64>,
 }
 
-/// Starts the built-in simulator on loopback and says so on stderr.
+impl Simulate {
+    /// The inventory's name in messages and its whole text.
+    fn inventory_source(&self) -> Result<(String, String), String> {
+        match &self.inventory {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| (path.display().to_string(), text))
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            None => Ok(("lab.toml".to_owned(), SimConfig::LAB_TOML.to_owned())),
+        }
+    }
+}
+
 /// The configuration `--simulate` serves: its inventory (the lab by default), seed and speed.
 pub fn simulator_config(simulate: &Simulate) -> Result<SimConfig, String> {
-    let mut config = match &simulate.inventory {
-        Some(path) => SimConfig::from_inventory_file(path).map_err(|e| e.to_string())?,
-        None => SimConfig::lab(),
-    };
-    if let Some(seed) = simulate.seed {
+    let (name, text) = simulate.inventory_source()?;
+    configured(&name, &text, simulate.seed, simulate.speed)
+}
+
+fn configured(
+    name: &str,
+    text: &str,
+    seed: Option<u64>,
+    speed: Option<f64>,
+) -> Result<SimConfig, String> {
+    let mut config = SimConfig::from_inventory_str(name, text).map_err(|e| e.to_string())?;
+    if let Some(seed) = seed {
         config.seed = seed;
     }
-    if let Some(speed) = simulate.speed {
+    if let Some(speed) = speed {
         config.speed = speed;
     }
     Ok(config)
@@ -172,8 +194,33 @@ pub fn simulated_durations(config: &SimConfig) -> BTreeMap<Action, Duration> {
         .collect()
 }
 
-pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
-    let config = simulator_config(simulate)?;
+/// The built-in simulator a `--simulate` command runs against.
+pub struct Simulator {
+    url: String,
+    control: SimControl,
+    /// What its world file starts with, should a run keep it.
+    header: WorldHeader,
+}
+
+impl Simulator {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Keeps the rehearsal's world beside its journal from now on, so that
+    /// `resume JOURNAL --simulate` can bring it back after a crash.
+    pub fn keep_world_beside(&self, journal: &Path) -> Result<PathBuf, String> {
+        let path = world_path(journal);
+        let recorder = WorldRecorder::create(&path, &self.header)?;
+        self.control.record_world(recorder);
+        Ok(path)
+    }
+}
+
+/// Starts the built-in simulator on loopback and says so on stderr.
+pub async fn start_simulator(simulate: &Simulate) -> Result<(SimHandle, Simulator), String> {
+    let (name, text) = simulate.inventory_source()?;
+    let config = configured(&name, &text, simulate.seed, simulate.speed)?;
     let sim = SimHandle::start(config)
         .await
         .map_err(|e| format!("cannot start the built-in simulator: {e}"))?;
@@ -181,27 +228,115 @@ pub async fn start_simulator(simulate: &Simulate) -> Result<SimHandle, String> {
         "note: running against the built-in simulator at {}",
         sim.base_url()
     );
-    Ok(sim)
+    let control = sim.control();
+    let header = WorldHeader {
+        format: WORLD_FORMAT.to_owned(),
+        inventory_name: name,
+        inventory: text,
+        seed: simulate.seed,
+        speed: simulate.speed,
+        port: sim.addr().port(),
+        started_epoch_ms: control.started_epoch_ms(),
+    };
+    let simulator = Simulator {
+        url: sim.base_url().to_owned(),
+        control,
+        header,
+    };
+    Ok((sim, simulator))
 }
 
-/// Runs `body` with the simulator's base URL when `simulate` asks for one (stopping it
-/// afterwards), or with `None` to use the configured cloud.
+/// Brings back the simulator of the rehearsal journaled at `journal`, on its own port, with
+/// its world as it would be now, and keeps recording into the same file.
+pub async fn restore_simulator(journal: &Path) -> Result<(SimHandle, Simulator), String> {
+    let path = world_path(journal);
+    if !path.exists() {
+        return Err(format!(
+            "{} has no simulator world beside it ({} is missing): only a run made with \
+             --simulate can be resumed with --simulate",
+            journal.display(),
+            path.display()
+        ));
+    }
+    let saved = SavedWorld::read(&path)?;
+    let h = &saved.header;
+    let config = configured(&h.inventory_name, &h.inventory, h.seed, h.speed)
+        .map_err(|e| format!("{}: its inventory no longer loads: {e}", path.display()))?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, h.port));
+    let sim = SimHandle::restore(config, addr, &saved)
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "cannot bring the rehearsal's simulator back on {addr}: the port is taken \
+                     (the journal's task links point there); stop what uses it and resume again"
+                )
+            } else {
+                format!(
+                    "cannot bring the rehearsal's simulator back from {}: {e}",
+                    path.display()
+                )
+            }
+        })?;
+    let control = sim.control();
+    control.record_world(WorldRecorder::append(&path, &saved)?);
+    let replayed = saved
+        .events
+        .iter()
+        .filter(|e| matches!(e, WorldEvent::Power { .. }))
+        .count();
+    eprintln!(
+        "note: the rehearsal's simulator is back at {} with its world from {}: {replayed} power \
+         requests replayed, {} tasks still running after {} down",
+        sim.base_url(),
+        path.display(),
+        control.tasks_in_flight(),
+        seconds(Duration::from_millis(
+            epoch_now_ms().saturating_sub(last_change_epoch_ms(&saved))
+        ))
+    );
+    let simulator = Simulator {
+        url: sim.base_url().to_owned(),
+        control,
+        header: saved.header.clone(),
+    };
+    Ok((sim, simulator))
+}
+
+fn epoch_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// When the saved world last changed (ms since the Unix epoch).
+fn last_change_epoch_ms(saved: &SavedWorld) -> u64 {
+    let last = saved.events.iter().map(|e| match e {
+        WorldEvent::Power { at_ms, .. }
+        | WorldEvent::Ack { at_ms, .. }
+        | WorldEvent::SetState { at_ms, .. } => *at_ms,
+    });
+    saved.header.started_epoch_ms + last.max().unwrap_or(0)
+}
+
+/// Runs `body` with the simulator when `simulate` asks for one (stopping it afterwards), or
+/// with `None` to use the configured cloud.
 pub async fn with_simulator<F, Fut>(simulate: Option<&Simulate>, body: F) -> Outcome
 where
-    F: FnOnce(Option<String>) -> Fut,
+    F: FnOnce(Option<Simulator>) -> Fut,
     Fut: Future<Output = Outcome>,
 {
     let Some(simulate) = simulate else {
         return body(None).await;
     };
-    let sim = match start_simulator(simulate).await {
+    let (sim, simulator) = match start_simulator(simulate).await {
         Ok(sim) => sim,
         Err(e) => {
             eprintln!("error: {e}");
             return Outcome::Usage;
         }
     };
-    let outcome = body(Some(sim.base_url().to_owned())).await;
+    let outcome = body(Some(simulator)).await;
     sim.shutdown().await;
     outcome
 }

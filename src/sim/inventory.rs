@@ -160,6 +160,9 @@ impl IdAllocator {
 }
 
 impl SimConfig {
+    /// The built-in lab's inventory text (`runbooks/lab.toml`).
+    pub const LAB_TOML: &'static str = LAB_TOML;
+
     /// The built-in lab (`runbooks/lab.toml`, embedded).
     pub fn lab() -> SimConfig {
         match SimConfig::from_inventory_str("lab.toml", LAB_TOML) {

@@ -11,6 +11,7 @@ mod faults;
 mod inventory;
 mod latency;
 mod negotiate;
+mod rehearsal;
 mod routes;
 mod shared;
 mod stats;
@@ -24,6 +25,7 @@ pub use config::{
     DEFAULT_PASSWORD, DEFAULT_USER, Faults, LockedCode, SimAction, SimConfig, SimUser, SimVapp,
     SimVdc, SimVmSpec,
 };
+pub use rehearsal::{SavedWorld, WORLD_FORMAT, WorldEvent, WorldHeader, WorldRecorder, world_path};
 pub use stats::{MutationRecord, SimStats};
 pub use vm::SimVm;
 
@@ -70,6 +72,29 @@ pub struct SimHandle {
     task: Option<JoinHandle<()>>,
 }
 
+/// A running simulator's world, for the code that keeps a rehearsal on disk.
+#[derive(Clone)]
+pub struct SimControl {
+    shared: Arc<Shared>,
+}
+
+impl SimControl {
+    /// Keeps every later change of the world in `recorder`'s file.
+    pub fn record_world(&self, recorder: WorldRecorder) {
+        self.shared.world().record_to(recorder);
+    }
+
+    /// Wall-clock instant of the simulator clock's zero (ms since the Unix epoch).
+    pub fn started_epoch_ms(&self) -> u64 {
+        self.shared.world().start_epoch_ms()
+    }
+
+    /// Power tasks not finished yet (on the simulator's clock now).
+    pub fn tasks_in_flight(&self) -> u64 {
+        self.shared.stats().tasks_in_flight
+    }
+}
+
 impl SimHandle {
     /// Binds 127.0.0.1:0 and serves in the background (tokio task).
     pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
@@ -78,9 +103,27 @@ impl SimHandle {
 
     /// Binds `addr` (any address: the CLI is the one that insists on loopback).
     pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
-        config
-            .validate()
-            .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+        SimHandle::serve(config, addr, None).await
+    }
+
+    /// Brings a rehearsal's saved world back on `addr`: its changes replayed at their
+    /// instants, its clock reading the time since it first started, so tasks that would
+    /// have finished meanwhile have finished.
+    pub async fn restore(
+        config: SimConfig,
+        addr: SocketAddr,
+        saved: &SavedWorld,
+    ) -> std::io::Result<SimHandle> {
+        SimHandle::serve(config, addr, Some(saved)).await
+    }
+
+    async fn serve(
+        config: SimConfig,
+        addr: SocketAddr,
+        saved: Option<&SavedWorld>,
+    ) -> std::io::Result<SimHandle> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        config.validate().map_err(invalid)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let unspecified = local.ip().is_unspecified();
@@ -95,12 +138,22 @@ impl SimHandle {
             local
         };
         let base_url = format!("http://{link_addr}/api");
-        let shared = Arc::new(Shared::new(
-            Arc::new(config),
-            base_url.clone(),
-            unspecified,
-            local.port(),
-        ));
+        let config = Arc::new(config);
+        let shared = match saved {
+            None => Shared::new(config, base_url.clone(), unspecified, local.port()),
+            Some(saved) => {
+                let shared = Shared::since(
+                    config,
+                    base_url.clone(),
+                    unspecified,
+                    local.port(),
+                    saved.header.started_epoch_ms,
+                );
+                shared.world().replay(&saved.events).map_err(invalid)?;
+                shared
+            }
+        };
+        let shared = Arc::new(shared);
         let app =
             routes::router(Arc::clone(&shared)).into_make_service_with_connect_info::<KillSwitch>();
         let cancel = CancellationToken::new();
@@ -119,6 +172,13 @@ impl SimHandle {
             cancel,
             task: Some(task),
         })
+    }
+
+    /// What keeps a rehearsal's world: usable while the handle serves.
+    pub fn control(&self) -> SimControl {
+        SimControl {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// `http://127.0.0.1:PORT/api` (no trailing slash).

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub cfg: Arc<SimConfig>,
     world: Mutex<World>,
     start: Instant,
+    /// The clock's reading at `start`: zero, or how long ago a restored world began.
+    offset_ms: u64,
     /// `http://127.0.0.1:PORT/api`.
     base: String,
     /// Bound to an unspecified address: build links from the request's `Host`.
@@ -56,6 +58,12 @@ pub(crate) enum TokenCheck {
     Unknown,
 }
 
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the simulator half-updated in a way that
     // matters more than stopping answering; keep serving.
@@ -64,9 +72,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub fn new(cfg: Arc<SimConfig>, base: String, links_from_host: bool, port: u16) -> Shared {
-        let start_epoch_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Shared::since(cfg, base, links_from_host, port, epoch_ms())
+    }
+
+    /// A world whose clock started at `start_epoch_ms` (in the past for a restored world:
+    /// its clock reads the time since then).
+    pub fn since(
+        cfg: Arc<SimConfig>,
+        base: String,
+        links_from_host: bool,
+        port: u16,
+        start_epoch_ms: u64,
+    ) -> Shared {
         let public = cfg
             .public_url
             .as_deref()
@@ -79,6 +96,7 @@ impl Shared {
             latency_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0x1A7E_1A7E)),
             cfg,
             start: Instant::now(),
+            offset_ms: epoch_ms().saturating_sub(start_epoch_ms),
             base,
             links_from_host,
             port,
@@ -90,7 +108,8 @@ impl Shared {
 
     /// Milliseconds since start (the simulator's clock).
     pub fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.offset_ms.saturating_add(elapsed)
     }
 
     pub fn world(&self) -> MutexGuard<'_, World> {

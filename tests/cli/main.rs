@@ -10,6 +10,7 @@ mod journal;
 mod output;
 mod perf;
 mod plan;
+mod rehearsal;
 mod restarts;
 mod run;
 mod servers;

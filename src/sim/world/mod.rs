@@ -12,6 +12,7 @@ pub(crate) use catalog::{ListFilter, Scope, SortBy};
 
 use super::config::{SimAction, SimConfig};
 use super::error::ApiError;
+use super::rehearsal::{WorldEvent, WorldRecorder};
 use super::stats::{Counters, MutationRecord, SimStats};
 use super::transitions::{VmFacts, decide};
 use super::vm::{VmSnapshot, VmStatic};
@@ -77,6 +78,8 @@ pub(crate) struct World {
     in_flight: u64,
     max_in_flight: u64,
     mutations: BTreeMap<String, Vec<MutationRecord>>,
+    /// A rehearsal's file of changes (`None`: nothing is kept).
+    recorder: Option<WorldRecorder>,
 }
 
 /// SplitMix64 finaliser: spreads (seed, vm, sequence) over the RNG seed space.
@@ -121,6 +124,7 @@ impl World {
             in_flight: 0,
             max_in_flight: 0,
             mutations: BTreeMap::new(),
+            recorder: None,
         };
         let mut id_rng = StdRng::seed_from_u64(mix(cfg.seed ^ 0x5EED_0001));
         for vdc in &cfg.vdcs {
@@ -194,6 +198,10 @@ impl World {
         }
         w.vms_by_name = all;
         w
+    }
+
+    pub fn start_epoch_ms(&self) -> u64 {
+        self.start_epoch_ms
     }
 
     fn epoch_s(&self, ms: u64) -> i64 {
@@ -333,6 +341,13 @@ impl World {
         }
         self.in_flight += 1;
         self.max_in_flight = self.max_in_flight.max(self.in_flight);
+        let vm = self.vms[vm_idx].info.id;
+        self.log(|| WorldEvent::Power {
+            at_ms: now,
+            vm,
+            user,
+            request,
+        });
         Ok((ti, fault))
     }
 
@@ -347,9 +362,66 @@ impl World {
         if azure && state == VmState::On {
             vm.deallocated = Some(false);
         }
-        vm.state = state;
+        vm.state = state.clone();
         vm.active = None;
+        self.log(|| WorldEvent::SetState {
+            at_ms: now,
+            vm: name.to_owned(),
+            state,
+        });
         true
+    }
+
+    /// Keeps every later change in `recorder`'s file.
+    pub fn record_to(&mut self, recorder: WorldRecorder) {
+        self.recorder = Some(recorder);
+    }
+
+    fn log(&mut self, event: impl FnOnce() -> WorldEvent) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.record(&event());
+        }
+    }
+
+    /// Applies a saved world's changes at their instants, as they were accepted then.
+    pub fn replay(&mut self, events: &[WorldEvent]) -> Result<(), String> {
+        for (i, event) in events.iter().enumerate() {
+            let diverged = |what: String| {
+                format!(
+                    "change {} of the saved world does not replay: {what}",
+                    i + 1
+                )
+            };
+            match event {
+                WorldEvent::Power {
+                    at_ms,
+                    vm,
+                    user,
+                    request,
+                } => {
+                    let idx = *self
+                        .vm_index
+                        .get(vm)
+                        .ok_or_else(|| diverged(format!("no VM {vm}")))?;
+                    self.mutate(*at_ms, idx, *user, *request)
+                        .map_err(|e| diverged(format!("VM {vm} refused it ({})", e.code)))?;
+                }
+                WorldEvent::Ack { at_ms, task } => {
+                    let ti = *self
+                        .task_index
+                        .get(task)
+                        .ok_or_else(|| diverged(format!("no task {task}")))?;
+                    self.ack(*at_ms, ti)
+                        .map_err(|e| diverged(format!("task {task} refused it ({})", e.code)))?;
+                }
+                WorldEvent::SetState { at_ms, vm, state } => {
+                    if !self.set_vm_state(*at_ms, vm, state.clone()) {
+                        return Err(diverged(format!("no VM named {vm}")));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counters plus what the world knows (mutations, tasks in flight).

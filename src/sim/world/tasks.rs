@@ -8,6 +8,7 @@ use crate::abiquo::model::{
     Collection, Job, JobState, Jobs, Link, Task, TaskState, TaskType, VmState,
 };
 use crate::sim::error::ApiError;
+use crate::sim::rehearsal::WorldEvent;
 use crate::sim::vm::user_link;
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -126,6 +127,8 @@ impl World {
                     task.state = TaskState::AckError;
                     task.updated_ms = now;
                 }
+                let task = task.id.clone();
+                self.log(|| WorldEvent::Ack { at_ms: now, task });
                 Ok(())
             }
             _ => Err(Code::Task2.into()),
