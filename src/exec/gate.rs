@@ -3,7 +3,8 @@
 //! interval until it passes or its timeout ends. Nothing here talks to the Abiquo API, and
 //! no credential is ever sent to a gate's address.
 
-use crate::runbook::model::{Gate, GateCheck};
+use crate::runbook::model::{Gate, GateCheck, GateVm};
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +117,63 @@ pub async fn check(
     }
 }
 
+/// VMs a per-VM gate checks at once, at most.
+const VM_CHECKS_AT_ONCE: usize = 32;
+/// Failed VMs a per-VM gate's outcome names, at most.
+const VM_FAILURES_NAMED: usize = 3;
+
+/// Checks a per-VM gate (`{vm.ip}`, `{vm.name}`, `{vm.id}`) for each of `vms`, a few at
+/// once, all within the gate's one timeout. It passes when every VM passes.
+pub async fn check_each(gate: &Gate, vms: &[GateVm<'_>], stop: &CancellationToken) -> GateOutcome {
+    let started = Instant::now();
+    if vms.is_empty() {
+        let why = "no VM to check (none of them ended ok)".to_owned();
+        return outcome(true, 0, started, why);
+    }
+    let deadline = started + Duration::from_millis(gate.timeout_ms);
+    let results: Vec<(&str, GateOutcome)> = futures::stream::iter(vms)
+        .map(|vm| async move {
+            let one = match gate.check.for_vm(*vm) {
+                Ok(check) => Gate {
+                    check,
+                    timeout_ms: ms(deadline.saturating_duration_since(Instant::now())),
+                    interval_ms: gate.interval_ms,
+                },
+                Err(why) => return (vm.name, outcome(false, 0, started, why)),
+            };
+            (vm.name, check(&one, None, stop).await)
+        })
+        .buffer_unordered(VM_CHECKS_AT_ONCE)
+        .collect()
+        .await;
+    let attempts = results.iter().map(|(_, o)| o.attempts).sum();
+    let mut failed: Vec<&(&str, GateOutcome)> = results.iter().filter(|(_, o)| !o.passed).collect();
+    if failed.is_empty() {
+        let said = format!("{} VMs passed", vms.len());
+        return outcome(true, attempts, started, said);
+    }
+    failed.sort_by_key(|(name, _)| *name);
+    let mut named: Vec<String> = failed
+        .iter()
+        .take(VM_FAILURES_NAMED)
+        .map(|(name, o)| format!("{name}: {}", o.detail))
+        .collect();
+    if failed.len() > VM_FAILURES_NAMED {
+        named.push(format!("and {} more", failed.len() - VM_FAILURES_NAMED));
+    }
+    let why = format!(
+        "{} of {} VMs did not pass: {}",
+        failed.len(),
+        vms.len(),
+        named.join("; ")
+    );
+    outcome(false, attempts, started, why)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn outcome(passed: bool, attempts: u32, started: Instant, detail: String) -> GateOutcome {
     GateOutcome {
         passed,
@@ -221,6 +279,58 @@ mod tests {
         assert!(o.passed, "{o:?}");
         assert!(o.attempts > 1 && o.elapsed_ms >= 250, "{o:?}");
         open_later.abort();
+    }
+
+    #[tokio::test]
+    async fn a_per_vm_gate_checks_each_vm_with_its_own_values_and_names_those_that_fail() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            while let Ok((c, _)) = listener.accept().await {
+                drop(c);
+            }
+        });
+        let vm = |id, name, ip| GateVm { id, name, ip };
+        let tcp = gate(
+            GateCheck::Tcp {
+                address: format!("{{vm.ip}}:{port}"),
+            },
+            2_000,
+        );
+        let stop = CancellationToken::new();
+        let up = [
+            vm(1, "web-01", Some("127.0.0.1")),
+            vm(2, "web-02", Some("127.0.0.1")),
+        ];
+        let o = check_each(&tcp, &up, &stop).await;
+        assert!(o.passed, "{o:?}");
+        assert_eq!(o.detail, "2 VMs passed");
+
+        let without_nic = [vm(1, "web-01", Some("127.0.0.1")), vm(3, "web-03", None)];
+        let o = check_each(&tcp, &without_nic, &stop).await;
+        assert!(!o.passed, "{o:?}");
+        assert!(
+            o.detail
+                .starts_with("1 of 2 VMs did not pass: web-03: web-03 has no IP address"),
+            "{o:?}"
+        );
+
+        // Names and ids reach commands as arguments: only VMs 1 and 2 pass.
+        let by_id = gate(
+            GateCheck::Command {
+                argv: vec!["test".into(), "{vm.id}".into(), "-lt".into(), "3".into()],
+            },
+            300,
+        );
+        let three = [up[0], up[1], vm(3, "web-03", None)];
+        let o = check_each(&by_id, &three, &stop).await;
+        assert!(!o.passed, "{o:?}");
+        assert!(
+            o.detail.starts_with("1 of 3 VMs did not pass: web-03:"),
+            "{o:?}"
+        );
+        assert!(check_each(&by_id, &[], &stop).await.passed);
+        accept.abort();
     }
 
     #[tokio::test]

@@ -32,9 +32,10 @@ use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::pacing::TaskDurations;
-use crate::plan::{Listed, Plan, PlannedStep};
-use crate::runbook::model::{Amount, Gate, OnFailure};
+use crate::plan::{Listed, Plan, PlannedStep, VmRef};
+use crate::runbook::model::{Amount, Gate, GateVm, OnFailure};
 use futures::StreamExt;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -135,6 +136,8 @@ impl<A: CloudApi> Ctx<'_, A> {
 struct Tally {
     counts: ResultCounts,
     failures: usize,
+    /// (step, target) of the VMs that ended ok or skipped: what a per-VM gate checks.
+    served: HashSet<(usize, usize)>,
 }
 
 /// Runs `plan` and returns the summary. Events go to `events`; `control` stops it early.
@@ -334,7 +337,18 @@ impl<A: CloudApi> Scheduler<'_, A> {
             .flatten()
             .all(|&t| self.ctx.is_replayed(step.index, t));
         let mut closed = match &step.gate {
-            Some(gate) if !all_replayed => !self.pass_gate(step, None, gate, &mut step_tally).await,
+            Some(gate) if !all_replayed => {
+                // A per-VM gate checks the VMs of the steps this one waits for.
+                let scope: Vec<(usize, usize)> = step
+                    .after
+                    .iter()
+                    .filter_map(|&dep| self.plan.steps.iter().find(|s| s.index == dep))
+                    .flat_map(|dep| (0..dep.targets.len()).map(|t| (dep.index, t)))
+                    .collect();
+                !self
+                    .pass_gate(step, None, gate, &scope, &mut step_tally)
+                    .await
+            }
             _ => false,
         };
         for (w, wave) in step.waves.iter().enumerate() {
@@ -350,7 +364,12 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 if step.wave_pause_ms > 0 {
                     self.pause_before(step, w, stop).await;
                 }
-                closed = !self.pass_gate(step, Some(w), gate, &mut step_tally).await;
+                // A per-VM gate checks the wave before this one.
+                let scope: Vec<(usize, usize)> =
+                    step.waves[w - 1].iter().map(|&t| (step.index, t)).collect();
+                closed = !self
+                    .pass_gate(step, Some(w), gate, &scope, &mut step_tally)
+                    .await;
             }
             if closed {
                 // Past a failed gate nothing of the step starts; a VM an earlier run
@@ -444,13 +463,27 @@ impl<A: CloudApi> Scheduler<'_, A> {
         step: &PlannedStep,
         wave: Option<usize>,
         gate: &Gate,
+        scope: &[(usize, usize)],
         tally: &mut StepTally,
     ) -> bool {
         let stop = self.ctx.control.stop_token();
         if stop.is_cancelled() {
             return true;
         }
-        let outcome = gate::check(gate, self.ctx.hooks.approval.as_ref(), stop).await;
+        let outcome = if gate.check.per_vm() {
+            let vms = self.served_in(scope);
+            let vms: Vec<GateVm<'_>> = vms
+                .iter()
+                .map(|vm| GateVm {
+                    id: vm.id,
+                    name: &vm.name,
+                    ip: vm.ip.as_deref(),
+                })
+                .collect();
+            gate::check_each(gate, &vms, stop).await
+        } else {
+            gate::check(gate, self.ctx.hooks.approval.as_ref(), stop).await
+        };
         let where_ = match wave {
             Some(w) => format!("before wave {}", w + 1),
             None => "before the step".to_owned(),
@@ -482,6 +515,20 @@ impl<A: CloudApi> Scheduler<'_, A> {
             tracing::warn!("{reason}; the step's remaining VMs are not started");
         }
         false
+    }
+
+    /// The VMs of `scope` that ended ok or skipped (a failed one already failed its step),
+    /// in plan order.
+    fn served_in(&self, scope: &[(usize, usize)]) -> Vec<VmRef> {
+        let tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        scope
+            .iter()
+            .filter(|key| tally.served.contains(key))
+            .filter_map(|&(step, target)| {
+                let planned = self.plan.steps.iter().find(|s| s.index == step)?;
+                Some(planned.targets.get(target)?.vm.clone())
+            })
+            .collect()
     }
 
     /// A VM's final result: counted against the thresholds, then reported.
@@ -592,6 +639,16 @@ impl<A: CloudApi> Scheduler<'_, A> {
         let run_failures = {
             let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
             t.counts.add(&r.outcome);
+            let live = self
+                .plan
+                .steps
+                .iter()
+                .find(|s| s.index == r.step)
+                .and_then(|s| s.targets.get(r.target))
+                .is_some_and(|t| t.disposition.is_live());
+            if live && matches!(r.outcome, VmOutcome::Ok | VmOutcome::Skipped { .. }) {
+                t.served.insert((r.step, r.target));
+            }
             if failure {
                 t.failures += 1;
             }

@@ -174,6 +174,9 @@ pub struct VmRef {
     pub vapp: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hypervisor: Option<Arc<str>>,
+    /// Its first NIC's IP address (`nic0`), for gates' `{vm.ip}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Arc<str>>,
 }
 
 impl VmRef {
@@ -186,6 +189,7 @@ impl VmRef {
             vdc: vm.vdc.name.clone(),
             vapp: vm.vapp.name.clone(),
             hypervisor: vm.hypervisor.clone(),
+            ip: vm.ips.first().map(|ip| Arc::from(ip.as_ref())),
         }
     }
 }

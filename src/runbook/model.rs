@@ -296,6 +296,91 @@ pub enum GateCheck {
     Approve { message: String },
 }
 
+/// What a per-VM gate knows of each VM it checks.
+#[derive(Debug, Clone, Copy)]
+pub struct GateVm<'a> {
+    pub id: u64,
+    pub name: &'a str,
+    /// Its first NIC's address, as the API gave it.
+    pub ip: Option<&'a str>,
+}
+
+/// The placeholders a gate's address, URL or command may hold, each replaced per VM.
+pub const VM_PLACEHOLDERS: [&str; 3] = ["{vm.name}", "{vm.ip}", "{vm.id}"];
+
+impl GateCheck {
+    /// The texts placeholders may appear in.
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            GateCheck::Tcp { address } => vec![address],
+            GateCheck::Http { url, .. } => vec![url],
+            GateCheck::Command { argv } => argv.iter().map(String::as_str).collect(),
+            GateCheck::Approve { message } => vec![message],
+        }
+    }
+
+    /// Checked once per VM (its texts name `{vm.…}`), rather than once.
+    pub fn per_vm(&self) -> bool {
+        self.texts().iter().any(|t| t.contains("{vm."))
+    }
+
+    /// The check for one VM, its placeholders replaced; `Err` when the VM lacks what it
+    /// needs (an address).
+    pub fn for_vm(&self, vm: GateVm<'_>) -> Result<GateCheck, String> {
+        let fill = |text: &str| -> Result<String, String> {
+            let mut out = text
+                .replace("{vm.name}", vm.name)
+                .replace("{vm.id}", &vm.id.to_string());
+            if out.contains("{vm.ip}") {
+                let ip = vm.ip.ok_or_else(|| {
+                    format!(
+                        "{} has no IP address: the API shows no NIC (`nic0` link) for it",
+                        vm.name
+                    )
+                })?;
+                // An IPv6 address takes brackets before a port.
+                let ip = if ip.contains(':') && !ip.starts_with('[') {
+                    format!("[{ip}]")
+                } else {
+                    ip.to_owned()
+                };
+                out = out.replace("{vm.ip}", &ip);
+            }
+            Ok(out)
+        };
+        Ok(match self {
+            GateCheck::Tcp { address } => GateCheck::Tcp {
+                address: fill(address)?,
+            },
+            GateCheck::Http { url, status } => GateCheck::Http {
+                url: fill(url)?,
+                status: *status,
+            },
+            GateCheck::Command { argv } => GateCheck::Command {
+                argv: argv.iter().map(|a| fill(a)).collect::<Result<_, _>>()?,
+            },
+            GateCheck::Approve { message } => GateCheck::Approve {
+                message: fill(message)?,
+            },
+        })
+    }
+}
+
+/// The first `{vm.…}` in `text` that is not one of [`VM_PLACEHOLDERS`].
+pub fn unknown_placeholder(text: &str) -> Option<&str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{vm.") {
+        let tail = &rest[start..];
+        let end = tail.find('}').map_or(tail.len(), |e| e + 1);
+        let found = &tail[..end];
+        if !VM_PLACEHOLDERS.contains(&found) {
+            return Some(found);
+        }
+        rest = &tail[end..];
+    }
+    None
+}
+
 impl fmt::Display for GateCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -434,5 +519,49 @@ mod tests {
         let p = Pattern::new("web-*").ok();
         assert!(p.as_ref().is_some_and(|p| p.matches("web-01")));
         assert!(!p.as_ref().is_some_and(|p| p.matches("db-01")));
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_check_fills_in_each_vms_name_id_and_address() {
+        let check = GateCheck::Http {
+            url: "http://{vm.ip}:8080/health?vm={vm.name}&id={vm.id}".into(),
+            status: 200,
+        };
+        assert!(check.per_vm());
+        let vm = GateVm {
+            id: 7,
+            name: "web-07",
+            ip: Some("10.0.0.7"),
+        };
+        assert_eq!(
+            check.for_vm(vm).unwrap().to_string(),
+            "http http://10.0.0.7:8080/health?vm=web-07&id=7 → 200"
+        );
+        let v6 = GateVm {
+            ip: Some("fd00::7"),
+            ..vm
+        };
+        let tcp = GateCheck::Tcp {
+            address: "{vm.ip}:22".into(),
+        };
+        assert_eq!(tcp.for_vm(v6).unwrap().to_string(), "tcp [fd00::7]:22");
+        let none = GateVm { ip: None, ..vm };
+        assert!(tcp.for_vm(none).unwrap_err().contains("no IP address"));
+        let fixed = GateCheck::Tcp {
+            address: "db:5432".into(),
+        };
+        assert!(!fixed.per_vm());
+    }
+
+    #[test]
+    fn only_the_known_placeholders_are_accepted() {
+        assert_eq!(unknown_placeholder("{vm.ip}:{vm.port}"), Some("{vm.port}"));
+        assert_eq!(unknown_placeholder("{vm.name}.internal:{vm.id}"), None);
+        assert_eq!(unknown_placeholder("echo {} {vm.nam"), Some("{vm.nam"));
     }
 }

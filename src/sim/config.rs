@@ -218,6 +218,9 @@ pub struct SimVmSpec {
     pub forbidden: bool,
     /// Azure only (ignored elsewhere): the VM starts deallocated.
     pub deallocated: bool,
+    /// Its NICs' IP addresses (`nic0` first). `None`: one private address derived from
+    /// its id ([`SimVmSpec::default_ip`]); empty: no NIC.
+    pub ips: Option<Vec<String>>,
 }
 
 impl SimVmSpec {
@@ -235,7 +238,24 @@ impl SimVmSpec {
             fail_actions: Vec::new(),
             forbidden: false,
             deallocated: false,
+            ips: None,
         }
+    }
+
+    /// The private address a VM gets when the inventory names none: `10.x.y.z` from its id,
+    /// distinct for the first 16 million ids, never a `.0` or `.255`.
+    pub fn default_ip(id: u64) -> String {
+        let n = id.saturating_sub(1);
+        let host = n % 254 + 1;
+        let net = n / 254;
+        format!("10.{}.{}.{host}", (net / 256) % 256, net % 256)
+    }
+
+    /// The addresses it is served with.
+    pub fn nic_ips(&self) -> Vec<String> {
+        self.ips
+            .clone()
+            .unwrap_or_else(|| vec![SimVmSpec::default_ip(self.id)])
     }
 }
 

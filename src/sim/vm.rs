@@ -39,6 +39,8 @@ pub(crate) struct VmStatic {
     pub(super) protected_cause: Option<String>,
     pub(super) cpu: u32,
     pub(super) ram: u64,
+    /// Its NICs' addresses, `nic0` first.
+    pub(super) ips: Vec<String>,
 }
 
 impl VmStatic {
@@ -105,7 +107,7 @@ impl VmSnapshot {
         let href = i.href(base);
         let vdc_href = format!("{base}/cloud/virtualdatacenters/{}", i.vdc_id);
         let acc = media::unversioned(media::ACCEPTED_REQUEST);
-        let links = vec![
+        let mut links = vec![
             Link::new("edit", href.clone()).typed(&media::unversioned(media::VIRTUAL_MACHINE)),
             Link::new("enterprise", format!("{base}/admin/enterprises/1"))
                 .typed(&media::unversioned("enterprise"))
@@ -117,7 +119,7 @@ impl VmSnapshot {
             )
             .typed(&media::unversioned("virtualappliance"))
             .titled(i.vapp_name.clone()),
-            Link::new("virtualdatacenter", vdc_href)
+            Link::new("virtualdatacenter", vdc_href.clone())
                 .typed(&media::unversioned("virtualdatacenter"))
                 .titled(i.vdc_name.clone()),
             Link::new("state", format!("{href}/state"))
@@ -134,6 +136,20 @@ impl VmSnapshot {
             .typed(&media::unversioned("hypervisortype"))
             .titled(i.hypervisor.clone()),
         ];
+        // As the API links each NIC: `nicN` to its IP, titled with the address.
+        for (n, ip) in i.ips.iter().enumerate() {
+            links.push(
+                Link::new(
+                    &format!("nic{n}"),
+                    format!(
+                        "{vdc_href}/privatenetworks/1/ips/{}",
+                        i.id.saturating_mul(16).saturating_add(n as u64)
+                    ),
+                )
+                .typed(&media::unversioned("privateip"))
+                .titled(ip.clone()),
+            );
+        }
         VmDto {
             vm: VirtualMachine {
                 id: i.id,

@@ -6,6 +6,7 @@ mod architecture;
 mod docs;
 mod faults;
 mod hardening;
+mod health;
 mod journal;
 mod output;
 mod perf;

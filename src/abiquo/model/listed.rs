@@ -29,6 +29,8 @@ pub struct ListedVm {
     pub vapp: Place,
     /// From the `hypervisortype` link (title, or last path segment).
     pub hypervisor: Option<Arc<str>>,
+    /// Its NICs' IP addresses, `nic0` first.
+    pub ips: Box<[Box<str>]>,
     /// The `hypervisortype` link's href, for the document acting is given.
     hypervisor_href: Option<Arc<str>>,
     /// The action links' hrefs, one after the other: what each adds to the `edit` link, or
@@ -114,6 +116,7 @@ impl ListedVm {
             vdc: place("virtualdatacenter", names),
             vapp: place("virtualappliance", names),
             hypervisor: vm.hypervisor().map(|h| names.get(h)),
+            ips: vm.nic_ips().into_iter().map(Box::from).collect(),
             hypervisor_href: vm.link("hypervisortype").map(|l| names.get(&l.href)),
             hrefs: hrefs.into(),
             links: links.into(),
@@ -174,6 +177,25 @@ impl ListedVm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_vm_keeps_its_nic_addresses_in_nic_order_whatever_the_link_order() {
+        let mut doc = vm(3);
+        let nic = |n: u32, ip: &str| {
+            Link::new(&format!("nic{n}"), format!("http://127.0.0.1/api/ips/{n}"))
+                .typed("application/vnd.abiquo.privateip+json")
+                .titled(ip)
+        };
+        // As a captured 3.x answer has them: nic1 before nic0.
+        doc.links.push(nic(1, "192.168.18.2"));
+        doc.links.push(nic(0, "192.168.0.2"));
+        doc.links
+            .push(Link::new("nics", "http://127.0.0.1/api/nics"));
+        let listed = ListedVm::of(&doc, &mut Names::default());
+        let ips: Vec<&str> = listed.ips.iter().map(|ip| ip.as_ref()).collect();
+        assert_eq!(ips, ["192.168.0.2", "192.168.18.2"]);
+        assert!(ListedVm::of(&vm(4), &mut Names::default()).ips.is_empty());
+    }
 
     fn vm(id: u64) -> VirtualMachine {
         let href = format!(

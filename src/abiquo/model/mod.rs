@@ -272,6 +272,27 @@ impl VmSeen {
 }
 
 impl VirtualMachine {
+    /// The IP addresses of its NICs, `nic0` first: each NIC is a link `nicN` whose title is
+    /// its address (a convention clients rely on; the `nics` collection has it as `ip`).
+    pub fn nic_ips(&self) -> Vec<&str> {
+        let mut nics: Vec<(u32, &str)> = self
+            .links
+            .iter()
+            .filter_map(|l| {
+                let n = l.rel.strip_prefix("nic")?.parse::<u32>().ok()?;
+                let ip = l
+                    .title
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())?;
+                Some((n, ip))
+            })
+            .collect();
+        // The API does not list them in order.
+        nics.sort_unstable();
+        nics.into_iter().map(|(_, ip)| ip).collect()
+    }
+
     pub fn link(&self, rel: &str) -> Option<&Link> {
         find_link(&self.links, rel)
     }

@@ -170,6 +170,7 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
             vdc: None,
             vapp: None,
             hypervisor: None,
+            ip: None,
         },
         action: Action::Off,
         state_before: None,

@@ -19,6 +19,7 @@ fn vm(i: usize) -> VmRef {
         vdc: Some("dc-1".into()),
         vapp: Some("web".into()),
         hypervisor: Some("KVM".into()),
+        ip: None,
     }
 }
 

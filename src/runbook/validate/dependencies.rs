@@ -30,6 +30,23 @@ impl Validator<'_> {
         for (step, after) in steps.iter_mut().zip(&edges) {
             step.after = after.iter().map(|e| e.to).collect();
         }
+        for (step, raw) in steps.iter().zip(raw) {
+            if let (Some(gate), Some(raw_gate)) = (&step.gate, &raw.get_ref().gate)
+                && gate.check.per_vm()
+                && step.after.is_empty()
+            {
+                self.err(
+                    "runbook::invalid-gate",
+                    raw_gate.span(),
+                    format!(
+                        "step '{}' waits for no step, so its gate has no VMs for `{{vm.…}}`",
+                        step.name
+                    ),
+                )
+                .label("checked for the VMs of the steps this one waits for")
+                .help("name the steps in `after`, or use `waves.gate` to check each wave's VMs");
+            }
+        }
         let graph = Graph::new(&edges);
         let cycles = graph.cycles();
         for cycle in &cycles {

@@ -4,7 +4,7 @@ use super::Validator;
 use crate::runbook::diagnostic::Diagnostic;
 use crate::runbook::model::{
     Action, Amount, Fallback, GATE_INTERVAL, GATE_TIMEOUT, Gate, GateCheck, OnFailure, Order,
-    Runbook, Step, Waves,
+    Runbook, Step, VM_PLACEHOLDERS, Waves, unknown_placeholder,
 };
 use crate::runbook::raw::{RawAmount, RawDefaults, RawFallback, RawGate, RawStep, Sp};
 use std::num::NonZeroUsize;
@@ -233,8 +233,48 @@ impl Validator<'_> {
 
 impl Validator<'_> {
     /// A gate: exactly one check (the reader reports otherwise), each value in range.
+    /// Every `{vm.…}` of a gate is known, and none is in an `approve` message (one
+    /// question per VM is not a gate). False after reporting.
+    fn placeholders(&mut self, g: &RawGate) -> bool {
+        let mut texts: Vec<&Sp<String>> = Vec::new();
+        texts.extend(g.tcp.as_ref());
+        texts.extend(g.http.as_ref().and_then(|h| h.get_ref().url.as_ref()));
+        if let Some(c) = &g.command {
+            texts.extend(c.get_ref().iter());
+        }
+        let mut ok = true;
+        for text in texts {
+            if let Some(bad) = unknown_placeholder(text.get_ref()) {
+                self.err(
+                    "runbook::unknown-placeholder",
+                    text.span(),
+                    format!("unknown placeholder `{bad}`"),
+                )
+                .label(format!("expected one of {}", VM_PLACEHOLDERS.join(", ")))
+                .help("`{vm.ip}` is the VM's first NIC address, as the API shows it");
+                ok = false;
+            }
+        }
+        if let Some(message) = &g.approve
+            && message.get_ref().contains("{vm.")
+        {
+            self.err(
+                "runbook::invalid-gate",
+                message.span(),
+                "an `approve` gate is asked once, so it cannot name `{vm.…}`",
+            )
+            .label("ask once for the whole wave or step")
+            .help("check each VM with a tcp, http or command gate, then approve once");
+            ok = false;
+        }
+        ok
+    }
+
     fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
         let g = raw.get_ref();
+        if !self.placeholders(g) {
+            return None;
+        }
         let timeout = match &g.timeout {
             Some(t) => self.duration("timeout", t)?,
             None => GATE_TIMEOUT,
@@ -347,5 +387,43 @@ mod tests {
         assert_eq!(b.max_failures, Some(Amount::Percent(100)));
         assert_eq!(b.order, crate::runbook::model::Order::Parallel);
         assert!(!b.allow_protected);
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::super::test_support::*;
+    use crate::runbook::parse;
+
+    const DOWN: &str = "[[step]]\nname = \"db\"\n";
+    const UP: &str = "[[step]]\nname = \"app\"\nafter = [\"db\"]\n";
+
+    #[test]
+    fn a_gate_may_name_each_vms_address_and_name() {
+        let rb = runbook(&format!(
+            "{DOWN}{STEP}{UP}{STEP}gate = {{ tcp = \"{{vm.ip}}:5432\" }}\n\
+             waves = {{ size = 1, gate = {{ command = [\"check\", \"{{vm.name}}\"] }} }}\n"
+        ));
+        assert!(rb.steps[1].gate.as_ref().unwrap().check.per_vm());
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_an_error_at_its_value() {
+        let src = format!(
+            "name = \"t\"\n{DOWN}{STEP}{UP}{STEP}gate = {{ tcp = \"{{vm.addr}}:5432\" }}\n"
+        );
+        let err = parse("t.toml", &src).err().unwrap();
+        let d = &err.diagnostics[0];
+        assert_eq!(d.code, "runbook::unknown-placeholder");
+        assert!(d.message.contains("{vm.addr}"), "{}", d.message);
+        assert_eq!(&src[d.span.clone().unwrap()], "\"{vm.addr}:5432\"");
+    }
+
+    #[test]
+    fn a_per_vm_gate_needs_vms_to_check_and_an_approval_is_asked_once() {
+        let first = format!("[[step]]\nname = \"a\"\n{STEP}gate = {{ tcp = \"{{vm.ip}}:22\" }}\n");
+        assert_eq!(codes(&first), ["runbook::invalid-gate"]);
+        let approve = format!("{DOWN}{STEP}{UP}{STEP}gate = {{ approve = \"{{vm.name}} ok?\" }}\n");
+        assert_eq!(codes(&approve), ["runbook::invalid-gate"]);
     }
 }

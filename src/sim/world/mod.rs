@@ -170,6 +170,7 @@ impl World {
                             protected_cause: vm.protected_cause.clone(),
                             cpu: 2,
                             ram: 4096,
+                            ips: vm.nic_ips(),
                         }),
                         vdc: vdc_idx,
                         vapp: vapp_idx,
