@@ -50,15 +50,38 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{column}: {message}")]
+    /// Every problem found in an inventory file, in the order of the text (at least one).
+    #[error("{}", inventory_errors(file, errors))]
     Inventory {
         file: String,
-        line: usize,
-        column: usize,
-        message: String,
+        errors: Vec<InventoryError>,
     },
     #[error("invalid simulator configuration: {0}")]
     Config(String),
+}
+
+/// One problem in an inventory file, where it is written (1-based; columns count
+/// characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// `file:line:col: message` per error, one a line; several are announced by a count first.
+fn inventory_errors(file: &str, errors: &[InventoryError]) -> String {
+    let lines = errors
+        .iter()
+        .map(|e| format!("{file}:{}:{}: {}", e.line, e.column, e.message));
+    match errors.len() {
+        0 => format!("{file}: invalid inventory"),
+        1 => lines.collect(),
+        n => std::iter::once(format!("{file}: {n} errors in the inventory"))
+            .chain(lines)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
 }
 
 /// A running simulator. Stops on [`SimHandle::shutdown`] or when dropped.

@@ -118,3 +118,95 @@ fn generated_inventory_has_deterministic_names_and_spread() {
     assert_eq!(small.vms().count(), 3);
     assert_eq!(small.vdcs.len(), 1);
 }
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_line_and_column() {
+    let text = r#"[settings]
+task_duration = 1500
+speed = 0
+locked_code = "VM-3"
+[settings.durations]
+shutdwn = "2s"
+
+[[vdc]]
+name = "a"
+hypervisr = "KVM"
+  [[vdc.vapp]]
+  name = "x"
+    [[vdc.vapp.vm]]
+    name = "v"
+    stat = "ON"
+    [[vdc.vapp.vm]]
+    name = "v"
+    state = "on"
+    id = 0
+    guest_tools = "false"
+    deallocated = true
+    [[vdc.vapp.vm]]
+    label = "no name"
+    fail_rate = 2
+    fail_actions = ["pasue"]
+"#;
+    let e = SimConfig::from_inventory_str("inv.toml", text).unwrap_err();
+    let SimError::Inventory { file, errors } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(file, "inv.toml");
+    let got: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+        .collect();
+    let want = [
+        "2:17: wrong type for `task_duration`: expected a duration string, found an integer; durations are strings with a unit, e.g. \"1500ms\"",
+        "3:9: speed must be a number > 0",
+        "4:15: unknown locked_code `VM-3`; did you mean `VM-2`?",
+        "6:1: unknown action `shutdwn` in durations; did you mean `shutdown`?",
+        "10:1: unknown key `hypervisr` in a [[vdc]]; did you mean `hypervisor`?",
+        "15:5: unknown key `stat` in a [[vdc.vapp.vm]]; did you mean `state`?",
+        "17:12: duplicate VM name `v` (also at line 14)",
+        "18:13: unknown VM state `on`; did you mean `ON`?",
+        "19:10: VM id must be 1 or more",
+        "20:19: wrong type for `guest_tools`: expected a boolean, found a string; write false without quotes",
+        "21:19: `deallocated` only applies to VMs in an AZURE VDC",
+        "22:5: this VM has no `name`; add e.g. name = \"...\"",
+        "24:17: fail_rate must be within 0.0..=1.0",
+        "25:21: unknown action `pasue` in fail_actions; did you mean `pause`?",
+    ];
+    assert_eq!(got, want, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("inv.toml: 14 errors in the inventory\ninv.toml:2:17: "),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 15);
+}
+
+#[test]
+fn reader_builds_what_serde_builds_from_the_lab() {
+    let by_serde: raw::RawInventory = toml::from_str(LAB_TOML).unwrap();
+    let by_reader = read::read(LAB_TOML);
+    assert!(by_reader.problems.is_empty(), "{:?}", by_reader.problems);
+    assert_eq!(by_reader.raw, by_serde);
+    assert_eq!(by_reader.raw.vdcs.len(), 3);
+}
+
+#[test]
+fn syntax_errors_alone_are_reported_and_a_single_table_is_not_an_array() {
+    let e = SimConfig::from_inventory_str("s.toml", "[[vdc]]\nname = \"a\nflavour = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("s.toml:2:") && e.contains("TOML syntax error"),
+        "{e}"
+    );
+    assert!(!e.contains("flavour"), "{e}");
+
+    let e = SimConfig::from_inventory_str("t.toml", "[vdc]\nname = \"a\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.toml:1:1: wrong type for `vdc`: expected an array of tables")
+            && e.contains("[[vdc]]"),
+        "{e}"
+    );
+}
