@@ -61,9 +61,10 @@ pub enum Command {
     /// Check runbooks offline: syntax, keys, values, step graph, conflicts.
     #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
-    /// Print the JSON Schema (draft-07) of the runbook format.
+    /// Print the JSON Schema (draft-07) of the runbook format (or, with --inventory, of the
+    /// simulator's inventory format).
     #[command(after_help = PRINT_HELP)]
-    Schema,
+    Schema(SchemaArgs),
     /// Run a runbook: power actions on the selected VMs, then a results table.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
@@ -127,6 +128,14 @@ pub struct ValidateArgs {
     /// Diagnostics as text (default) or JSON for editors and CI.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of simulator inventories (`powerbook sim --inventory FILE`) instead of
+    /// runbooks.
+    #[arg(long)]
+    pub inventory: bool,
 }
 
 /// Connection to the Abiquo API. Credentials come from the environment only.

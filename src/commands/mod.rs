@@ -32,7 +32,7 @@ pub fn main(cli: Cli) -> Outcome {
     });
     match cli.command {
         Command::Validate(args) => validate::validate(&args),
-        Command::Schema => schema::schema(),
+        Command::Schema(args) => schema::schema(&args),
         Command::Run(args) => block_on(run::run(args)),
         Command::Plan(args) => block_on(plan::plan(plan::PlanOptions::from_args(args))),
         Command::Sim(args) => block_on(sim::serve(args)),

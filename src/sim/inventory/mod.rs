@@ -8,6 +8,12 @@
 mod raw;
 mod read;
 
+/// JSON Schema (draft-07) of the inventory format, generated from the raw structs.
+/// Committed as `runbooks/inventory.schema.json`; a test fails when that file is stale.
+pub fn schema_json() -> String {
+    crate::runbook::schema::toml_schema_json::<raw::RawInventory>()
+}
+
 use super::config::{LockedCode, SimAction, SimConfig, SimVapp, SimVdc, SimVmSpec};
 use super::{InventoryError, SimError};
 use crate::abiquo::model::VmState;

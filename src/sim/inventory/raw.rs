@@ -48,8 +48,9 @@ pub(super) struct RawSettings {
     /// Seed of every random choice (durations, failures, faults).
     #[schemars(with = "Option<u64>")]
     pub seed: Option<Sp<u64>>,
-    /// Tasks take `duration / speed` (default 1).
-    #[schemars(with = "Option<f64>", range(min = 0.0))]
+    /// Tasks take `duration / speed` (default 1; more than 0).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::speed")]
     pub speed: Option<Sp<f64>>,
     /// Media-type versions accepted; the last one is used when a request names none.
     #[schemars(with = "Option<Vec<String>>", length(min = 1))]
@@ -217,6 +218,14 @@ mod schema {
             "type": "string",
             "description": "A duration such as \"1500ms\", \"2s\", \"1m 30s\".",
             "pattern": r"^\s*([0-9]+\s*[a-zA-Zµ]+\s*)+$"
+        })
+    }
+
+    pub fn speed(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "number",
+            "description": "Tasks take `duration / speed` (default 1).",
+            "exclusiveMinimum": 0
         })
     }
 

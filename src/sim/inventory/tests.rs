@@ -210,3 +210,61 @@ fn syntax_errors_alone_are_reported_and_a_single_table_is_not_an_array() {
         "{e}"
     );
 }
+
+#[test]
+fn committed_schema_is_fresh() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/runbooks/inventory.schema.json"
+    );
+    let fresh = schema_json();
+    if std::env::var("POWERBOOK_UPDATE_SCHEMA").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "runbooks/inventory.schema.json is stale: regenerate it with\n  \
+         POWERBOOK_UPDATE_SCHEMA=1 cargo test committed_schema_is_fresh"
+    );
+}
+
+#[test]
+fn known_keys_match_the_schema_properties() {
+    use std::collections::BTreeSet;
+    let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+    let props = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let set = |k: &[&str]| -> BTreeSet<String> { k.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(props(&schema), set(raw::keys::INVENTORY));
+    for (def, known) in [
+        ("Settings", raw::keys::SETTINGS),
+        ("Vdc", raw::keys::VDC),
+        ("Vapp", raw::keys::VAPP),
+        ("Vm", raw::keys::VM),
+    ] {
+        assert_eq!(props(&schema["definitions"][def]), set(known), "{def}");
+    }
+}
+
+#[test]
+fn the_lab_validates_against_the_schema_and_mistakes_do_not() {
+    let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let lab: serde_json::Value = toml::from_str(LAB_TOML).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&lab).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let wrong: serde_json::Value = toml::from_str(
+        "[[vdc]]\nname = \"a\"\n[[vdc.vapp]]\nname = \"x\"\n[[vdc.vapp.vm]]\nname = \"v\"\nstate = \"RUNNING\"\ncolour = 1\n",
+    )
+    .unwrap();
+    assert_eq!(validator.iter_errors(&wrong).count(), 2);
+    let nameless: serde_json::Value = toml::from_str("[[vdc]]\nid = 3\n").unwrap();
+    assert!(!validator.is_valid(&nameless));
+}
