@@ -24,7 +24,7 @@ pub use config::{
     DEFAULT_PASSWORD, DEFAULT_USER, Faults, LockedCode, SimAction, SimConfig, SimUser, SimVapp,
     SimVdc, SimVmSpec,
 };
-pub use inventory::schema_json as inventory_schema_json;
+pub use inventory::{schema_json as inventory_schema_json, vdcs_toml};
 pub use stats::{MutationRecord, SimStats};
 pub use vm::SimVm;
 

@@ -7,6 +7,9 @@
 
 mod raw;
 mod read;
+mod write;
+
+pub use write::vdcs_toml;
 
 /// JSON Schema (draft-07) of the inventory format, generated from the raw structs.
 /// Committed as `runbooks/inventory.schema.json`; a test fails when that file is stale.

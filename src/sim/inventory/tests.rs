@@ -268,3 +268,33 @@ fn the_lab_validates_against_the_schema_and_mistakes_do_not() {
     let nameless: serde_json::Value = toml::from_str("[[vdc]]\nid = 3\n").unwrap();
     assert!(!validator.is_valid(&nameless));
 }
+
+#[test]
+fn written_vdcs_read_back_as_the_same_inventory() {
+    let mut lab = SimConfig::lab();
+    // Every key the writer knows, on one VM.
+    let vm = &mut lab.vdcs[0].vapps[0].vms[0];
+    vm.fail_rate = 0.25;
+    vm.fail_actions = vec![SimAction::Pause, SimAction::Reset];
+    vm.forbidden = true;
+    lab.vdcs[2].vapps[0].vms[1].deallocated = true;
+    lab.vdcs[1].vapps.push(SimVapp {
+        id: 99,
+        name: "empty \"quoted\" vApp".into(),
+        vms: Vec::new(),
+    });
+    let text = vdcs_toml(&lab.vdcs).unwrap();
+    let back = SimConfig::from_inventory_str("written.toml", &text).unwrap();
+    assert_eq!(back.vdcs, lab.vdcs, "{text}");
+    // Writing what was read back gives the same text.
+    assert_eq!(vdcs_toml(&back.vdcs).unwrap(), text);
+    assert!(
+        text.starts_with("[[vdc]]\nname = \"prod\"\nid = 2\nhypervisor = \"KVM\"\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[settings]"));
+    // `deallocated` is written on the Azure VMs only, `guest_tools` only where false.
+    assert_eq!(text.matches("deallocated = ").count(), 4, "{text}");
+    assert_eq!(text.matches("guest_tools = false").count(), 2, "{text}");
+    assert!(!text.contains("guest_tools = true"));
+}
