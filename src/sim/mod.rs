@@ -13,6 +13,7 @@ mod latency;
 mod negotiate;
 mod routes;
 mod shared;
+pub mod snapshot;
 mod stats;
 #[cfg(test)]
 mod testing;
