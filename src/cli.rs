@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
 use crate::exit::{
-    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, VALIDATE_HELP,
+    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, SNAPSHOT_HELP,
+    VALIDATE_HELP,
 };
 
 #[derive(Debug, Parser)]
@@ -74,6 +75,10 @@ pub enum Command {
     /// Serve a local simulator of the Abiquo API (loopback only unless told otherwise).
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
+    /// Read a cloud (GET only) and write its VDCs, vApps and VMs as a simulator inventory,
+    /// to rehearse runbooks against a copy of it (`run --simulate --simulate-inventory`).
+    #[command(after_help = SNAPSHOT_HELP)]
+    Snapshot(SnapshotArgs),
     /// Continue an interrupted run from its journal, without sending any action twice.
     #[command(after_help = RUN_HELP)]
     Resume(ResumeArgs),
@@ -132,8 +137,8 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// The schema of simulator inventories (`powerbook sim --inventory FILE`) instead of
-    /// runbooks.
+    /// The schema of simulator inventories (`powerbook sim --inventory FILE`, `powerbook
+    /// snapshot`) instead of runbooks.
     #[arg(long)]
     pub inventory: bool,
 }
@@ -431,6 +436,19 @@ pub struct PlanArgs {
     /// Directory of run journals: earlier runs of this runbook tell how long tasks take.
     #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
     pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Write the inventory to FILE instead of stdout; an existing FILE is refused unless
+    /// --force.
+    #[arg(long, short = 'o', visible_alias = "out", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite the --output FILE if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }

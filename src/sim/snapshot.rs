@@ -224,11 +224,8 @@ impl Snapshot {
         }
     }
 
-    /// The inventory file: a header comment (where and when it was taken, what it leaves
-    /// out, the notes), then the `[[vdc]]` tables. `source` is the endpoint without
-    /// credentials or query ([`source_of`]), `taken` the UTC time.
-    pub fn render(&self, source: &str, taken: &str) -> Result<String, toml::ser::Error> {
-        let body = vdcs_toml(&self.vdcs)?;
+    /// What it holds: `3 VDCs, 9 vApps, 30 VMs`.
+    pub fn counts(&self) -> String {
         let vapps: usize = self.vdcs.iter().map(|d| d.vapps.len()).sum();
         let vms: usize = self
             .vdcs
@@ -236,10 +233,23 @@ impl Snapshot {
             .flat_map(|d| &d.vapps)
             .map(|a| a.vms.len())
             .sum();
-        let mut out = format!(
-            "# powerbook snapshot: {}\n",
-            counts(self.vdcs.len(), vapps, vms)
-        );
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
+        format!(
+            "{}, {}, {}",
+            n(self.vdcs.len(), "VDC", "VDCs"),
+            n(vapps, "vApp", "vApps"),
+            n(vms, "VM", "VMs")
+        )
+    }
+
+    /// The inventory file: a header comment (where and when it was taken, what it leaves
+    /// out, the notes), then the `[[vdc]]` tables. `source` is the endpoint without
+    /// credentials or query ([`source_of`]), `taken` the UTC time.
+    pub fn render(&self, source: &str, taken: &str) -> Result<String, toml::ser::Error> {
+        let body = vdcs_toml(&self.vdcs)?;
+        let mut out = format!("# powerbook snapshot: {}\n", self.counts());
         out.push_str(&format!("# source: {source}\n"));
         out.push_str(&format!("# taken: {taken}\n"));
         out.push_str(ABOUT);
@@ -250,19 +260,6 @@ impl Snapshot {
         out.push_str(&body);
         Ok(out)
     }
-}
-
-/// `3 VDCs, 9 vApps, 30 VMs`.
-fn counts(vdcs: usize, vapps: usize, vms: usize) -> String {
-    let n = |count: usize, one: &str, many: &str| {
-        format!("{count} {}", if count == 1 { one } else { many })
-    };
-    format!(
-        "{}, {}, {}",
-        n(vdcs, "VDC", "VDCs"),
-        n(vapps, "vApp", "vApps"),
-        n(vms, "VM", "VMs")
-    )
 }
 
 /// A note never breaks out of its comment line, whatever a name holds.
