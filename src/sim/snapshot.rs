@@ -144,6 +144,10 @@ impl Snapshot {
             };
             if let Some(h) = vm.hypervisor.as_deref() {
                 seen_hypervisors.entry(vdc_id).or_default().push(h);
+                // A VDC without hypervisorType takes its first VM's.
+                if vdc.hypervisor.is_empty() {
+                    h.clone_into(&mut vdc.hypervisor);
+                }
             }
             let state = match &vm.state {
                 VmState::Locked => {
@@ -188,17 +192,12 @@ impl Snapshot {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             if vdc.hypervisor.is_empty() {
-                vdc.hypervisor = match seen.first() {
-                    Some(h) => (*h).to_owned(),
-                    None => {
-                        notes.push(format!(
-                            "VDC `{}` (id {id}) has no hypervisorType and no VM that names \
-                             one: written KVM",
-                            vdc.name
-                        ));
-                        "KVM".to_owned()
-                    }
-                };
+                notes.push(format!(
+                    "VDC `{}` (id {id}) has no hypervisorType and no VM that names one: \
+                     written KVM",
+                    vdc.name
+                ));
+                "KVM".clone_into(&mut vdc.hypervisor);
             }
             let mut others: Vec<&str> = seen
                 .iter()

@@ -174,6 +174,7 @@ fn what_the_format_cannot_hold_is_left_out_or_adapted_with_a_note_each() {
             vdc(1, "kvm", Some("KVM"), &[(10, "a")]),
             vdc(2, "unnamed-hypervisor", None, &[(20, "b")]),
             vdc(3, "bare", None, &[]),
+            vdc(4, "cloudy", None, &[(40, "c")]),
         ],
         vms: vec![
             listed(100, "odd", "HIBERNATED", 1, 10, "KVM"),
@@ -181,6 +182,7 @@ fn what_the_format_cannot_hold_is_left_out_or_adapted_with_a_note_each() {
             listed(102, "twin", "ON", 2, 20, "HYPERV_301"),
             listed(103, "stray", "ON", 1, 99, "KVM"),
             listed(104, "hv", "OFF", 2, 20, "HYPERV_301"),
+            listed(105, "spot", "OFF", 4, 40, "AZURE"),
         ],
     };
     let snap = Snapshot::of(&listings);
@@ -194,16 +196,21 @@ fn what_the_format_cannot_hold_is_left_out_or_adapted_with_a_note_each() {
     assert_eq!(vm("odd").unwrap().state, VmState::Unknown);
     assert_eq!(vm("twin").unwrap().id, 101, "the lower id keeps the name");
     assert!(vm("stray").is_none());
-    assert!(
-        snap.vdcs
-            .iter()
-            .flat_map(|d| &d.vapps)
-            .flat_map(|a| &a.vms)
-            .all(|v| !v.deallocated),
-        "deallocated only in AZURE VDCs"
+    let deallocated: Vec<&str> = snap
+        .vdcs
+        .iter()
+        .flat_map(|d| &d.vapps)
+        .flat_map(|a| &a.vms)
+        .filter(|v| v.deallocated)
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        deallocated,
+        ["spot"],
+        "deallocated only in AZURE VDCs, which may be told by their VMs"
     );
     let hypervisors: Vec<&str> = snap.vdcs.iter().map(|d| d.hypervisor.as_str()).collect();
-    assert_eq!(hypervisors, ["KVM", "HYPERV_301", "KVM"]);
+    assert_eq!(hypervisors, ["KVM", "HYPERV_301", "KVM", "AZURE"]);
     let notes = snap.notes.join("\n");
     for needle in [
         "VM `odd` (id 100) was in state `HIBERNATED`, which the simulator does not know: written UNKNOWN",
