@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
 use crate::exit::{
-    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, VALIDATE_HELP,
+    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, SNAPSHOT_HELP,
+    VALIDATE_HELP,
 };
 
 #[derive(Debug, Parser)]
@@ -61,9 +62,10 @@ pub enum Command {
     /// Check runbooks offline: syntax, keys, values, step graph, conflicts.
     #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
-    /// Print the JSON Schema (draft-07) of the runbook format.
+    /// Print the JSON Schema (draft-07) of the runbook format (or, with --inventory, of the
+    /// simulator's inventory format).
     #[command(after_help = PRINT_HELP)]
-    Schema,
+    Schema(SchemaArgs),
     /// Run a runbook: power actions on the selected VMs, then a results table.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
@@ -73,6 +75,10 @@ pub enum Command {
     /// Serve a local simulator of the Abiquo API (loopback only unless told otherwise).
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
+    /// Read a cloud (GET only) and write its VDCs, vApps and VMs as a simulator inventory,
+    /// to rehearse runbooks against a copy of it (`run --simulate --simulate-inventory`).
+    #[command(after_help = SNAPSHOT_HELP)]
+    Snapshot(SnapshotArgs),
     /// Continue an interrupted run from its journal, without sending any action twice.
     #[command(after_help = RUN_HELP)]
     Resume(ResumeArgs),
@@ -127,6 +133,14 @@ pub struct ValidateArgs {
     /// Diagnostics as text (default) or JSON for editors and CI.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of simulator inventories (`powerbook sim --inventory FILE`, `powerbook
+    /// snapshot`) instead of runbooks.
+    #[arg(long)]
+    pub inventory: bool,
 }
 
 /// Connection to the Abiquo API. Credentials come from the environment only.
@@ -427,6 +441,19 @@ pub struct PlanArgs {
     /// Directory of run journals: earlier runs of this runbook tell how long tasks take.
     #[arg(long, value_name = "DIR", env = "POWERBOOK_RUNS_DIR", default_value = crate::journal::DEFAULT_RUNS_DIR)]
     pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Write the inventory to FILE instead of stdout; an existing FILE is refused unless
+    /// --force.
+    #[arg(long, short = 'o', visible_alias = "out", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite the --output FILE if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }

@@ -100,6 +100,18 @@ Exit codes:
   3    the API could not be reached, refused the credentials or could not list the VMs"
 );
 
+/// `--help` of `snapshot`.
+pub const SNAPSHOT_HELP: &str = concat!(
+    environment_help!(),
+    "
+Exit codes:
+  0    the inventory was written
+  1    the inventory could not be written (FILE)
+  2    usage error: no endpoint or credentials, or FILE exists (pass --force)
+  3    the API could not be reached, refused the credentials or could not list the VDCs,
+       vApps or VMs"
+);
+
 /// `--help` of `validate`.
 pub const VALIDATE_HELP: &str = "\
 Exit codes:

@@ -12,6 +12,7 @@ pub mod runs;
 pub mod schema;
 pub mod session;
 pub mod sim;
+pub mod snapshot;
 pub mod validate;
 
 use crate::cli::{Cli, ColorArg, Command};
@@ -32,10 +33,11 @@ pub fn main(cli: Cli) -> Outcome {
     });
     match cli.command {
         Command::Validate(args) => validate::validate(&args),
-        Command::Schema => schema::schema(),
+        Command::Schema(args) => schema::schema(&args),
         Command::Run(args) => block_on(run::run(args)),
         Command::Plan(args) => block_on(plan::plan(plan::PlanOptions::from_args(args))),
         Command::Sim(args) => block_on(sim::serve(args)),
+        Command::Snapshot(args) => block_on(snapshot::snapshot(args)),
         Command::Resume(args) => block_on(resume::resume(args)),
         Command::Restore(args) => restore::restore(&args),
         Command::Runs(args) => runs::runs(&args),

@@ -348,23 +348,44 @@ pub fn client_config(
     runbook: &Runbook,
     simulator: Option<&str>,
 ) -> Result<ClientConfig, String> {
+    let mut config = connection_config(conn, Some(runbook), simulator)?;
+    config.requests_per_second = runbook
+        .limits
+        .requests_per_second
+        .and_then(|n| NonZeroU32::new(u32::try_from(n.get()).unwrap_or(u32::MAX)));
+    Ok(config)
+}
+
+/// Client settings from the flags and the environment alone, for a command that reads a
+/// cloud without a runbook (`snapshot`).
+pub fn cloud_config(conn: &ConnectionArgs) -> Result<ClientConfig, String> {
+    connection_config(conn, None, None)
+}
+
+fn connection_config(
+    conn: &ConnectionArgs,
+    runbook: Option<&Runbook>,
+    simulator: Option<&str>,
+) -> Result<ClientConfig, String> {
+    let api = runbook.map(|r| &r.api);
     let endpoint = match simulator {
         Some(url) => url.to_owned(),
         None => conn
             .endpoint
             .clone()
-            .or_else(|| runbook.api.endpoint.clone())
+            .or_else(|| api.and_then(|a| a.endpoint.clone()))
             .filter(|e| !e.trim().is_empty())
-            .ok_or_else(|| {
-                "no API endpoint: pass --endpoint, set ABIQUO_API_URL, or set `endpoint` in \
-                 the runbook's [api] table"
-                    .to_owned()
+            .ok_or_else(|| match runbook {
+                Some(_) => "no API endpoint: pass --endpoint, set ABIQUO_API_URL, or set \
+                            `endpoint` in the runbook's [api] table"
+                    .to_owned(),
+                None => "no API endpoint: pass --endpoint or set ABIQUO_API_URL".to_owned(),
             })?,
     };
     let version = conn
         .api_version
         .clone()
-        .or_else(|| runbook.api.version.clone())
+        .or_else(|| api.and_then(|a| a.version.clone()))
         .unwrap_or_else(|| media::DEFAULT_VERSION.to_owned());
     let credentials = match Credentials::from_env()? {
         Some(c) => c,
@@ -391,10 +412,6 @@ pub fn client_config(
     config.max_response_bytes = conn.max_response_size;
     config.max_connections = conn.max_connections;
     config.on_retry = Some(retry_printer());
-    config.requests_per_second = runbook
-        .limits
-        .requests_per_second
-        .and_then(|n| NonZeroU32::new(u32::try_from(n.get()).unwrap_or(u32::MAX)));
     Ok(config)
 }
 

@@ -2,14 +2,21 @@
 //! Committed as `runbooks/runbook.schema.json`; a test fails when that file is stale.
 
 use super::raw::RawRunbook;
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
 /// The schema as pretty-printed JSON with a trailing newline.
 pub fn schema_json() -> String {
+    toml_schema_json::<RawRunbook>()
+}
+
+/// The draft-07 schema of a TOML format whose raw structs are `T`, as pretty-printed JSON
+/// with a trailing newline (the simulator's inventory format uses it too).
+pub fn toml_schema_json<T: JsonSchema>() -> String {
     let schema = SchemaSettings::draft07()
         .into_generator()
-        .into_root_schema_for::<RawRunbook>();
+        .into_root_schema_for::<T>();
     let mut value = schema.to_value();
     strip_null(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_owned());

@@ -14,6 +14,7 @@ mod negotiate;
 mod rehearsal;
 mod routes;
 mod shared;
+pub mod snapshot;
 mod stats;
 #[cfg(test)]
 mod testing;
@@ -25,6 +26,7 @@ pub use config::{
     DEFAULT_PASSWORD, DEFAULT_USER, Faults, LockedCode, SimAction, SimConfig, SimUser, SimVapp,
     SimVdc, SimVmSpec,
 };
+pub use inventory::{schema_json as inventory_schema_json, vdcs_toml};
 pub use rehearsal::{SavedWorld, WORLD_FORMAT, WorldEvent, WorldHeader, WorldRecorder, world_path};
 pub use stats::{MutationRecord, SimStats};
 pub use vm::SimVm;
@@ -52,15 +54,38 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{column}: {message}")]
+    /// Every problem found in an inventory file, in the order of the text (at least one).
+    #[error("{}", inventory_errors(file, errors))]
     Inventory {
         file: String,
-        line: usize,
-        column: usize,
-        message: String,
+        errors: Vec<InventoryError>,
     },
     #[error("invalid simulator configuration: {0}")]
     Config(String),
+}
+
+/// One problem in an inventory file, where it is written (1-based; columns count
+/// characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// `file:line:col: message` per error, one a line; several are announced by a count first.
+fn inventory_errors(file: &str, errors: &[InventoryError]) -> String {
+    let lines = errors
+        .iter()
+        .map(|e| format!("{file}:{}:{}: {}", e.line, e.column, e.message));
+    match errors.len() {
+        0 => format!("{file}: invalid inventory"),
+        1 => lines.collect(),
+        n => std::iter::once(format!("{file}: {n} errors in the inventory"))
+            .chain(lines)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
 }
 
 /// A running simulator. Stops on [`SimHandle::shutdown`] or when dropped.

@@ -101,7 +101,15 @@ fn each_help_names_the_environment_and_its_own_exit_codes() {
         "validate --help shows the run's exit codes\n{}",
         validate.stdout
     );
-    for command in ["sim", "schema", "completions", "man", "runs", "restore"] {
+    for command in [
+        "sim",
+        "snapshot",
+        "schema",
+        "completions",
+        "man",
+        "runs",
+        "restore",
+    ] {
         let help = Test::new().args([command, "--help"]).code(0).run();
         assert!(
             help.stdout.contains("Exit codes:"),

@@ -16,5 +16,6 @@ mod restarts;
 mod run;
 mod servers;
 mod sim;
+mod snapshot;
 mod support;
 mod validate;

@@ -1801,3 +1801,51 @@ async fn powerbook_sim_latency_delays_every_api_answer() {
     assert_eq!(login.status(), StatusCode::OK);
     assert!(took >= Duration::from_millis(100), "login in {took:?}");
 }
+
+/// Three mistakes in three places of one inventory.
+const BROKEN_INVENTORY: &str = r#"[[vdc]]
+name = "a"
+hypervisr = "KVM"
+  [[vdc.vapp]]
+  name = "x"
+    [[vdc.vapp.vm]]
+    name = "v"
+    state = "RUNNING"
+    [[vdc.vapp.vm]]
+    name = "v"
+"#;
+
+#[test]
+fn sim_and_rehearsals_report_every_inventory_error_at_once() {
+    let t = crate::support::Test::new()
+        .file("broken.toml", BROKEN_INVENTORY)
+        .runbook(crate::support::ALL_OFF);
+    let lines = [
+        "broken.toml: 3 errors in the inventory",
+        "broken.toml:3:1: unknown key `hypervisr` in a [[vdc]]; did you mean `hypervisor`?",
+        "broken.toml:8:13: unknown VM state `RUNNING`; expected one of",
+        "broken.toml:10:12: duplicate VM name `v` (also at line 7)",
+    ];
+    let mut sim = t
+        .clone()
+        .args(["sim", "--inventory", "broken.toml"])
+        .code(2);
+    let mut run = t
+        .clone()
+        .args(["run", "runbook.toml", "--simulate", "--yes"])
+        .args(["--simulate-inventory", "broken.toml"])
+        .code(2);
+    let mut plan = t
+        .clone()
+        .args(["plan", "runbook.toml", "--simulate"])
+        .args(["--simulate-inventory", "broken.toml"])
+        .code(2);
+    for line in lines {
+        sim = sim.stderr_contains(line);
+        run = run.stderr_contains(line);
+        plan = plan.stderr_contains(line);
+    }
+    sim.run();
+    run.run();
+    plan.run();
+}

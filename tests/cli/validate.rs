@@ -239,6 +239,22 @@ fn schema_command_prints_the_committed_schema() {
 }
 
 #[test]
+fn schema_inventory_prints_the_committed_inventory_schema_and_plain_schema_is_unchanged() {
+    let out = powerbook().args(["schema", "--inventory"]).success().run();
+    let committed = std::fs::read_to_string(root().join("runbooks/inventory.schema.json")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "runbooks/inventory.schema.json is stale"
+    );
+    let schema: serde_json::Value = out.json();
+    assert_eq!(schema["title"], "powerbook simulator inventory");
+    assert_eq!(schema["additionalProperties"], false);
+    let runbook = powerbook().arg("schema").success().run();
+    assert_ne!(runbook.stdout, out.stdout);
+    assert!(runbook.stdout.contains("\"title\": \"powerbook runbook\""));
+}
+
+#[test]
 fn help_and_readme_document_the_exit_codes() {
     // `powerbook --help` has every command's codes; each command's help has its own.
     let mut help = powerbook().args(["--help"]).success();

@@ -3,10 +3,13 @@
 //! pages are read a few at a time from that link's own URL with the offset changed, instead
 //! of one round trip after another; otherwise the `next` links are followed in turn.
 
-use super::Client;
+use super::{Client, link_href};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::{Collection, ListedVm, Names, VirtualMachine, VmSeen};
+use crate::abiquo::model::{
+    Collection, ListedVm, Names, VirtualAppliance, VirtualDatacenter, VirtualMachine, VmSeen,
+    find_link,
+};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -45,12 +48,38 @@ impl Client {
         Ok(seen.into_iter().flatten().collect())
     }
 
+    /// Every VDC the user can see, via `/cloud/virtualdatacenters`.
+    pub async fn list_vdcs(&self) -> Result<Vec<VirtualDatacenter>, ClientError> {
+        let first = self.first_page(&format!("{}/cloud/virtualdatacenters", self.inner.endpoint));
+        self.list_all(&first, media::VIRTUAL_DATACENTERS).await
+    }
+
+    /// The vApps of a VDC (empty ones too), through its `virtualappliances` link.
+    pub async fn list_vapps(
+        &self,
+        vdc: &VirtualDatacenter,
+    ) -> Result<Vec<VirtualAppliance>, ClientError> {
+        let href = link_href(
+            find_link(&vdc.links, "virtualappliances"),
+            "virtualappliances",
+            || format!("VDC {}", vdc.name),
+        )?;
+        self.list_all(&self.first_page(&href), media::VIRTUAL_APPLIANCES)
+            .await
+    }
+
+    /// The first page of a collection at `href`, by name (a stable order).
+    fn first_page(&self, href: &str) -> String {
+        let join = if href.contains('?') { '&' } else { '?' };
+        format!(
+            "{href}{join}startwith=0&limit={}&by=name&asc=true",
+            self.inner.page_size
+        )
+    }
+
     /// The first page of `/cloud/virtualmachines`, in a stable order.
     fn first_vm_page(&self) -> String {
-        format!(
-            "{}/cloud/virtualmachines?startwith=0&limit={}&by=name&asc=true",
-            self.inner.endpoint, self.inner.page_size
-        )
+        self.first_page(&format!("{}/cloud/virtualmachines", self.inner.endpoint))
     }
 
     /// Every element of a collection, from its first page at `first`. When the first page

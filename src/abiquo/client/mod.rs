@@ -1,7 +1,8 @@
 //! HTTP client for the Abiquo API (shared by plan, run and resume).
 //!
 //! It acts through the links the API returns; the only URLs built from the endpoint are the
-//! entry points `/login`, `/version` and `/cloud/virtualmachines`. GETs are retried on
+//! entry points `/login`, `/version`, `/cloud/virtualmachines` and
+//! `/cloud/virtualdatacenters`. GETs are retried on
 //! transient failures. A mutation whose answer was lost is reconciled against the VM's
 //! `tasks` list before anything is sent again, so a power action is never applied twice.
 

@@ -968,3 +968,71 @@ async fn requests_in_flight_never_exceed_max_connections() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 3, "12 reads, 3 at a time");
 }
+
+#[tokio::test]
+async fn vdcs_are_listed_from_the_entry_point_and_vapps_through_each_vdcs_link() {
+    let mock = Mock::start(|s, _| {
+        let base = s.base.clone();
+        let vapps = format!("{base}/cloud/virtualdatacenters/7/virtualappliances?owner=me");
+        if s.uri.contains("/virtualappliances") {
+            let (names, next): (&[&str], _) = if s.uri.contains("startwith=1") {
+                (&["web"], None)
+            } else {
+                (&["empty"], Some(format!("{vapps}&startwith=1&limit=1")))
+            };
+            let items: Vec<serde_json::Value> = names
+                .iter()
+                .map(|n| serde_json::json!({"id": 3, "name": n, "links": []}))
+                .collect();
+            let links: Vec<serde_json::Value> = next
+                .map(|href| serde_json::json!({"rel": "next", "href": href}))
+                .into_iter()
+                .collect();
+            return ok(serde_json::json!({"links": links, "collection": items}).to_string());
+        }
+        ok(
+            serde_json::json!({"totalSize": 1, "links": [], "collection": [
+            {"id": 7, "name": "prod", "hypervisorType": "KVM", "links": [
+                {"rel": "virtualappliances", "href": vapps}]}]})
+            .to_string(),
+        )
+    })
+    .await;
+    let client = mock.client_with(|c| c.page_size = 1);
+    let vdcs = client.list_vdcs().await.unwrap();
+    assert_eq!(vdcs.len(), 1);
+    assert_eq!(vdcs[0].hypervisor_type.as_deref(), Some("KVM"));
+    let vapps = client.list_vapps(&vdcs[0]).await.unwrap();
+    let names: Vec<_> = vapps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["empty", "web"]);
+    let seen = mock.seen();
+    assert!(seen.iter().all(|s| s.method == "GET"));
+    assert!(
+        seen[0]
+            .uri
+            .ends_with("/cloud/virtualdatacenters?startwith=0&limit=1&by=name&asc=true"),
+        "{}",
+        seen[0].uri
+    );
+    assert_eq!(
+        seen[0].header("accept").as_deref(),
+        Some("application/vnd.abiquo.virtualdatacenters+json; version=5.0")
+    );
+    // The link's own query is kept; paging is added after it.
+    assert!(
+        seen[1]
+            .uri
+            .ends_with("/virtualappliances?owner=me&startwith=0&limit=1&by=name&asc=true"),
+        "{}",
+        seen[1].uri
+    );
+    assert_eq!(
+        seen[1].header("accept").as_deref(),
+        Some("application/vnd.abiquo.virtualappliances+json; version=5.0")
+    );
+
+    let mut linkless = vdcs[0].clone();
+    linkless.links.clear();
+    let err = client.list_vapps(&linkless).await.unwrap_err();
+    assert!(err.to_string().contains("virtualappliances"), "{err}");
+}
