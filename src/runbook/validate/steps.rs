@@ -173,6 +173,7 @@ impl Validator<'_> {
             targets,
             exclude,
             after: Vec::new(),
+            after_gates: Vec::new(),
             order: settings.order,
             concurrency: settings.concurrency,
             waves,
@@ -233,7 +234,7 @@ impl Validator<'_> {
 
 impl Validator<'_> {
     /// A gate: exactly one check (the reader reports otherwise), each value in range.
-    fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
+    pub(super) fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
         let g = raw.get_ref();
         let timeout = match &g.timeout {
             Some(t) => self.duration("timeout", t)?,
