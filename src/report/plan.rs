@@ -83,7 +83,7 @@ fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
     }
     out.push('\n');
     let order = execution_order(doc);
-    out.push_str(&graph(doc, &order));
+    out.push_str(&graph(doc, &order, usize::from(opts.width)));
     for (i, &pos) in order.iter().enumerate() {
         if let Some(s) = plan.steps.get(pos) {
             out.push('\n');
@@ -121,8 +121,9 @@ fn execution_order(doc: &PlanDocument) -> Vec<usize> {
     order
 }
 
-/// Steps in execution order with what each waits for and what runs beside it.
-fn graph(doc: &PlanDocument, order: &[usize]) -> String {
+/// Steps in execution order with what each waits for and what runs beside it; a line wider
+/// than `columns` goes on under its own column.
+fn graph(doc: &PlanDocument, order: &[usize], columns: usize) -> String {
     let plan = &doc.plan;
     let name_of = |index: usize| {
         plan.steps
@@ -187,14 +188,17 @@ fn graph(doc: &PlanDocument, order: &[usize]) -> String {
                 when.push_str(&format!(", alongside {}", beside.join(", ")));
             }
         }
-        let _ = writeln!(
-            out,
-            "  {}. {:<width$}  {:<action_width$}  +{:<8} {when}",
+        let head = format!(
+            "  {}. {:<width$}  {:<action_width$}  +{:<8} ",
             n + 1,
             s.name,
             s.action.as_str(),
             duration(start),
         );
+        let indent = head.chars().count();
+        let room = columns.saturating_sub(indent).max(40);
+        let when = wrap(&when, room, 0).replace('\n', &format!("\n{}", " ".repeat(indent)));
+        let _ = writeln!(out, "{head}{when}");
     }
     out
 }
@@ -533,7 +537,7 @@ mod tests {
         let plan = build(&rb, &vms, "http://x/api");
         let est = estimate(&plan, &rb, &EstimateInputs::default());
         let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
-        let text = graph(&doc, &execution_order(&doc));
+        let text = graph(&doc, &execution_order(&doc), 120);
         let line = |name: &str| {
             text.lines()
                 .find(|l| l.contains(&format!(". {name} ")))
@@ -593,6 +597,39 @@ mod tests {
         );
         assert!(
             text.contains("  Gate after 'db': tcp db:5432 (every 10.0s, for at most 10m)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_graph_line_too_wide_goes_on_under_its_own_column() {
+        use crate::runbook::model::{EdgeGate, Gate, GateCheck};
+        let vms = vec![vm(1, "db-01", "db", VmState::Off, "KVM")];
+        let mut app = step("app", Action::On, vec![sel_vm("app-*")]);
+        app.after = vec![0];
+        app.after_gates = vec![EdgeGate {
+            after: 0,
+            gate: Gate {
+                check: GateCheck::Approve {
+                    message: "the databases are up and replicating: ".repeat(3),
+                },
+                timeout_ms: 60_000,
+                interval_ms: 5_000,
+            },
+        }];
+        let rb = runbook(vec![step("db", Action::On, vec![sel_vm("db-*")]), app]);
+        let plan = build(&rb, &vms, "http://x/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
+        let text = graph(&doc, &execution_order(&doc), 80);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
+        let column = lines[2].find("after").unwrap();
+        assert!(lines.len() > 3, "{text}");
+        assert!(
+            lines[3..]
+                .iter()
+                .all(|l| l.find(|c: char| c != ' ') == Some(column)),
             "{text}"
         );
     }
