@@ -25,7 +25,9 @@ pub enum Event {
         vms: usize,
         waves: usize,
     },
-    /// A gate was checked: before the step (`wave` absent) or before wave `wave`.
+    /// A gate was checked: before the step (`wave` absent), before wave `wave`, or on the
+    /// edge from step `after` (checked once that step is done, so it may come before the
+    /// step's `StepStarted`).
     GateChecked(GateResult),
     /// The pause before wave `wave` (from 0) begins.
     WavePaused {
@@ -335,6 +337,10 @@ pub struct GateResult {
     /// Before wave `wave` (from 0); absent: before the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<usize>,
+    /// On the `after` edge from this step (its number): checked once that step was done,
+    /// before `step` started. Absent: the step's own gate, or a wave's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<usize>,
     /// What it checked, e.g. `tcp db-1:5432`.
     pub check: String,
     pub passed: bool,

@@ -3,6 +3,7 @@
 //! interval until it passes or its timeout ends. Nothing here talks to the Abiquo API, and
 //! no credential is ever sent to a gate's address.
 
+use crate::report::style::plural;
 use crate::runbook::model::{Gate, GateCheck, GateVm};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -149,7 +150,7 @@ pub async fn check_each(gate: &Gate, vms: &[GateVm<'_>], stop: &CancellationToke
     let attempts = results.iter().map(|(_, o)| o.attempts).sum();
     let mut failed: Vec<&(&str, GateOutcome)> = results.iter().filter(|(_, o)| !o.passed).collect();
     if failed.is_empty() {
-        let said = format!("{} VMs passed", vms.len());
+        let said = format!("{} passed", plural(vms.len(), "VM", "VMs"));
         return outcome(true, attempts, started, said);
     }
     failed.sort_by_key(|(name, _)| *name);
@@ -162,9 +163,9 @@ pub async fn check_each(gate: &Gate, vms: &[GateVm<'_>], stop: &CancellationToke
         named.push(format!("and {} more", failed.len() - VM_FAILURES_NAMED));
     }
     let why = format!(
-        "{} of {} VMs did not pass: {}",
+        "{} of {} did not pass: {}",
         failed.len(),
-        vms.len(),
+        plural(vms.len(), "VM", "VMs"),
         named.join("; ")
     );
     outcome(false, attempts, started, why)

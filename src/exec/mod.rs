@@ -274,6 +274,14 @@ fn threshold_text(amount: Amount, max: usize, of: usize) -> String {
     }
 }
 
+/// How the gates on a step's `after` edges went.
+struct EdgeGates {
+    /// One did not pass: the step does not start.
+    closed: bool,
+    /// Failures they count for the step.
+    failures: usize,
+}
+
 /// A step's counts so far, and its fresh failures (for its threshold).
 struct StepTally {
     counts: ResultCounts,
@@ -291,17 +299,13 @@ struct Scheduler<'a, A> {
 
 impl<A: CloudApi> Scheduler<'_, A> {
     async fn run_step(&self, step: &PlannedStep) {
-        for &dep in &step.after {
-            if let Some(pos) = self.plan.steps.iter().position(|s| s.index == dep)
-                && let Some(tx) = self.done.get(pos)
-            {
-                let mut rx = tx.subscribe();
-                tracing::trace!(step = step.index, dep, "waiting for a step");
-                // The sender lives as long as the run, so this only ends when the step did.
-                let _ = rx.wait_for(|d| *d).await;
-                tracing::trace!(step = step.index, dep, "dependency done");
-            }
-        }
+        // A resumed step whose VMs are all done needs no gate.
+        let all_replayed = step
+            .waves
+            .iter()
+            .flatten()
+            .all(|&t| self.ctx.is_replayed(step.index, t));
+        let edges = self.dependencies(step, !all_replayed).await;
         self.ctx
             .emit(Event::StepStarted {
                 step: step.index,
@@ -327,30 +331,20 @@ impl<A: CloudApi> Scheduler<'_, A> {
         }
         let mut step_tally = StepTally {
             counts,
-            failures: 0,
+            failures: edges.failures,
         };
-        // The step starts once its gate passes; a resumed step whose VMs are all done
-        // needs no gate.
-        let all_replayed = step
-            .waves
-            .iter()
-            .flatten()
-            .all(|&t| self.ctx.is_replayed(step.index, t));
-        let mut closed = match &step.gate {
-            Some(gate) if !all_replayed => {
-                // A per-VM gate checks the VMs of the steps this one waits for.
-                let scope: Vec<(usize, usize)> = step
-                    .after
-                    .iter()
-                    .filter_map(|&dep| self.plan.steps.iter().find(|s| s.index == dep))
-                    .flat_map(|dep| (0..dep.targets.len()).map(|t| (dep.index, t)))
-                    .collect();
-                !self
-                    .pass_gate(step, None, gate, &scope, &mut step_tally)
-                    .await
-            }
-            _ => false,
-        };
+        // The step starts once the gates on its edges and its own gate pass.
+        let mut closed = edges.closed;
+        if let Some(gate) = &step.gate
+            && !closed
+            && !all_replayed
+        {
+            // A per-VM gate checks the VMs of the steps this one waits for.
+            let scope = self.targets_of(&step.after);
+            closed = !self
+                .pass_gate(step, None, None, gate, &scope, &mut step_tally)
+                .await;
+        }
         for (w, wave) in step.waves.iter().enumerate() {
             let stop = self.ctx.control.stop_token();
             // A wave an earlier run finished needs no pause before it.
@@ -368,7 +362,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 let scope: Vec<(usize, usize)> =
                     step.waves[w - 1].iter().map(|&t| (step.index, t)).collect();
                 closed = !self
-                    .pass_gate(step, Some(w), gate, &scope, &mut step_tally)
+                    .pass_gate(step, Some(w), None, gate, &scope, &mut step_tally)
                     .await;
             }
             if closed {
@@ -440,6 +434,68 @@ impl<A: CloudApi> Scheduler<'_, A> {
         self.mark_done(step);
     }
 
+    /// Waits for every step `step` comes after, each on its own: the gates on an edge are
+    /// checked (in the order written; not at all unless `check`) as soon as its step is
+    /// done, while the others may still run. Once one fails, no further one is begun; the
+    /// wait for every step goes on, so nothing after `step` starts before they are done.
+    async fn dependencies(&self, step: &PlannedStep, check: bool) -> EdgeGates {
+        if !check || step.after_gates.is_empty() {
+            for &dep in &step.after {
+                self.wait_for(step, dep).await;
+            }
+            return EdgeGates {
+                closed: false,
+                failures: 0,
+            };
+        }
+        let closed = AtomicBool::new(false);
+        let closed = &closed;
+        let edges = step.after.iter().map(|&dep| async move {
+            self.wait_for(step, dep).await;
+            let mut tally = StepTally {
+                counts: ResultCounts::default(),
+                failures: 0,
+            };
+            for edge in step.after_gates.iter().filter(|e| e.after == dep) {
+                if closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                if !self
+                    .pass_gate(
+                        step,
+                        None,
+                        Some(dep),
+                        &edge.gate,
+                        &self.targets_of(&[dep]),
+                        &mut tally,
+                    )
+                    .await
+                {
+                    closed.store(true, Ordering::SeqCst);
+                }
+            }
+            tally.failures
+        });
+        let failures = futures::future::join_all(edges).await.into_iter().sum();
+        EdgeGates {
+            closed: closed.load(Ordering::SeqCst),
+            failures,
+        }
+    }
+
+    /// Until step `dep` is done.
+    async fn wait_for(&self, step: &PlannedStep, dep: usize) {
+        if let Some(pos) = self.plan.steps.iter().position(|s| s.index == dep)
+            && let Some(tx) = self.done.get(pos)
+        {
+            let mut rx = tx.subscribe();
+            tracing::trace!(step = step.index, dep, "waiting for a step");
+            // The sender lives as long as the run, so this only ends when the step did.
+            let _ = rx.wait_for(|d| *d).await;
+            tracing::trace!(step = step.index, dep, "dependency done");
+        }
+    }
+
     /// The pause before wave `w`.
     async fn pause_before(&self, step: &PlannedStep, w: usize, stop: &CancellationToken) {
         self.ctx
@@ -455,13 +511,14 @@ impl<A: CloudApi> Scheduler<'_, A> {
         }
     }
 
-    /// Checks a gate of `step` (before it, or before wave `wave`). A failed gate counts as
-    /// a failure of the step; with `on_failure = "abort"` it stops the run. False when it
-    /// did not pass.
+    /// Checks a gate of `step` (before it, before wave `wave`, or on its edge from step
+    /// `after`). A failed gate counts as a failure of the step; with `on_failure = "abort"`
+    /// it stops the run. False when it did not pass.
     async fn pass_gate(
         &self,
         step: &PlannedStep,
         wave: Option<usize>,
+        after: Option<usize>,
         gate: &Gate,
         scope: &[(usize, usize)],
         tally: &mut StepTally,
@@ -484,14 +541,16 @@ impl<A: CloudApi> Scheduler<'_, A> {
         } else {
             gate::check(gate, self.ctx.hooks.approval.as_ref(), stop).await
         };
-        let where_ = match wave {
-            Some(w) => format!("before wave {}", w + 1),
-            None => "before the step".to_owned(),
+        let where_ = match (wave, after) {
+            (Some(w), _) => format!("before wave {}", w + 1),
+            (None, Some(dep)) => format!("after '{}'", self.step_name(dep)),
+            (None, None) => "before the step".to_owned(),
         };
         self.ctx
             .emit(Event::GateChecked(GateResult {
                 step: step.index,
                 wave,
+                after,
                 check: gate.check.to_string(),
                 passed: outcome.passed,
                 attempts: outcome.attempts,
@@ -515,6 +574,15 @@ impl<A: CloudApi> Scheduler<'_, A> {
             tracing::warn!("{reason}; the step's remaining VMs are not started");
         }
         false
+    }
+
+    /// Every (step, target) of the steps `steps`.
+    fn targets_of(&self, steps: &[usize]) -> Vec<(usize, usize)> {
+        steps
+            .iter()
+            .filter_map(|&dep| self.plan.steps.iter().find(|s| s.index == dep))
+            .flat_map(|dep| (0..dep.targets.len()).map(|t| (dep.index, t)))
+            .collect()
     }
 
     /// The VMs of `scope` that ended ok or skipped (a failed one already failed its step),
@@ -542,6 +610,15 @@ impl<A: CloudApi> Scheduler<'_, A> {
             self.check_step_threshold(step, threshold, tally.failures);
         }
         self.record(&mut tally.counts, r, fresh).await;
+    }
+
+    /// The name of step `index` (its number when the plan has no such step).
+    fn step_name(&self, index: usize) -> String {
+        self.plan
+            .steps
+            .iter()
+            .find(|s| s.index == index)
+            .map_or_else(|| format!("#{index}"), |s| s.name.to_string())
     }
 
     fn mark_done(&self, step: &PlannedStep) {

@@ -19,7 +19,9 @@ pub use disposition::Disposition;
 use crate::abiquo::api::CloudApi;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{ListedVm, VmState};
-use crate::runbook::model::{Action, Amount, Fallback, Gate, OnFailure, Order, Runbook, Step};
+use crate::runbook::model::{
+    Action, Amount, EdgeGate, Fallback, Gate, OnFailure, Order, Runbook, Step,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -68,6 +70,10 @@ pub struct PlannedStep {
     pub order: Order,
     /// Steps this one waits for (indices).
     pub after: Vec<usize>,
+    /// Gates on some of those edges: each checked once its step is done, before this one
+    /// starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_gates: Vec<EdgeGate>,
     /// Effective limit of VMs in flight for this step (1 when sequential).
     pub concurrency: usize,
     /// Indices into `targets`, wave by wave. Excluded and protected VMs are in no wave;
@@ -251,7 +257,8 @@ impl Plan {
         self.deadline_ms.map(Duration::from_millis)
     }
 
-    /// Names of the steps with an `approve` gate (before the step or between its waves).
+    /// Names of the steps with an `approve` gate (on an `after` edge, before the step or
+    /// between its waves).
     pub fn steps_with_approvals(&self) -> Vec<&str> {
         self.steps
             .iter()
@@ -259,6 +266,7 @@ impl Plan {
                 [&s.gate, &s.wave_gate]
                     .into_iter()
                     .flatten()
+                    .chain(s.after_gates.iter().map(|e| &e.gate))
                     .any(|g| matches!(g.check, crate::runbook::model::GateCheck::Approve { .. }))
             })
             .map(|s| &*s.name)
@@ -322,6 +330,7 @@ pub fn build(runbook: &Runbook, vms: &[ListedVm], endpoint: &str) -> Plan {
             action: step.action,
             order: step.order,
             after: step.after.clone(),
+            after_gates: step.after_gates.clone(),
             concurrency: match step.order {
                 Order::Sequential => 1,
                 Order::Parallel => step

@@ -15,6 +15,7 @@ pub(crate) fn step(name: &str, action: Action, targets: Vec<Selector>) -> Step {
         targets,
         exclude: Vec::new(),
         after: Vec::new(),
+        after_gates: Vec::new(),
         order: Order::Parallel,
         concurrency: None,
         waves: None,

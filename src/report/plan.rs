@@ -83,7 +83,7 @@ fn render_as(doc: &PlanDocument, opts: RenderOptions, brief: bool) -> String {
     }
     out.push('\n');
     let order = execution_order(doc);
-    out.push_str(&graph(doc, &order));
+    out.push_str(&graph(doc, &order, usize::from(opts.width)));
     for (i, &pos) in order.iter().enumerate() {
         if let Some(s) = plan.steps.get(pos) {
             out.push('\n');
@@ -121,8 +121,9 @@ fn execution_order(doc: &PlanDocument) -> Vec<usize> {
     order
 }
 
-/// Steps in execution order with what each waits for and what runs beside it.
-fn graph(doc: &PlanDocument, order: &[usize]) -> String {
+/// Steps in execution order with what each waits for and what runs beside it; a line wider
+/// than `columns` goes on under its own column.
+fn graph(doc: &PlanDocument, order: &[usize], columns: usize) -> String {
     let plan = &doc.plan;
     let name_of = |index: usize| {
         plan.steps
@@ -149,7 +150,23 @@ fn graph(doc: &PlanDocument, order: &[usize]) -> String {
         let mut when = if s.after.is_empty() {
             "starts at once".to_owned()
         } else {
-            let deps: Vec<String> = s.after.iter().map(|&d| name_of(d)).collect();
+            let deps: Vec<String> = s
+                .after
+                .iter()
+                .map(|&d| {
+                    let gates: Vec<String> = s
+                        .after_gates
+                        .iter()
+                        .filter(|e| e.after == d)
+                        .map(|e| e.gate.check.to_string())
+                        .collect();
+                    match gates.len() {
+                        0 => name_of(d),
+                        1 => format!("{} (gate {})", name_of(d), gates[0]),
+                        _ => format!("{} (gates {})", name_of(d), gates.join(", ")),
+                    }
+                })
+                .collect();
             format!("after {}", deps.join(" and "))
         };
         // Steps whose estimated spans overlap run side by side.
@@ -171,14 +188,17 @@ fn graph(doc: &PlanDocument, order: &[usize]) -> String {
                 when.push_str(&format!(", alongside {}", beside.join(", ")));
             }
         }
-        let _ = writeln!(
-            out,
-            "  {}. {:<width$}  {:<action_width$}  +{:<8} {when}",
+        let head = format!(
+            "  {}. {:<width$}  {:<action_width$}  +{:<8} ",
             n + 1,
             s.name,
             s.action.as_str(),
             duration(start),
         );
+        let indent = head.chars().count();
+        let room = columns.saturating_sub(indent).max(40);
+        let when = wrap(&when, room, 0).replace('\n', &format!("\n{}", " ".repeat(indent)));
+        let _ = writeln!(out, "{head}{when}");
     }
     out
 }
@@ -247,10 +267,23 @@ fn step_section(
     if let Some(t) = doc.step_threshold(&s.name) {
         let _ = writeln!(out, "  Failures: {}", t.text);
     }
-    for (when, gate) in [
-        ("before the step", &s.gate),
-        ("before each wave after the first", &s.wave_gate),
-    ] {
+    let edge_gates = s.after_gates.iter().map(|e| {
+        let after = doc
+            .plan
+            .steps
+            .iter()
+            .find(|d| d.index == e.after)
+            .map_or_else(|| format!("#{}", e.after), |d| format!("'{}'", d.name));
+        (format!("after {after}"), Some(&e.gate))
+    });
+    let own = [
+        ("before the step".to_owned(), s.gate.as_ref()),
+        (
+            "before each wave after the first".to_owned(),
+            s.wave_gate.as_ref(),
+        ),
+    ];
+    for (when, gate) in edge_gates.chain(own) {
         if let Some(g) = gate {
             let _ = writeln!(
                 out,
@@ -504,7 +537,7 @@ mod tests {
         let plan = build(&rb, &vms, "http://x/api");
         let est = estimate(&plan, &rb, &EstimateInputs::default());
         let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
-        let text = graph(&doc, &execution_order(&doc));
+        let text = graph(&doc, &execution_order(&doc), 120);
         let line = |name: &str| {
             text.lines()
                 .find(|l| l.contains(&format!(". {name} ")))
@@ -518,5 +551,86 @@ mod tests {
         let side = line("side");
         let beside = side.split("alongside").nth(1).unwrap_or_default();
         assert!(!beside.contains("'first'"), "{text}");
+    }
+
+    #[test]
+    fn the_plan_shows_each_edge_gate_on_its_edge_in_the_graph_and_the_step() {
+        use crate::runbook::model::{EdgeGate, Gate, GateCheck};
+        let vms = vec![
+            vm(1, "db-01", "db", VmState::Off, "KVM"),
+            vm(2, "app-01", "app", VmState::Off, "KVM"),
+        ];
+        let mut network = step("network", Action::On, vec![sel_vm("net-*")]);
+        network.after = vec![];
+        let mut db = step("db", Action::On, vec![sel_vm("db-*")]);
+        db.after = vec![];
+        let mut app = step("app", Action::On, vec![sel_vm("app-*")]);
+        app.after = vec![0, 1];
+        app.after_gates = vec![EdgeGate {
+            after: 1,
+            gate: Gate {
+                check: GateCheck::Tcp {
+                    address: "db:5432".into(),
+                },
+                timeout_ms: 600_000,
+                interval_ms: 10_000,
+            },
+        }];
+        let rb = runbook(vec![network, db, app]);
+        let plan = build(&rb, &vms, "http://x/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), 2, plan, est);
+        let text = render(
+            &doc,
+            RenderOptions {
+                test_mode: true,
+                ..RenderOptions::default()
+            },
+        );
+        let app_line = text
+            .lines()
+            .find(|l| l.contains(". app "))
+            .unwrap_or_default();
+        assert!(
+            app_line.ends_with("after 'network' and 'db' (gate tcp db:5432)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Gate after 'db': tcp db:5432 (every 10.0s, for at most 10m)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_graph_line_too_wide_goes_on_under_its_own_column() {
+        use crate::runbook::model::{EdgeGate, Gate, GateCheck};
+        let vms = vec![vm(1, "db-01", "db", VmState::Off, "KVM")];
+        let mut app = step("app", Action::On, vec![sel_vm("app-*")]);
+        app.after = vec![0];
+        app.after_gates = vec![EdgeGate {
+            after: 0,
+            gate: Gate {
+                check: GateCheck::Approve {
+                    message: "the databases are up and replicating: ".repeat(3),
+                },
+                timeout_ms: 60_000,
+                interval_ms: 5_000,
+            },
+        }];
+        let rb = runbook(vec![step("db", Action::On, vec![sel_vm("db-*")]), app]);
+        let plan = build(&rb, &vms, "http://x/api");
+        let est = estimate(&plan, &rb, &EstimateInputs::default());
+        let doc = PlanDocument::new(&rb, "rb.toml".into(), 1, plan, est);
+        let text = graph(&doc, &execution_order(&doc), 80);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
+        let column = lines[2].find("after").unwrap();
+        assert!(lines.len() > 3, "{text}");
+        assert!(
+            lines[3..]
+                .iter()
+                .all(|l| l.find(|c: char| c != ' ') == Some(column)),
+            "{text}"
+        );
     }
 }

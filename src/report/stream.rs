@@ -58,7 +58,9 @@ pub enum StreamEvent {
         vms: usize,
         waves: usize,
     },
-    /// A gate was checked: before the step (`wave` absent) or before wave `wave`.
+    /// A gate was checked: before the step (`wave` and `after` absent), before wave `wave`,
+    /// or on the `after` edge from step `after` (checked once that step is done, so it may
+    /// come before this step's `step_started`).
     GateChecked(GateResult),
     /// The pause before wave `wave` (from 0) of a step begins.
     WavePaused {

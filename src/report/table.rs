@@ -128,14 +128,18 @@ pub fn steps_table(steps: &[StepInfo], results: &[VmResult], opts: RenderOptions
 fn gates_lines(report: &RunReport, opts: RenderOptions) -> String {
     let mut out = String::from("Gates:\n");
     for g in &report.gates {
-        let step = report
-            .steps
-            .iter()
-            .find(|s| s.index == g.step)
-            .map_or_else(|| format!("#{}", g.step), |s| format!("'{}'", s.name));
-        let place = match g.wave {
-            Some(w) => format!("before wave {} of {step}", w + 1),
-            None => format!("before {step}"),
+        let name = |index: usize| {
+            report
+                .steps
+                .iter()
+                .find(|s| s.index == index)
+                .map_or_else(|| format!("#{index}"), |s| format!("'{}'", s.name))
+        };
+        let step = name(g.step);
+        let place = match (g.wave, g.after) {
+            (Some(w), _) => format!("before wave {} of {step}", w + 1),
+            (None, Some(dep)) => format!("after {}, before {step}", name(dep)),
+            (None, None) => format!("before {step}"),
         };
         let verdict = if g.passed {
             paint("passed", Tone::Good, opts)

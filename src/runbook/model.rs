@@ -401,6 +401,15 @@ pub struct Gate {
     pub interval_ms: u64,
 }
 
+/// A gate on an `after` edge: checked once step `after` is done (whatever the other steps
+/// the step waits for are doing), before the step starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EdgeGate {
+    /// The step (index) whose end starts the checking.
+    pub after: usize,
+    pub gate: Gate,
+}
+
 /// How long a gate is checked when the runbook does not say.
 pub const GATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time between two checks of a gate when the runbook does not say.
@@ -446,6 +455,8 @@ pub struct Step {
     pub exclude: Vec<Selector>,
     /// Indices into `Runbook::steps` this step waits for. Empty = starts at once.
     pub after: Vec<usize>,
+    /// Gates on some of those edges, in the order written (each on a step in `after`).
+    pub after_gates: Vec<EdgeGate>,
     pub order: Order,
     /// Per-step limit on VMs in flight (the run-wide limit still applies).
     pub concurrency: Option<NonZeroUsize>,

@@ -58,6 +58,8 @@ const TOKENS: &[&str] = &[
     "after = [\"web down\"]\n",
     "after = [\"batch pause\"]\n",
     "after = []\n",
+    "after = [{ step = \"web down\", gate = { tcp = \"db:5432\" } }]\n",
+    "{ step = ",
     "action = \"deallocate\"\n",
     "action = \"off\"\n",
     "targets = []\n",

@@ -138,9 +138,11 @@ pub struct RawStep {
     /// VMs matching any of these selectors are left out.
     #[schemars(with = "Option<Vec<RawSelector>>")]
     pub exclude: Option<Sp<Vec<Sp<RawSelector>>>>,
-    /// Steps this one waits for. Absent: the step above. `[]`: starts at once.
-    #[schemars(with = "Option<Vec<String>>")]
-    pub after: Option<Sp<Vec<Sp<String>>>>,
+    /// Steps this one waits for. Absent: the step above. `[]`: starts at once. An entry is
+    /// a step name, or `{ step = "db up", gate = { ... } }`: that step, with a gate checked
+    /// once it is done.
+    #[schemars(with = "Option<Vec<RawAfter>>")]
+    pub after: Option<Sp<Vec<Sp<RawAfter>>>>,
     /// `parallel` (default) or `sequential`: one VM at a time, in the order the targets list them.
     #[schemars(with = "Option<crate::runbook::model::Order>")]
     pub order: Option<Sp<String>>,
@@ -233,6 +235,58 @@ pub struct RawWaves {
     #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
     pub pause: Option<Sp<String>>,
+}
+
+/// An `after` entry: a step name (`"db up"`), or that step with a gate on the edge
+/// (`{ step = "db up", gate = { tcp = "db-1:5432" } }`).
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "After")]
+pub enum RawAfter {
+    /// The name of a step this one waits for.
+    Step(#[schemars(length(min = 1))] String),
+    /// A step this one waits for, and a gate checked once it is done.
+    // Boxed: most entries are names, and a long chain of steps has one each.
+    Gated(Box<RawAfterStep>),
+}
+
+/// Serde reads a name as [`RawAfter::Step`] and a table as [`RawAfter::Gated`] (an untagged
+/// derive would lose the spans inside the table).
+impl<'de> Deserialize<'de> for RawAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = RawAfter;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a step name or a table { step = \"...\", gate = { ... } }")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<RawAfter, E> {
+                Ok(RawAfter::Step(name.to_owned()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<RawAfter, M::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                RawAfterStep::deserialize(d).map(|g| RawAfter::Gated(Box::new(g)))
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+/// `{ step = "db up", gate = { tcp = "db-1:5432", timeout = "10m" } }` in `after`: the step
+/// waits for `db up`, and once `db up` is done checks the gate (while the other steps it
+/// waits for may still run); it starts when every step it waits for is done and every gate
+/// passed.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "AfterStep")]
+pub struct RawAfterStep {
+    /// The name of a step this one waits for.
+    #[schemars(required, with = "String", length(min = 1))]
+    pub step: Option<Sp<String>>,
+    /// Checked once that step is done, before this one starts.
+    #[serde(default)]
+    #[schemars(with = "Option<RawGate>")]
+    pub gate: Option<Sp<RawGate>>,
 }
 
 /// `gate = { tcp = "db-1:5432", timeout = "5m", interval = "5s" }`: exactly one check.
@@ -346,6 +400,7 @@ pub mod keys {
         "expected_duration",
     ];
     pub const SELECTOR: &[&str] = &["vdc", "vapp", "vm", "label", "state", "hypervisor", "href"];
+    pub const AFTER_STEP: &[&str] = &["step", "gate"];
     pub const WAVES: &[&str] = &["size", "sizes", "pause", "gate"];
     pub const GATE: &[&str] = &["tcp", "http", "command", "approve", "timeout", "interval"];
     pub const HTTP_GATE: &[&str] = &["url", "status"];

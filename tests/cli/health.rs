@@ -112,3 +112,41 @@ fn a_vm_without_an_address_fails_the_per_vm_gate_by_name() {
     );
     drop(listener);
 }
+
+#[test]
+fn a_gate_on_an_after_edge_checks_the_vms_of_that_step() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = on_loopback()
+        // The second VM has no NIC: a check of it would fail, and it is not db's.
+        .configure(|c| c.vdcs[0].vapps[0].vms[1].ips = Some(Vec::new()))
+        .runbook(&format!(
+            r#"
+name = "db then app"
+[[step]]
+name = "db off"
+action = "off"
+targets = [{{ vm = "vm-00001" }}]
+[[step]]
+name = "app off"
+action = "off"
+after = [{{ step = "db off", gate = {{ tcp = "{{vm.ip}}:{port}", timeout = "5s" }} }}]
+targets = [{{ vm = "vm-0000[2-4]" }}]
+"#
+        ));
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--output", "json"])
+        .args(FAST_POLLING)
+        .code(0)
+        .run();
+    let report: serde_json::Value = out.json();
+    assert_eq!(
+        report["gates"][0]["detail"],
+        "1 VM passed",
+        "{}",
+        out.context()
+    );
+    assert_eq!(t.actions().len(), 4);
+    drop(listener);
+}

@@ -323,6 +323,153 @@ fn a_gate_that_times_out_fails_its_step_and_stops_the_run() {
         .run();
 }
 
+/// "Power on db; wait for its port; then app", as one runbook: the gate is on app's edge
+/// from db. The VMs start OFF.
+fn db_then_app(port: u16, timeout: &str) -> Test {
+    use powerbook::abiquo::model::VmState;
+    Test::new()
+        .generated(4, 50)
+        .configure(|c| {
+            for vm in c.vdcs.iter_mut().flat_map(|d| &mut d.vapps).flat_map(|a| &mut a.vms) {
+                vm.state = VmState::Off;
+            }
+        })
+        .runbook(&format!(
+            r#"
+name = "db then app"
+[[step]]
+name = "db on"
+action = "on"
+targets = [{{ vm = "vm-00001" }}]
+[[step]]
+name = "app on"
+action = "on"
+after = [{{ step = "db on", gate = {{ tcp = "127.0.0.1:{port}", timeout = "{timeout}", interval = "200ms" }} }}]
+targets = [{{ vm = "vm-0000[2-4]" }}]
+"#
+        ))
+}
+
+#[test]
+fn power_on_db_wait_for_its_port_then_app_runs_as_one_runbook() {
+    use std::time::Duration;
+    let port = free_port();
+    let t = db_then_app(port, "30s");
+    let run = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes", "--output", "json"])
+        .args(FAST_POLLING)
+        .code(0)
+        .spawn();
+    // The port opens 3 s after db's task is done.
+    let db_done = || {
+        timeline(&t)
+            .iter()
+            .find(|m| m.vm_id == 1)
+            .and_then(|m| m.finished_ms)
+    };
+    crate::support::wait_until("db is on", Duration::from_secs(20), || db_done().is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let opener = std::thread::spawn(move || {
+        // Accept the gate's connections until the test ends.
+        for c in listener.incoming().take(5) {
+            drop(c);
+        }
+    });
+    let out = run.wait();
+    let report: serde_json::Value = out.json();
+    let gate = &report["gates"][0];
+    assert_eq!(gate["passed"], true, "{}", out.context());
+    assert_eq!(gate["step"], 1, "{gate}");
+    assert_eq!(gate["after"], 0, "on the edge from db: {gate}");
+    assert_eq!(gate["check"], format!("tcp 127.0.0.1:{port}"));
+    assert!(gate["attempts"].as_u64().unwrap() > 5, "{gate}");
+    let db = db_done().unwrap();
+    let all = timeline(&t);
+    assert_eq!(all.len(), 4, "{all:#?}");
+    let app = all
+        .iter()
+        .filter(|m| m.vm_id != 1)
+        .map(|m| m.accepted_ms)
+        .min()
+        .unwrap();
+    assert!(
+        app >= db + 2_500,
+        "app started {} ms after db was on",
+        app - db
+    );
+    drop(opener);
+}
+
+#[test]
+fn an_edge_gate_that_times_out_fails_the_gated_step_and_stops_the_run() {
+    let port = free_port();
+    let t = db_then_app(port, "1s");
+    t.clone()
+        .args(["plan", "runbook.toml"])
+        .code(0)
+        .stdout_contains(format!("after 'db on' (gate tcp 127.0.0.1:{port})"))
+        .stdout_contains(format!(
+            "Gate after 'db on': tcp 127.0.0.1:{port} (every 200ms, for at most 1.0s)"
+        ))
+        .run();
+    let out = t
+        .clone()
+        .args(["run", "runbook.toml", "--yes"])
+        .args(FAST_POLLING)
+        .code(3)
+        .stdout_contains(format!(
+            "after 'db on', before 'app on': tcp 127.0.0.1:{port} FAILED"
+        ))
+        .stdout_contains("not started: its gate did not pass")
+        .stdout_contains(format!(
+            "Run aborted: step 'app on': gate tcp 127.0.0.1:{port} (after 'db on') failed"
+        ))
+        .run();
+    assert_eq!(
+        t.actions().len(),
+        1,
+        "only db was powered on\n{}",
+        out.context()
+    );
+    let journal = crate::support::only_journal(&t);
+    t.clone()
+        .args(["runs", "show"])
+        .arg(&journal)
+        .code(0)
+        .stdout_contains(format!(
+            "after 'db on', before 'app on': tcp 127.0.0.1:{port} FAILED"
+        ))
+        .run();
+}
+
+#[test]
+fn an_approve_gate_on_an_edge_without_a_terminal_is_refused_before_anything_is_sent() {
+    let t = Test::new().generated(3, 50).runbook(
+        r#"
+name = "approved canary"
+[[step]]
+name = "canary"
+action = "off"
+targets = [{ vm = "vm-00001" }]
+[[step]]
+name = "rest"
+action = "off"
+after = [{ step = "canary", gate = { approve = "the canary is down cleanly: the rest?" } }]
+targets = [{ vm = "vm-0000[2-3]" }]
+"#,
+    );
+    t.clone()
+        .args(["run", "runbook.toml", "--yes"])
+        .args(FAST_POLLING)
+        .code(2)
+        .stderr_contains("step 'rest' has an `approve` gate")
+        .stderr_contains("--approve-gates")
+        .mutations(0)
+        .run();
+}
+
 const CANARY_APPROVED: &str = r#"
 name = "approved canary"
 [[step]]

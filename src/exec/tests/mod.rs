@@ -3,6 +3,7 @@
 //! the hooks or the intent change shape, this file is the one to adapt.
 
 mod fallback;
+mod gates;
 mod interrupt;
 mod listing;
 mod locks;
@@ -28,6 +29,8 @@ pub(super) struct Harness {
     pub options: RunOptions,
     pub control: RunControl,
     pub resume: Option<ResumeState>,
+    /// Who answers `approve` gates (none: they fail).
+    pub approval: Option<crate::exec::gate::Approval>,
 }
 
 /// Parses `toml` (a runbook), plans it over the fake's VMs as they are now, with short
@@ -53,6 +56,7 @@ pub(super) fn harness(fake: FakeCloud, toml: &str) -> Harness {
         },
         control: RunControl::new(),
         resume: None,
+        approval: None,
     }
 }
 
@@ -137,7 +141,7 @@ impl Harness {
         let (tx, mut rx) = mpsc::channel(100_000);
         let hooks = Hooks {
             resume: self.resume.clone(),
-            approval: None,
+            approval: self.approval.clone(),
         };
         let summary = execute_with(
             &self.fake,
@@ -169,6 +173,26 @@ impl Harness {
 
     fn resume_with(&mut self, vm: &str, state: ResumeVm) {
         let key = self.target_of(vm);
+        self.resume_at(key, state);
+    }
+
+    /// An earlier run finished `vm` in the step named `step` with `result`.
+    pub fn resume_done_in(&mut self, step: &str, vm: &str, result: VmResult) {
+        let step = self
+            .plan
+            .steps
+            .iter()
+            .find(|s| *s.name == *step)
+            .unwrap_or_else(|| panic!("no step {step}"));
+        let target = step
+            .targets
+            .iter()
+            .position(|t| *t.vm.name == *vm)
+            .unwrap_or_else(|| panic!("{vm} is not a target of {}", step.name));
+        self.resume_at((step.index, target), ResumeVm::Done(Box::new(result)));
+    }
+
+    fn resume_at(&mut self, key: (usize, usize), state: ResumeVm) {
         self.resume
             .get_or_insert_with(ResumeState::default)
             .vms

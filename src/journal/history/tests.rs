@@ -35,6 +35,7 @@ fn plan(endpoint: &str, actions: &[Action]) -> Plan {
         action,
         order: Order::Parallel,
         after: Vec::new(),
+        after_gates: Vec::new(),
         concurrency: 1,
         waves: Vec::new(),
         wave_pause_ms: 0,

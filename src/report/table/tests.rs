@@ -329,3 +329,40 @@ fn jobs_of_vms_that_recovered_are_counted_in_a_large_run_and_listed_in_a_small_o
     assert!(small.contains("Failed jobs (5):"), "{small}");
     assert!(small.contains("  web-00000: SHUTDOWN job"), "{small}");
 }
+
+#[test]
+fn a_gate_on_an_after_edge_is_told_by_the_edge_it_was_on() {
+    let mut r = report(10, 0);
+    let gate = |wave, after, passed| crate::exec::event::GateResult {
+        step: 1,
+        wave,
+        after,
+        check: "tcp db:5432".into(),
+        passed,
+        attempts: 3,
+        elapsed_ms: 10_000,
+        detail: "db:5432 accepted a connection".into(),
+    };
+    r.gates = vec![
+        gate(None, Some(0), true),
+        gate(None, None, true),
+        gate(Some(1), None, false),
+    ];
+    let text = render(&r, test_opts());
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Gates:")
+        .skip(1)
+        .take(3)
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "  after 'stop web', before 'start web'",
+            "  before 'start web'",
+            "  before wave 2 of 'start web'"
+        ],
+        "{text}"
+    );
+}

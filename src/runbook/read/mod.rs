@@ -221,6 +221,7 @@ mod tests {
             keys::STEP,
             keys::SELECTOR,
             keys::WAVES,
+            keys::AFTER_STEP,
             keys::FALLBACK,
         ];
         for key in known.iter().flat_map(|k| k.iter()) {

@@ -3,8 +3,8 @@
 use super::{Entry, Reader, is_credential};
 use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
 use crate::runbook::raw::{
-    RawApi, RawDefaults, RawFallback, RawGate, RawHttpGate, RawLimits, RawRunbook, RawSelector,
-    RawStep, RawWaves, Sp, keys,
+    RawAfter, RawAfterStep, RawApi, RawDefaults, RawFallback, RawGate, RawHttpGate, RawLimits,
+    RawRunbook, RawSelector, RawStep, RawWaves, Sp, keys,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -164,7 +164,7 @@ impl Reader {
                 "action" => s.action = self.string(k, v),
                 "targets" => s.targets = self.selectors(k, v),
                 "exclude" => s.exclude = self.selectors(k, v),
-                "after" => s.after = self.string_list(k, v),
+                "after" => s.after = self.after(k, v),
                 "order" => s.order = self.string(k, v),
                 "concurrency" => s.concurrency = self.integer(k, v),
                 "waves" => s.waves = self.waves(k, v),
@@ -193,6 +193,81 @@ impl Reader {
             }
         }
         s
+    }
+
+    /// `after`: step names, and tables naming a step with a gate on the edge, mixed.
+    fn after(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Sp<Vec<Sp<RawAfter>>>> {
+        const EXPECTED: &str = "an array of step names";
+        let items = match v.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::String(s) => {
+                let help = format!("write a list: after = [\"{s}\"]");
+                self.wrong_type(k, v, EXPECTED, Some(&help));
+                return None;
+            }
+            DeValue::Table(_) => {
+                self.wrong_type(
+                    k,
+                    v,
+                    EXPECTED,
+                    Some(
+                        "wrap the entry in brackets: after = [{ step = \"...\", gate = { ... } }]",
+                    ),
+                );
+                return None;
+            }
+            _ => {
+                self.wrong_type(k, v, EXPECTED, None);
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(Spanned::new(
+                    item.span(),
+                    RawAfter::Step(s.to_string()),
+                )),
+                DeValue::Table(t) => {
+                    let gated = self.after_step(t, item.span());
+                    out.push(Spanned::new(item.span(), RawAfter::Gated(Box::new(gated))));
+                }
+                other => self.push_wrong_type(
+                    item.span(),
+                    "`after`",
+                    "a step name (string) or a table { step, gate }",
+                    other,
+                    Some("e.g. after = [\"network\", { step = \"db up\", gate = { tcp = \"db-1:5432\" } }]"),
+                ),
+            }
+        }
+        Some(Spanned::new(v.span(), out))
+    }
+
+    /// `{ step = "db up", gate = { ... } }` in `after`.
+    fn after_step(&mut self, table: &DeTable<'_>, span: Range<usize>) -> RawAfterStep {
+        let mut a = RawAfterStep::default();
+        let entries = self.entries(table, keys::AFTER_STEP, "in an `after` entry");
+        for (k, v) in &entries {
+            match k.get_ref().as_ref() {
+                "step" => a.step = self.string(k, v),
+                "gate" => a.gate = self.gate(k, v),
+                _ => {}
+            }
+        }
+        if missing(table, &entries, keys::AFTER_STEP, "step") {
+            self.missing_key(
+                span,
+                "this `after` entry",
+                "step",
+                "name the step to wait for, e.g. { step = \"db up\", gate = { tcp = \"db-1:5432\" } }",
+            );
+        }
+        a
     }
 
     fn waves(
@@ -500,7 +575,7 @@ fn missing(table: &DeTable<'_>, entries: &[Entry<'_, '_>], known: &[&str], key: 
 #[cfg(test)]
 mod tests {
     use super::super::read;
-    use crate::runbook::raw::{RawRunbook, keys};
+    use crate::runbook::raw::{RawAfter, RawRunbook, keys};
     use serde_json::Value;
     use std::collections::BTreeSet;
 
@@ -546,6 +621,7 @@ mod tests {
             ("Step", keys::STEP),
             ("Selector", keys::SELECTOR),
             ("Waves", keys::WAVES),
+            ("AfterStep", keys::AFTER_STEP),
             ("Fallback", keys::FALLBACK),
         ] {
             assert_eq!(props(&schema["definitions"][def]), set(known), "{def}");
@@ -579,5 +655,65 @@ mod tests {
             .map(|d| &src[d.span.clone().unwrap()])
             .collect();
         assert_eq!(unknown, ["nmae", "concurency", "vmm"]);
+    }
+
+    const GATED_AFTER: &str = "name = \"x\"\n\
+        [[step]]\nname = \"network\"\naction = \"on\"\ntargets = [{ vm = \"n\" }]\n\
+        [[step]]\nname = \"db\"\naction = \"on\"\ntargets = [{ vm = \"d\" }]\n\
+        [[step]]\nname = \"app\"\naction = \"on\"\ntargets = [{ vm = \"a\" }]\n\
+        after = [\"network\", { step = \"db\", gate = { tcp = \"db:5432\", timeout = \"10m\" } }]\n";
+
+    #[test]
+    fn an_after_list_mixes_step_names_and_tables_with_a_gate() {
+        let r = read(GATED_AFTER);
+        assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+        let steps = r.raw.steps.as_ref().unwrap();
+        let after = steps[2].get_ref().after.as_ref().unwrap().get_ref();
+        assert_eq!(after.len(), 2);
+        assert_eq!(&GATED_AFTER[after[0].span()], "\"network\"");
+        assert_eq!(after[0].get_ref(), &RawAfter::Step("network".into()));
+        let RawAfter::Gated(gated) = after[1].get_ref() else {
+            panic!("{:?}", after[1]);
+        };
+        let step = gated.step.as_ref().unwrap();
+        assert_eq!(&GATED_AFTER[step.span()], "\"db\"");
+        let gate = gated.gate.as_ref().unwrap().get_ref();
+        assert_eq!(gate.tcp.as_ref().unwrap().get_ref(), "db:5432");
+        assert_eq!(gate.timeout.as_ref().unwrap().get_ref(), "10m");
+        // Serde reads the same tree, spans included.
+        let by_serde: RawRunbook = toml::from_str(GATED_AFTER).unwrap();
+        assert_eq!(by_serde, r.raw);
+    }
+
+    #[test]
+    fn every_error_in_an_after_entry_is_reported_at_its_own_span() {
+        let src = "name = \"x\"\n\
+            [[step]]\nname = \"db\"\naction = \"on\"\ntargets = [{ vm = \"d\" }]\n\
+            [[step]]\nname = \"app\"\naction = \"on\"\ntargets = [{ vm = \"a\" }]\n\
+            after = [{ step = \"db\", gaet = {} }, { gate = { tcp = \"db:5432\" } }, 7, \
+            { step = \"db\", gate = { timeout = \"1m\" } }, { step = \"db\", gate = { tcp = 5432 } }]\n";
+        let r = read(src);
+        let found: Vec<(&str, &str)> = r
+            .diagnostics
+            .iter()
+            .map(|d| (d.code, &src[d.span.clone().unwrap()]))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("runbook::unknown-key", "gaet"),
+                ("runbook::missing-key", "{ gate = { tcp = \"db:5432\" } }"),
+                ("runbook::wrong-type", "7"),
+                ("runbook::invalid-gate", "{ timeout = \"1m\" }"),
+                ("runbook::wrong-type", "5432"),
+            ],
+            "{:#?}",
+            r.diagnostics
+        );
+        assert_eq!(
+            r.diagnostics[0].label.as_deref(),
+            Some("did you mean `gate`?")
+        );
+        assert!(r.diagnostics[1].message.contains("has no `step`"));
     }
 }

@@ -182,20 +182,15 @@ impl Reader {
         k: &Spanned<DeString<'_>>,
         v: &Spanned<DeValue<'_>>,
     ) -> Option<Sp<Vec<Sp<String>>>> {
-        let (what, many) = if k.get_ref().as_ref() == "after" {
-            ("a step name", "step names")
-        } else {
-            ("a string", "strings")
-        };
         let items = match v.get_ref() {
             DeValue::Array(items) => items,
             DeValue::String(s) => {
                 let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
-                self.wrong_type(k, v, &format!("an array of {many}"), Some(&help));
+                self.wrong_type(k, v, "an array of strings", Some(&help));
                 return None;
             }
             _ => {
-                self.wrong_type(k, v, &format!("an array of {many}"), None);
+                self.wrong_type(k, v, "an array of strings", None);
                 return None;
             }
         };
@@ -206,7 +201,7 @@ impl Reader {
                 other => self.push_wrong_type(
                     item.span(),
                     &format!("`{}`", k.get_ref()),
-                    &format!("{what} (string)"),
+                    "a string",
                     other,
                     None,
                 ),

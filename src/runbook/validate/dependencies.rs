@@ -6,8 +6,8 @@ use super::steps::Inherited;
 use crate::runbook::conflicts;
 use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
 use crate::runbook::graph::{self, Graph};
-use crate::runbook::model::Step;
-use crate::runbook::raw::{RawStep, Sp};
+use crate::runbook::model::{EdgeGate, Step};
+use crate::runbook::raw::{RawAfter, RawStep, Sp};
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -26,9 +26,10 @@ impl Validator<'_> {
             .collect();
         let names = self.step_names(raw);
         let mut steps = steps;
-        let edges = self.resolve_after(raw, &names);
-        for (step, after) in steps.iter_mut().zip(&edges) {
+        let (edges, gates) = self.resolve_after(raw, &names);
+        for ((step, after), gates) in steps.iter_mut().zip(&edges).zip(gates) {
             step.after = after.iter().map(|e| e.to).collect();
+            step.after_gates = gates;
         }
         for (step, raw) in steps.iter().zip(raw) {
             if let (Some(gate), Some(raw_gate)) = (&step.gate, &raw.get_ref().gate)
@@ -97,11 +98,13 @@ impl Validator<'_> {
         names
     }
 
+    /// Each step's edges, and the gates on them (every gate is validated, whether its step
+    /// name resolves or not).
     fn resolve_after(
         &mut self,
         raw: &[Sp<RawStep>],
         names: &[Option<String>],
-    ) -> Vec<Vec<graph::Edge>> {
+    ) -> (Vec<Vec<graph::Edge>>, Vec<Vec<EdgeGate>>) {
         // If some step has no usable name, a reference to it would be reported twice.
         let all_named = names.iter().all(Option::is_some);
         let index: HashMap<&str, usize> = names
@@ -111,9 +114,11 @@ impl Validator<'_> {
             .filter_map(|(i, n)| n.as_deref().map(|n| (n, i)))
             .collect();
         let mut edges = Vec::new();
+        let mut all_gates = Vec::new();
         let mut unknown = 0;
         for (i, step) in raw.iter().enumerate() {
             let mut out: Vec<graph::Edge> = Vec::new();
+            let mut gates: Vec<EdgeGate> = Vec::new();
             match &step.get_ref().after {
                 None if i > 0 => out.push(graph::Edge {
                     to: i - 1,
@@ -122,18 +127,35 @@ impl Validator<'_> {
                 None => {}
                 Some(list) => {
                     for entry in list.get_ref() {
-                        let target = entry.get_ref();
+                        // The step's name and where it is written; a table without `step`
+                        // was reported by the reader.
+                        let (target, span, gate) = match entry.get_ref() {
+                            RawAfter::Step(name) => (name, entry.span(), None),
+                            RawAfter::Gated(g) => {
+                                let gate = g.gate.as_ref().and_then(|g| self.gate(g));
+                                match &g.step {
+                                    Some(name) => (name.get_ref(), name.span(), gate),
+                                    None => continue,
+                                }
+                            }
+                        };
                         match index.get(target.as_str()) {
-                            // Listing a step twice is harmless.
-                            Some(&to) if out.iter().any(|e| e.to == to) => {}
-                            Some(&to) => out.push(graph::Edge {
-                                to,
-                                span: Some(entry.span()),
-                            }),
+                            Some(&to) => {
+                                // Listing a step twice is harmless; each gate on it is kept.
+                                if !out.iter().any(|e| e.to == to) {
+                                    out.push(graph::Edge {
+                                        to,
+                                        span: Some(span),
+                                    });
+                                }
+                                if let Some(gate) = gate {
+                                    gates.push(EdgeGate { after: to, gate });
+                                }
+                            }
                             None if all_named => {
                                 let mut d = Diagnostic::error(
                                     "runbook::unknown-step",
-                                    entry.span(),
+                                    span,
                                     format!("`after` names a step that does not exist: `{target}`"),
                                 );
                                 unknown += 1;
@@ -157,8 +179,9 @@ impl Validator<'_> {
                 }
             }
             edges.push(out);
+            all_gates.push(gates);
         }
-        edges
+        (edges, all_gates)
     }
 
     fn report_cycle(&mut self, raw: &[Sp<RawStep>], edges: &[Vec<graph::Edge>], cycle: &[usize]) {
@@ -353,5 +376,82 @@ mod tests {
         // Same action in parallel: duplicate work, not a conflict.
         let same = parallel.replace("\"on\"", "\"shutdown\"");
         assert!(codes(&same).is_empty());
+    }
+
+    #[test]
+    fn an_after_entry_with_a_gate_waits_for_its_step_and_keeps_the_gate_on_that_edge() {
+        use crate::runbook::model::{EdgeGate, Gate, GateCheck};
+        let rb = runbook(&format!(
+            "[[step]]\nname = \"network\"\n{STEP}\
+             [[step]]\nname = \"db\"\nafter = []\n{STEP}\
+             [[step]]\nname = \"app\"\n{STEP}\
+             after = [\"network\", {{ step = \"db\", gate = {{ tcp = \"db:5432\", timeout = \"10m\" }} }}, \
+             {{ step = \"db\", gate = {{ command = [\"check-db\"], interval = \"1s\" }} }}, {{ step = \"network\" }}]\n"
+        ));
+        let app = &rb.steps[2];
+        assert_eq!(app.after, [0, 1]);
+        assert_eq!(
+            app.after_gates,
+            [
+                EdgeGate {
+                    after: 1,
+                    gate: Gate {
+                        check: GateCheck::Tcp {
+                            address: "db:5432".into()
+                        },
+                        timeout_ms: 600_000,
+                        interval_ms: 5_000,
+                    },
+                },
+                EdgeGate {
+                    after: 1,
+                    gate: Gate {
+                        check: GateCheck::Command {
+                            argv: vec!["check-db".into()]
+                        },
+                        timeout_ms: 300_000,
+                        interval_ms: 1_000,
+                    },
+                },
+            ]
+        );
+        assert!(rb.steps[0].after_gates.is_empty() && rb.steps[1].after_gates.is_empty());
+    }
+
+    #[test]
+    fn a_gated_after_entry_is_checked_at_its_spans_like_any_after_entry_and_gate() {
+        let src = format!(
+            "name = \"t\"\n[[step]]\nname = \"db up\"\n{STEP}\
+             [[step]]\nname = \"app\"\n{STEP}\
+             after = [{{ step = \"db upp\", gate = {{ tcp = \"no-port\" }} }}, \
+             {{ step = \"db up\", gate = {{ http = {{ url = \"https://db/health\", status = 700 }} }} }}, \
+             {{ step = \"db up\", gate = {{ approve = \" \", timeout = \"soon\" }} }}, \
+             {{ step = \"app\" }}]\n"
+        );
+        let failure = match crate::runbook::parse("t.toml", &src) {
+            Ok(_) => panic!("accepted"),
+            Err(f) => f,
+        };
+        let found: Vec<(&str, &str)> = failure
+            .diagnostics
+            .iter()
+            .map(|d| (d.code, &src[d.span.clone().unwrap()]))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("runbook::unknown-step", "\"db upp\""),
+                ("runbook::invalid-gate", "\"no-port\""),
+                ("runbook::out-of-range", "700"),
+                ("runbook::invalid-duration", "\"soon\""),
+                ("runbook::dependency-cycle", "\"app\""),
+            ],
+            "{}",
+            failure.render()
+        );
+        assert_eq!(
+            failure.diagnostics[0].label.as_deref(),
+            Some("did you mean `db up`?")
+        );
     }
 }

@@ -173,6 +173,7 @@ impl Validator<'_> {
             targets,
             exclude,
             after: Vec::new(),
+            after_gates: Vec::new(),
             order: settings.order,
             concurrency: settings.concurrency,
             waves,
@@ -232,7 +233,6 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
-    /// A gate: exactly one check (the reader reports otherwise), each value in range.
     /// Every `{vm.…}` of a gate is known, and none is in an `approve` message (one
     /// question per VM is not a gate). False after reporting.
     fn placeholders(&mut self, g: &RawGate) -> bool {
@@ -270,7 +270,8 @@ impl Validator<'_> {
         ok
     }
 
-    fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
+    /// A gate: exactly one check (the reader reports otherwise), each value in range.
+    pub(super) fn gate(&mut self, raw: &Sp<RawGate>) -> Option<Gate> {
         let g = raw.get_ref();
         if !self.placeholders(g) {
             return None;
