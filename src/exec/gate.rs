@@ -3,7 +3,6 @@
 //! interval until it passes or its timeout ends. Nothing here talks to the Abiquo API, and
 //! no credential is ever sent to a gate's address.
 
-use crate::report::style::plural;
 use crate::runbook::model::{Gate, GateCheck, GateVm};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -150,7 +149,7 @@ pub async fn check_each(gate: &Gate, vms: &[GateVm<'_>], stop: &CancellationToke
     let attempts = results.iter().map(|(_, o)| o.attempts).sum();
     let mut failed: Vec<&(&str, GateOutcome)> = results.iter().filter(|(_, o)| !o.passed).collect();
     if failed.is_empty() {
-        let said = format!("{} passed", plural(vms.len(), "VM", "VMs"));
+        let said = format!("{} passed", vm_count(vms.len()));
         return outcome(true, attempts, started, said);
     }
     failed.sort_by_key(|(name, _)| *name);
@@ -165,10 +164,15 @@ pub async fn check_each(gate: &Gate, vms: &[GateVm<'_>], stop: &CancellationToke
     let why = format!(
         "{} of {} did not pass: {}",
         failed.len(),
-        plural(vms.len(), "VM", "VMs"),
+        vm_count(vms.len()),
         named.join("; ")
     );
     outcome(false, attempts, started, why)
+}
+
+/// `1 VM`, `12 VMs`.
+fn vm_count(n: usize) -> String {
+    format!("{n} VM{}", if n == 1 { "" } else { "s" })
 }
 
 fn ms(d: Duration) -> u64 {

@@ -52,6 +52,8 @@ fn snapshot_of_the_lab_served_by_a_simulator_snapshots_to_the_same_inventory() {
     {
         vm.guest_tools = true;
         vm.fail_actions.clear();
+        // The addresses the lab serves its VMs with are written out.
+        vm.ips = Some(vm.nic_ips());
     }
     assert_eq!(copy.vdcs, want);
 

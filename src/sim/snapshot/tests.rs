@@ -76,6 +76,8 @@ async fn a_simulated_cloud_snapshots_to_its_inventory_by_id_without_guest_tools(
             for vm in &mut vapp.vms {
                 vm.guest_tools = true;
                 vm.fail_actions.clear();
+                // The addresses the VM was served with are written out.
+                vm.ips = Some(vm.nic_ips());
             }
         }
     }
