@@ -10,7 +10,7 @@ mod graph;
 pub mod lines;
 pub mod model;
 pub mod raw;
-mod read;
+pub(crate) mod read;
 pub mod schema;
 mod validate;
 

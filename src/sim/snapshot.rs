@@ -54,8 +54,8 @@ const ABOUT: &str = "\
 # A simulator inventory (format: runbooks/README.md, schema: `powerbook schema --inventory`).
 # Rehearse a runbook against this copy of the cloud:
 #   powerbook run RUNBOOK --simulate --simulate-inventory FILE
-# Read with GET requests only. Ids, names, labels, states, protection, hypervisors and
-# Azure's `deallocated` are the API's.
+# Read with GET requests only. Ids, names, labels, states, protection, hypervisors, NIC
+# addresses (`ips`, from the VMs' nicN links) and Azure's `deallocated` are the API's.
 # guest_tools is left out: the API does not say whether a VM has guest tools, so the
 # simulator's default applies (installed: graceful shutdowns succeed). Set
 # guest_tools = false on VMs without them to rehearse the fallback to a hard off.

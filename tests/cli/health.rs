@@ -1,15 +1,9 @@
 //! Per-VM health checks: gates that name `{vm.ip}`, `{vm.name}` or `{vm.id}` are checked
 //! for each VM that just acted, at the address the API gives for its first NIC.
 
-use crate::support::{FAST_POLLING, Test};
+use crate::support::{FAST_POLLING, Test, free_port, open_port_after};
 use powerbook::sim::MutationRecord;
 use std::time::Duration;
-
-/// A free port on loopback, closed.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Four VMs answering on loopback: their only NIC is 127.0.0.1.
 fn on_loopback() -> Test {
@@ -49,13 +43,7 @@ fn timeline(t: &Test) -> Vec<MutationRecord> {
 fn a_wave_gate_checks_each_vm_of_the_wave_before_at_its_own_address() {
     let port = free_port();
     let t = on_loopback().runbook(&rolling(port, "30s"));
-    let opener = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(3));
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        for c in listener.incoming().take(4) {
-            drop(c);
-        }
-    });
+    let opener = open_port_after(port, Duration::from_secs(3));
     let out = t
         .clone()
         .args(["run", "runbook.toml", "--yes", "--output", "json"])

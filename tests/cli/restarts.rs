@@ -1,6 +1,6 @@
 //! Datacenter restarts: ramped waves (a canary first), rolling restarts, gates.
 
-use crate::support::{FAST_POLLING, Test};
+use crate::support::{FAST_POLLING, Test, free_port, open_port_after};
 use powerbook::sim::MutationRecord;
 
 /// Every mutation the simulator accepted, in the order it accepted them.
@@ -221,12 +221,6 @@ targets = [{ vdc = "*" }]
     }
 }
 
-/// A free port on loopback, closed.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 fn gated(port: u16, timeout: &str) -> String {
     format!(
         r#"
@@ -249,14 +243,7 @@ gate = {{ tcp = "127.0.0.1:{port}", timeout = "{timeout}", interval = "200ms" }}
 fn a_step_gated_on_a_tcp_port_starts_only_once_the_port_opens() {
     let port = free_port();
     let t = Test::new().generated(4, 50).runbook(&gated(port, "30s"));
-    let opener = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        // Accept the gate's connections until the test ends.
-        for c in listener.incoming().take(5) {
-            drop(c);
-        }
-    });
+    let opener = open_port_after(port, std::time::Duration::from_secs(3));
     let out = t
         .clone()
         .args(["run", "runbook.toml", "--yes", "--output", "json"])

@@ -24,6 +24,23 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A free port on loopback, closed: a gate test opens it when it wants the gate to pass.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Opens `port` on loopback after `delay`, accepting (and closing) connections from then on.
+pub fn open_port_after(port: u16, delay: Duration) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        for c in listener.incoming() {
+            drop(c);
+        }
+    })
+}
+
 /// The journal a test's single run wrote in its runs directory.
 pub fn only_journal(t: &Test) -> PathBuf {
     let mut files: Vec<PathBuf> = std::fs::read_dir(t.path("runs"))

@@ -6,13 +6,14 @@
 //! Credentials are found here too, so that no rendering ever shows them.
 
 mod tree;
+pub(crate) mod typed;
 mod values;
 
 use super::diagnostic::Diagnostic;
 use super::raw::RawRunbook;
 use std::ops::Range;
 use toml::Spanned;
-use toml::de::{DeString, DeTable, DeValue};
+use toml::de::{DeTable, DeValue};
 
 /// What reading produced: the raw runbook (possibly partial), the diagnostics, and the spans
 /// of secret values that must not be shown back.
@@ -173,7 +174,7 @@ fn words(key: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-type Entry<'a, 'i> = (&'a Spanned<DeString<'i>>, &'a Spanned<DeValue<'i>>);
+use typed::Entry;
 
 #[derive(Default)]
 struct Reader {

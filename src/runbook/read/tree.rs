@@ -1,5 +1,6 @@
 //! The walk over the TOML tree: each table's keys, known or not, and the required ones.
 
+use super::typed::{TypedValues, sorted};
 use super::{Entry, Reader, is_credential};
 use crate::runbook::diagnostic::{Diagnostic, did_you_mean};
 use crate::runbook::raw::{
@@ -549,13 +550,6 @@ pub(super) fn take_steps<'i>(table: &mut DeTable<'i>) -> Option<Spanned<DeValue<
         .find(|(k, _)| k.get_ref().as_ref() == "step")?;
     let placeholder = Spanned::new(value.span(), DeValue::Boolean(false));
     Some(std::mem::replace(value, placeholder))
-}
-
-/// Entries in source order (the tree itself is sorted by key).
-fn sorted<'a, 'i>(table: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
-    let mut entries: Vec<Entry<'a, 'i>> = table.iter().collect();
-    entries.sort_by_key(|(k, _)| k.span().start);
-    entries
 }
 
 fn has(entries: &[Entry<'_, '_>], key: &str) -> bool {

@@ -1,67 +1,17 @@
 //! One TOML value → its raw type, or a wrong-type error that says what was expected.
 
 use super::Reader;
+use super::typed::TypedValues;
 use crate::runbook::diagnostic::Diagnostic;
 use crate::runbook::raw::{RawAmount, RawNameOrId, Sp};
 use std::ops::Range;
 use toml::Spanned;
-use toml::de::{DeString, DeTable, DeValue};
+use toml::de::{DeString, DeValue};
 
 /// How a value written as an integer, or as a string, becomes a `T`.
 type Constructors<T> = (fn(i64) -> T, fn(String) -> T);
 
 impl Reader {
-    pub(super) fn table<'a, 'i>(
-        &mut self,
-        k: &Spanned<DeString<'i>>,
-        v: &'a Spanned<DeValue<'i>>,
-    ) -> Option<&'a DeTable<'i>> {
-        match v.get_ref() {
-            DeValue::Table(t) => Some(t),
-            _ => {
-                self.wrong_type(k, v, "a table", None);
-                None
-            }
-        }
-    }
-
-    pub(super) fn string(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
-            _ => {
-                self.wrong_type(k, v, "a string", None);
-                None
-            }
-        }
-    }
-
-    pub(super) fn boolean(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<bool>> {
-        match v.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
-            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "a boolean",
-                    Some(&format!("write {s} without quotes")),
-                );
-                None
-            }
-            _ => {
-                self.wrong_type(k, v, "a boolean (true or false)", None);
-                None
-            }
-        }
-    }
-
     pub(super) fn integer(
         &mut self,
         k: &Spanned<DeString<'_>>,
@@ -177,39 +127,6 @@ impl Reader {
         }
     }
 
-    pub(super) fn string_list(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<Vec<Sp<String>>>> {
-        let items = match v.get_ref() {
-            DeValue::Array(items) => items,
-            DeValue::String(s) => {
-                let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
-                self.wrong_type(k, v, "an array of strings", Some(&help));
-                return None;
-            }
-            _ => {
-                self.wrong_type(k, v, "an array of strings", None);
-                return None;
-            }
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            match item.get_ref() {
-                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
-                other => self.push_wrong_type(
-                    item.span(),
-                    &format!("`{}`", k.get_ref()),
-                    "a string",
-                    other,
-                    None,
-                ),
-            }
-        }
-        Some(Spanned::new(v.span(), out))
-    }
-
     /// An array of counts or percentages (wave sizes).
     pub(super) fn amount_list(
         &mut self,
@@ -244,37 +161,17 @@ impl Reader {
         }
         Some(Spanned::new(v.span(), out))
     }
+}
 
-    pub(super) fn wrong_type(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-        expected: &str,
-        help: Option<&str>,
-    ) {
-        let what = format!("`{}`", k.get_ref());
-        self.push_wrong_type(v.span(), &what, expected, v.get_ref(), help);
-    }
-
-    pub(super) fn push_wrong_type(
+impl TypedValues for Reader {
+    fn report_wrong_type(
         &mut self,
         span: Range<usize>,
         what: &str,
         expected: &str,
-        found: &DeValue<'_>,
+        found: &'static str,
         help: Option<&str>,
     ) {
-        let found = match found {
-            DeValue::Integer(_) => "an integer",
-            DeValue::Array(_) => "an array",
-            DeValue::Table(_) => "a table",
-            other => match other.type_str() {
-                "string" => "a string",
-                "float" => "a float",
-                "boolean" => "a boolean",
-                _ => "a datetime",
-            },
-        };
         let mut d = Diagnostic::error(
             "runbook::wrong-type",
             span,

@@ -5,12 +5,11 @@
 use super::Problem;
 use super::raw::{RawInventory, RawSettings, RawVapp, RawVdc, RawVm, Sp, keys};
 use crate::runbook::diagnostic::did_you_mean;
+use crate::runbook::read::typed::{Entry, TypedValues, sorted};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
-
-type Entry<'a, 'i> = (&'a Spanned<DeString<'i>>, &'a Spanned<DeValue<'i>>);
 
 /// What reading produced: the raw inventory (partial where values were wrong) and every
 /// problem found. When the TOML itself does not parse only its syntax errors are reported:
@@ -227,49 +226,6 @@ impl Reader {
         }
     }
 
-    fn table<'a, 'i>(
-        &mut self,
-        k: &Spanned<DeString<'i>>,
-        v: &'a Spanned<DeValue<'i>>,
-    ) -> Option<&'a DeTable<'i>> {
-        match v.get_ref() {
-            DeValue::Table(t) => Some(t),
-            _ => {
-                self.wrong_type(k, v, "a table", None);
-                None
-            }
-        }
-    }
-
-    fn string(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(v.span(), s.to_string())),
-            _ => {
-                self.wrong_type(k, v, "a string", None);
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<bool>> {
-        match v.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
-            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
-                let help = format!("write {s} without quotes");
-                self.wrong_type(k, v, "a boolean", Some(&help));
-                None
-            }
-            _ => {
-                self.wrong_type(k, v, "a boolean (true or false)", None);
-                None
-            }
-        }
-    }
-
     /// A whole number of 0 or more (ids, the seed).
     fn unsigned(&mut self, k: &Spanned<DeString<'_>>, v: &Spanned<DeValue<'_>>) -> Option<Sp<u64>> {
         match v.get_ref() {
@@ -365,75 +321,6 @@ impl Reader {
         Some(Spanned::new(v.span(), out))
     }
 
-    fn string_list(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Option<Sp<Vec<Sp<String>>>> {
-        let items = match v.get_ref() {
-            DeValue::Array(items) => items,
-            DeValue::String(s) => {
-                let help = format!("write a list: {} = [\"{s}\"]", k.get_ref());
-                self.wrong_type(k, v, "an array of strings", Some(&help));
-                return None;
-            }
-            _ => {
-                self.wrong_type(k, v, "an array of strings", None);
-                return None;
-            }
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            match item.get_ref() {
-                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
-                other => self.push_wrong_type(
-                    item.span(),
-                    &format!("an item of `{}`", k.get_ref()),
-                    "a string",
-                    other,
-                    None,
-                ),
-            }
-        }
-        Some(Spanned::new(v.span(), out))
-    }
-
-    fn wrong_type(
-        &mut self,
-        k: &Spanned<DeString<'_>>,
-        v: &Spanned<DeValue<'_>>,
-        expected: &str,
-        help: Option<&str>,
-    ) {
-        let what = format!("`{}`", k.get_ref());
-        self.push_wrong_type(v.span(), &what, expected, v.get_ref(), help);
-    }
-
-    fn push_wrong_type(
-        &mut self,
-        span: Range<usize>,
-        what: &str,
-        expected: &str,
-        found: &DeValue<'_>,
-        help: Option<&str>,
-    ) {
-        let found = match found {
-            DeValue::String(_) => "a string",
-            DeValue::Integer(_) => "an integer",
-            DeValue::Float(_) => "a float",
-            DeValue::Boolean(_) => "a boolean",
-            DeValue::Datetime(_) => "a datetime",
-            DeValue::Array(_) => "an array",
-            DeValue::Table(_) => "a table",
-        };
-        let mut message = format!("wrong type for {what}: expected {expected}, found {found}");
-        if let Some(help) = help {
-            message.push_str("; ");
-            message.push_str(help);
-        }
-        self.problem(span, message);
-    }
-
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.problems.push(Problem {
             at: span.start,
@@ -442,9 +329,20 @@ impl Reader {
     }
 }
 
-/// Entries in source order (the tree itself is sorted by key).
-fn sorted<'a, 'i>(table: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
-    let mut entries: Vec<Entry<'a, 'i>> = table.iter().collect();
-    entries.sort_by_key(|(k, _)| k.span().start);
-    entries
+impl TypedValues for Reader {
+    fn report_wrong_type(
+        &mut self,
+        span: Range<usize>,
+        what: &str,
+        expected: &str,
+        found: &'static str,
+        help: Option<&str>,
+    ) {
+        let mut message = format!("wrong type for {what}: expected {expected}, found {found}");
+        if let Some(help) = help {
+            message.push_str("; ");
+            message.push_str(help);
+        }
+        self.problem(span, message);
+    }
 }
