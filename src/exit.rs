@@ -44,7 +44,7 @@ macro_rules! environment_help {
     () => {
         "\
 Environment (credentials come from it only, never from flags or runbooks):
-  ABIQUO_API_URL                              the API endpoint (or --api-url)
+  ABIQUO_API_URL                              the API endpoint (or --endpoint)
   ABIQUO_API_USERNAME + ABIQUO_API_PASSWORD   HTTP Basic, traded once for a session token
   ABIQUO_API_TOKEN                            Abiquo token (Authorization: Token)
   ABIQUO_API_BEARER                           OpenID Connect access token (Authorization: Bearer)
