@@ -147,6 +147,7 @@ async fn run_connected(
     let finish = Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
+        html_file: args.html.as_deref(),
         output: args.output,
         show: args.show,
         approve,

@@ -155,15 +155,16 @@ impl Chart {
                 t1 = t1.max(b.end);
             }
         }
-        if let Some(est) = src.estimate {
-            t1 = t1.max(t0 + est.total_ms);
+        // The estimate and the deadline widen the chart only when they are near: a day-long
+        // deadline (or a far-off estimate) on a minute's run would squash every bar. Past the
+        // chart they are still in the header and the steps table.
+        let actual = t1 - t0;
+        let near = |ms: u64| ms <= actual * 2;
+        if let Some(total) = src.estimate.map(|e| e.total_ms).filter(|ms| near(*ms)) {
+            t1 = t1.max(t0 + total);
         }
-        if let Some(deadline) = src.plan.and_then(|p| p.deadline_ms) {
-            // The deadline widens the chart only when it is near: a day-long deadline on a
-            // minute's run would squash every bar.
-            if deadline <= (t1 - t0) * 3 / 2 {
-                t1 = t1.max(t0 + deadline);
-            }
+        if let Some(deadline) = src.plan.and_then(|p| p.deadline_ms).filter(|ms| near(*ms)) {
+            t1 = t1.max(t0 + deadline);
         }
         // Per step: index, name, action and the size of each wave (None: unknown).
         let step_list: Vec<(usize, String, String, Vec<Option<usize>>)> = match src.plan {

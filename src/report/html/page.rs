@@ -34,12 +34,14 @@ const LANE_GAP: f64 = 6.0;
 /// Maps times to x.
 struct Scale {
     t0: u64,
+    t1: u64,
     span: f64,
 }
 
 impl Scale {
+    /// x of `t`, held inside the chart.
     fn x(&self, t: u64) -> f64 {
-        let t = t.max(self.t0);
+        let t = t.clamp(self.t0, self.t1);
         GUTTER + (t - self.t0) as f64 / self.span * (WIDTH - GUTTER - RIGHT)
     }
 
@@ -179,6 +181,7 @@ fn wave_height(wave: &WaveLane) -> (f64, f64) {
 fn timeline(src: &RunSource<'_>, chart: &Chart) -> Markup {
     let scale = Scale {
         t0: chart.t0,
+        t1: chart.t1,
         span: (chart.t1 - chart.t0).max(1) as f64,
     };
     let mut height = AXIS;
@@ -198,7 +201,10 @@ fn timeline(src: &RunSource<'_>, chart: &Chart) -> Markup {
         .and_then(|p| p.deadline_ms)
         .map(|d| chart.t0 + d)
         .filter(|d| *d <= chart.t1);
-    let estimate_end = src.estimate.map(|e| chart.t0 + e.total_ms);
+    let estimate_end = src
+        .estimate
+        .map(|e| chart.t0 + e.total_ms)
+        .filter(|t| *t <= chart.t1);
     html! {
         div.chart {
             svg.timeline viewBox=(format!("0 0 {WIDTH} {}", n(height))) width=(WIDTH) height=(n(height)) role="img" aria-label="Timeline of the run" {
