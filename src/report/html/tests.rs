@@ -299,3 +299,35 @@ fn durations_read_naturally() {
     assert_eq!(duration_text(245_000), "4m05s");
     assert_eq!(duration_text(7_380_000), "2h03m");
 }
+
+#[test]
+fn the_estimate_is_drawn_when_near_and_kept_to_the_header_when_far() {
+    let (report, plan, marks) = run(10, |i| format!("web-{i}"));
+    let with = |total_ms: u64| {
+        let est = Estimate {
+            total_ms,
+            api_requests: 0,
+            request_ms: 50,
+            critical_path: Vec::new(),
+            rate_limited: false,
+            steps: Vec::new(),
+        };
+        render(&RunSource {
+            report: &report,
+            plan: Some(&plan),
+            runbook_path: "/srv/runbooks/web.toml",
+            started_ms: T0,
+            last_ms: T0 + 7_000,
+            estimate: Some(&est),
+            marks: &marks,
+            ended: true,
+            resumes: 0,
+        })
+    };
+    let near = with(8_000);
+    assert!(near.contains("class=\"marker estimate-end\""));
+    assert!(near.contains("8.0s (87% of it taken)"), "{near}");
+    let far = with(3_600_000);
+    assert!(!far.contains("class=\"marker estimate-end\""));
+    assert!(far.contains("1h00m (0% of it taken)"));
+}
