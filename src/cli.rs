@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::abiquo::client::DEFAULT_MAX_CONNECTIONS;
 use crate::exit::{
-    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, RUN_HELP, SIM_HELP, SNAPSHOT_HELP,
-    VALIDATE_HELP,
+    EXIT_CODES_HELP, LOCAL_HELP, PLAN_HELP, PRINT_HELP, REPORT_HELP, RUN_HELP, SIM_HELP,
+    SNAPSHOT_HELP, VALIDATE_HELP,
 };
 
 #[derive(Debug, Parser)]
@@ -85,6 +85,10 @@ pub enum Command {
     /// Write a runbook that returns every VM a run touched to its power state before it.
     #[command(after_help = LOCAL_HELP)]
     Restore(RestoreArgs),
+    /// Write one self-contained HTML page of a run from its journal: verdict, a timeline of
+    /// every step, wave and VM, the estimate beside the actual, and the failed VMs.
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
     /// List run journals, or show one run's results (`runs show JOURNAL`).
     #[command(after_help = LOCAL_HELP)]
     Runs(RunsArgs),
@@ -265,6 +269,10 @@ pub struct RunArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also write an HTML timeline of the run to this file (as `powerbook report JOURNAL
+    /// --html FILE` does).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -322,6 +330,10 @@ pub struct ResumeArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also write an HTML timeline of the run to this file (as `powerbook report JOURNAL
+    /// --html FILE` does).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// After the run, write a runbook that returns every touched VM to its state before.
     #[arg(long, value_name = "FILE")]
     pub emit_restore: Option<PathBuf>,
@@ -329,6 +341,16 @@ pub struct ResumeArgs {
     pub connection: ConnectionArgs,
     #[command(flatten)]
     pub tuning: RunTuning,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The journal of the run (finished, crashed or resumed).
+    #[arg(value_name = "JOURNAL")]
+    pub journal: PathBuf,
+    /// Write the page to this file: one HTML file that fetches nothing.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub html: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -133,6 +133,13 @@ pub const PRINT_HELP: &str = "\
 Exit codes:
   0    printed";
 
+/// `--help` of `report`.
+pub const REPORT_HELP: &str = "\
+Exit codes:
+  0    the page was written
+  1    the page could not be written (FILE)
+  2    usage error, or a journal that cannot be read";
+
 /// `--help` of the commands that read local files only (runs, restore, schema).
 pub const LOCAL_HELP: &str = "\
 Environment:

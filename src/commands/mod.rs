@@ -5,6 +5,7 @@
 
 pub mod docs;
 pub mod plan;
+pub mod report;
 pub mod restore;
 pub mod resume;
 pub mod run;
@@ -40,6 +41,7 @@ pub fn main(cli: Cli) -> Outcome {
         Command::Snapshot(args) => block_on(snapshot::snapshot(args)),
         Command::Resume(args) => block_on(resume::resume(args)),
         Command::Restore(args) => restore::restore(&args),
+        Command::Report(args) => report::report(&args),
         Command::Runs(args) => runs::runs(&args),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),

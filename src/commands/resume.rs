@@ -177,6 +177,7 @@ async fn resume_connected(
     let finish = Finish {
         emit_restore: args.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
+        html_file: args.html.as_deref(),
         output: args.output,
         show: args.show,
         approve: Approve::of(args.approve_gates),

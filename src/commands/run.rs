@@ -13,7 +13,7 @@ use crate::exit::Outcome;
 use crate::journal::history::read_durations;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
 use crate::plan::document::PlanDocument;
-use crate::plan::estimate::{EstimateInputs, estimate};
+use crate::plan::estimate::{Estimate, EstimateInputs, estimate};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
 use crate::plan::{Plan, build, select};
 use crate::report::style::RenderOptions;
@@ -104,17 +104,11 @@ async fn run_connected(
     if !session::can_approve(&plan, approve) {
         return Outcome::Usage;
     }
+    let est = run_estimate(&client, runbook, &plan, &args.journal.runs_dir, simulated);
     let plan = if verbosity().quiet && args.yes {
         plan
     } else {
-        let (text, plan) = plan_overview(
-            &client,
-            runbook,
-            runbook_path,
-            plan,
-            &args.journal.runs_dir,
-            simulated,
-        );
+        let (text, plan) = plan_overview(runbook, runbook_path, plan, est.clone());
         eprint!("{text}");
         plan
     };
@@ -126,7 +120,7 @@ async fn run_connected(
         Some(file) => JournalLocation::File(file),
         None => JournalLocation::Dir(&args.journal.runs_dir),
     };
-    let journal = match create_for_run(location, runbook_path, &plan) {
+    let journal = match create_for_run(location, runbook_path, &plan, Some(est)) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}; nothing was changed");
@@ -153,6 +147,7 @@ async fn run_connected(
     let finish = Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
+        html_file: args.html.as_deref(),
         output: args.output,
         show: args.show,
         approve,
@@ -257,17 +252,15 @@ fn short_hash(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
 
-/// What will happen, per step, before anything is changed.
-/// The plan as `plan` would show it, less the VMs that are simply acted on or skipped:
-/// steps, waves, concurrency, thresholds, refusals and the estimate, before the question.
-fn plan_overview(
+/// What the plan expects of the run: shown before the question, and kept in the journal's
+/// header so that a report drawn later sets the actual beside it.
+fn run_estimate(
     client: &Client,
     runbook: &Runbook,
-    runbook_path: &Path,
-    plan: Plan,
+    plan: &Plan,
     runs_dir: &Path,
     simulated: Option<&BTreeMap<Action, Duration>>,
-) -> (String, Plan) {
+) -> Estimate {
     let history = read_durations(runs_dir, client.endpoint(), &runbook.name);
     let inputs = EstimateInputs {
         listed_vms: plan.total_targets(),
@@ -275,7 +268,18 @@ fn plan_overview(
         simulated,
         ..EstimateInputs::default()
     };
-    let est = estimate(&plan, runbook, &inputs);
+    estimate(plan, runbook, &inputs)
+}
+
+/// What will happen, per step, before anything is changed.
+/// The plan as `plan` would show it, less the VMs that are simply acted on or skipped:
+/// steps, waves, concurrency, thresholds, refusals and the estimate, before the question.
+fn plan_overview(
+    runbook: &Runbook,
+    runbook_path: &Path,
+    plan: Plan,
+    est: Estimate,
+) -> (String, Plan) {
     // VMs the steps select, each counted once (a VM in two steps is one VM).
     let targets = plan
         .steps

@@ -783,6 +783,8 @@ pub async fn execute_journaled(
 pub struct Finish<'a> {
     pub emit_restore: Option<&'a Path>,
     pub report_file: Option<&'a Path>,
+    /// `--html FILE`: the run's timeline page, drawn from its journal once it is closed.
+    pub html_file: Option<&'a Path>,
     pub output: RunOutput,
     pub show: ShowArg,
     /// Who answers `approve` gates.
@@ -807,6 +809,11 @@ async fn finish_run(
         && let Err(e) = write_report(path, report)
     {
         eprintln!("error: cannot write the report to {}: {e}", path.display());
+        failed = true;
+    }
+    if let Some(path) = finish.html_file
+        && !crate::commands::report::write_html_of_journal(&journal, path)
+    {
         failed = true;
     }
     if failed && outcome == Outcome::Success {

@@ -4,6 +4,7 @@
 use crate::journal::writer::JournalWriter;
 use crate::journal::{Header, JOURNAL_FORMAT, Record, Resumed, default_path, now_ms, now_rfc3339};
 use crate::plan::Plan;
+use crate::plan::estimate::Estimate;
 use std::path::Path;
 
 /// Where a new run's journal goes.
@@ -16,11 +17,12 @@ pub enum JournalLocation<'a> {
 }
 
 /// Creates the journal of a new run of `plan` (made from the runbook at `runbook_path`) and
-/// writes its header.
+/// writes its header (with the plan's estimate, when there is one).
 pub fn create_for_run(
     location: JournalLocation<'_>,
     runbook_path: &Path,
     plan: &Plan,
+    estimate: Option<Estimate>,
 ) -> Result<JournalWriter, String> {
     let absolute = std::path::absolute(runbook_path).unwrap_or_else(|_| runbook_path.to_owned());
     let record = Record::Header(Header {
@@ -32,6 +34,7 @@ pub fn create_for_run(
         endpoint: plan.endpoint.clone(),
         started_at: now_rfc3339(),
         started_ms: now_ms(),
+        estimate,
     });
     match location {
         JournalLocation::File(path) => JournalWriter::create(path, &record),

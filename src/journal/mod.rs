@@ -12,6 +12,7 @@ pub mod runs;
 pub mod writer;
 
 use crate::exec::event::{Event, GateResult, Intent, Summary, VmOutcome, VmResult};
+use crate::plan::estimate::Estimate;
 use crate::plan::{Plan, VmRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ pub enum Record {
     Event { at_ms: u64, event: Event },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub format: u32,
     pub powerbook: String,
@@ -51,6 +52,10 @@ pub struct Header {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub started_ms: u64,
+    /// What the plan expected of the run when it started, so a report drawn from the
+    /// journal alone can set the actual beside it. Absent in journals of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

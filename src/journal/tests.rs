@@ -21,6 +21,7 @@ fn header() -> Header {
         endpoint: "http://127.0.0.1:9/api".into(),
         started_at: "2026-11-26T20:00:00Z".into(),
         started_ms: 1_000,
+        estimate: None,
     }
 }
 

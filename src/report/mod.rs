@@ -2,6 +2,7 @@
 //! [`RunReport`] (rendered as tables by [`table`] or as JSON); [`progress`] draws live bars;
 //! [`plan`] renders a plan for people.
 
+pub mod html;
 pub mod plan;
 pub mod progress;
 pub mod stream;

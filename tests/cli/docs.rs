@@ -66,6 +66,7 @@ fn the_man_page_renders_without_warnings_and_covers_every_command() {
         "POWERBOOK RUN",
         "POWERBOOK PLAN",
         "POWERBOOK RESUME",
+        "POWERBOOK REPORT",
         "POWERBOOK VALIDATE",
         "Exit codes:",
         "ABIQUO_API_PASSWORD",
@@ -109,6 +110,7 @@ fn each_help_names_the_environment_and_its_own_exit_codes() {
         "man",
         "runs",
         "restore",
+        "report",
     ] {
         let help = Test::new().args([command, "--help"]).code(0).run();
         assert!(

@@ -7,6 +7,7 @@ mod docs;
 mod faults;
 mod hardening;
 mod health;
+mod html;
 mod journal;
 mod output;
 mod perf;

@@ -20,6 +20,7 @@ fn header(endpoint: &str, runbook: &str) -> Header {
         endpoint: endpoint.into(),
         started_at: "2026-01-01T00:00:00Z".into(),
         started_ms: 0,
+        estimate: None,
     }
 }
 
