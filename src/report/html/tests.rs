@@ -331,3 +331,33 @@ fn the_estimate_is_drawn_when_near_and_kept_to_the_header_when_far() {
     assert!(!far.contains("class=\"marker estimate-end\""));
     assert!(far.contains("1h00m (0% of it taken)"));
 }
+
+#[test]
+fn gates_are_drawn_on_their_step_and_wave_lanes_and_listed_with_their_outcome() {
+    let (mut report, plan, mut marks) = run(10, |i| format!("web-{i}"));
+    let gate = |wave, passed, check: &str| GateResult {
+        step: 0,
+        wave,
+        after: None,
+        check: check.to_owned(),
+        passed,
+        attempts: 3,
+        elapsed_ms: 400,
+        detail: if passed {
+            "2 VMs passed".into()
+        } else {
+            "no answer".into()
+        },
+    };
+    let before_step = gate(None, true, "tcp db-1:5432");
+    let before_wave = gate(Some(1), false, "tcp {vm.ip}:443");
+    marks.gates.push((T0 + 100, before_step.clone()));
+    marks.gates.push((T0 + 2_000, before_wave.clone()));
+    report.gates = vec![before_step, before_wave];
+    let page = page_of(&report, &plan, &marks);
+    assert_eq!(page.matches("class=\"gate passed\"").count(), 1, "{page}");
+    assert_eq!(page.matches("class=\"gate refused\"").count(), 1);
+    assert!(page.contains("data-gate=\"tcp db-1:5432\""));
+    assert!(page.contains("data-gate=\"tcp {vm.ip}:443\""));
+    assert!(page.contains("class=\"sortable gates\""), "the gates table");
+}
