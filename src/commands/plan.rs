@@ -3,8 +3,7 @@
 
 use crate::cli::{ConnectionArgs, OutputFormat, PlanArgs, RunArgs, RunOutput, ShowArg};
 use crate::commands::session::{
-    Simulate, Simulator, client_config, connect, render_options, simulated_durations,
-    simulator_config, test_mode, with_simulator,
+    Simulate, Simulator, client_config, connect, render_options, test_mode, with_simulator,
 };
 use crate::exit::Outcome;
 use crate::journal::history::read_durations;
@@ -83,7 +82,7 @@ pub async fn plan(options: PlanOptions) -> Outcome {
     };
     let (opts, runbook) = (&options, &runbook);
     with_simulator(options.simulate.as_ref(), |simulator| async move {
-        plan_connected(opts, runbook, simulator.as_ref().map(Simulator::url)).await
+        plan_connected(opts, runbook, simulator.as_ref()).await
     })
     .await
 }
@@ -91,9 +90,10 @@ pub async fn plan(options: PlanOptions) -> Outcome {
 async fn plan_connected(
     options: &PlanOptions,
     runbook: &Runbook,
-    simulator: Option<&str>,
+    simulator: Option<&Simulator>,
 ) -> Outcome {
-    let config = match client_config(&options.connection, runbook, simulator) {
+    let url = simulator.map(Simulator::url);
+    let config = match client_config(&options.connection, runbook, url) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -127,17 +127,13 @@ async fn plan_connected(
     // Earlier runs of this runbook against this cloud tell how long its VMs take.
     let history = read_durations(&options.runs_dir, client.endpoint(), &runbook.name);
     // A rehearsal takes the simulator's time, not the one the runbook expects of the cloud.
-    let simulated = options
-        .simulate
-        .as_ref()
-        .and_then(|s| simulator_config(s).ok())
-        .map(|c| simulated_durations(&c));
+    let simulated = simulator.map(Simulator::durations);
     let inputs = EstimateInputs {
         request,
         listed_vms: vms.len(),
         page_size,
         history: Some(&history),
-        simulated: simulated.as_ref(),
+        simulated,
         ..EstimateInputs::default()
     };
     let est = estimate(&plan, runbook, &inputs);

@@ -42,15 +42,9 @@ pub async fn run(args: RunArgs) -> Outcome {
         seed: args.simulate_seed,
         speed: args.simulate_speed,
     });
-    // A rehearsal's estimate goes by the simulator's task durations.
-    let simulated = simulate
-        .as_ref()
-        .and_then(|s| session::simulator_config(s).ok())
-        .map(|c| session::simulated_durations(&c));
     let (args, runbook, path) = (&args, &runbook, runbook_path.as_path());
-    let simulated = simulated.as_ref();
     with_simulator(simulate.as_ref(), |simulator| async move {
-        run_connected(args, runbook, path, simulator.as_ref(), simulated).await
+        run_connected(args, runbook, path, simulator.as_ref()).await
     })
     .await
 }
@@ -78,9 +72,10 @@ async fn run_connected(
     runbook: &Runbook,
     runbook_path: &Path,
     simulator: Option<&Simulator>,
-    simulated: Option<&BTreeMap<Action, Duration>>,
 ) -> Outcome {
     let test_mode = test_mode();
+    // A rehearsal's estimate goes by the simulator's task durations.
+    let simulated = simulator.map(Simulator::durations);
     let config = match client_config(&args.connection, runbook, simulator.map(Simulator::url)) {
         Ok(c) => c,
         Err(e) => {

@@ -147,12 +147,6 @@ impl Simulate {
     }
 }
 
-/// The configuration `--simulate` serves: its inventory (the lab by default), seed and speed.
-pub fn simulator_config(simulate: &Simulate) -> Result<SimConfig, String> {
-    let (name, text) = simulate.inventory_source()?;
-    configured(&name, &text, simulate.seed, simulate.speed)
-}
-
 fn configured(
     name: &str,
     text: &str,
@@ -171,7 +165,7 @@ fn configured(
 
 /// How long the simulator's tasks take per action (its durations over its speed): what a
 /// rehearsal's estimate goes by. A restart is its shutdown and its power on.
-pub fn simulated_durations(config: &SimConfig) -> BTreeMap<Action, Duration> {
+fn simulated_durations(config: &SimConfig) -> BTreeMap<Action, Duration> {
     let of = |a: SimAction| {
         config
             .duration_of(a)
@@ -197,6 +191,8 @@ pub fn simulated_durations(config: &SimConfig) -> BTreeMap<Action, Duration> {
 /// The built-in simulator a `--simulate` command runs against.
 pub struct Simulator {
     url: String,
+    /// How long its tasks take per action: what a rehearsal's estimate goes by.
+    durations: BTreeMap<Action, Duration>,
     control: SimControl,
     /// What its world file starts with, should a run keep it.
     header: WorldHeader,
@@ -205,6 +201,10 @@ pub struct Simulator {
 impl Simulator {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub fn durations(&self) -> &BTreeMap<Action, Duration> {
+        &self.durations
     }
 
     /// Keeps the rehearsal's world beside its journal from now on, so that
@@ -221,6 +221,7 @@ impl Simulator {
 pub async fn start_simulator(simulate: &Simulate) -> Result<(SimHandle, Simulator), String> {
     let (name, text) = simulate.inventory_source()?;
     let config = configured(&name, &text, simulate.seed, simulate.speed)?;
+    let durations = simulated_durations(&config);
     let sim = SimHandle::start(config)
         .await
         .map_err(|e| format!("cannot start the built-in simulator: {e}"))?;
@@ -240,6 +241,7 @@ pub async fn start_simulator(simulate: &Simulate) -> Result<(SimHandle, Simulato
     };
     let simulator = Simulator {
         url: sim.base_url().to_owned(),
+        durations,
         control,
         header,
     };
@@ -262,6 +264,7 @@ pub async fn restore_simulator(journal: &Path) -> Result<(SimHandle, Simulator),
     let h = &saved.header;
     let config = configured(&h.inventory_name, &h.inventory, h.seed, h.speed)
         .map_err(|e| format!("{}: its inventory no longer loads: {e}", path.display()))?;
+    let durations = simulated_durations(&config);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, h.port));
     let sim = SimHandle::restore(config, addr, &saved)
         .await
@@ -292,21 +295,16 @@ pub async fn restore_simulator(journal: &Path) -> Result<(SimHandle, Simulator),
         path.display(),
         control.tasks_in_flight(),
         seconds(Duration::from_millis(
-            epoch_now_ms().saturating_sub(last_change_epoch_ms(&saved))
+            crate::exec::event::utc_now_ms().saturating_sub(last_change_epoch_ms(&saved))
         ))
     );
     let simulator = Simulator {
         url: sim.base_url().to_owned(),
+        durations,
         control,
         header: saved.header.clone(),
     };
     Ok((sim, simulator))
-}
-
-fn epoch_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// When the saved world last changed (ms since the Unix epoch).
