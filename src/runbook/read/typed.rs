@@ -110,6 +110,35 @@ pub(crate) trait TypedValues {
         }
     }
 
+    /// A duration is a string: a bare number gets a hint to add one of `units` to it,
+    /// anything else the `examples` of the file's own kind.
+    fn duration_in(
+        &mut self,
+        k: &Spanned<DeString<'_>>,
+        v: &Spanned<DeValue<'_>>,
+        units: &[&str],
+        examples: &str,
+    ) -> Option<Spanned<String>> {
+        match v.get_ref() {
+            DeValue::String(_) => self.string(k, v),
+            DeValue::Integer(i) => {
+                let n = i.as_str();
+                let with: Vec<String> = units.iter().map(|u| format!("\"{n}{u}\"")).collect();
+                let help = format!(
+                    "durations are strings with a unit, e.g. {}",
+                    with.join(" or ")
+                );
+                self.wrong_type(k, v, "a duration string", Some(&help));
+                None
+            }
+            _ => {
+                let help = format!("durations are strings with a unit, e.g. {examples}");
+                self.wrong_type(k, v, "a duration string", Some(&help));
+                None
+            }
+        }
+    }
+
     fn string_list(
         &mut self,
         k: &Spanned<DeString<'_>>,

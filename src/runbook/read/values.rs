@@ -54,27 +54,7 @@ impl Reader {
         k: &Spanned<DeString<'_>>,
         v: &Spanned<DeValue<'_>>,
     ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(_) => self.string(k, v),
-            DeValue::Integer(i) => {
-                let help = format!(
-                    "durations are strings with a unit, e.g. \"{}s\" or \"{}m\"",
-                    i.as_str(),
-                    i.as_str()
-                );
-                self.wrong_type(k, v, "a duration string", Some(&help));
-                None
-            }
-            _ => {
-                self.wrong_type(
-                    k,
-                    v,
-                    "a duration string",
-                    Some("durations are strings with a unit, e.g. \"30s\", \"5m\", \"1h 30m\""),
-                );
-                None
-            }
-        }
+        self.duration_in(k, v, &["s", "m"], "\"30s\", \"5m\", \"1h 30m\"")
     }
 
     pub(super) fn amount(

@@ -287,22 +287,7 @@ impl Reader {
         k: &Spanned<DeString<'_>>,
         v: &Spanned<DeValue<'_>>,
     ) -> Option<Sp<String>> {
-        match v.get_ref() {
-            DeValue::String(_) => self.string(k, v),
-            DeValue::Integer(i) => {
-                let help = format!(
-                    "durations are strings with a unit, e.g. \"{}ms\"",
-                    i.as_str()
-                );
-                self.wrong_type(k, v, "a duration string", Some(&help));
-                None
-            }
-            _ => {
-                let help = "durations are strings with a unit, e.g. \"1500ms\" or \"2s\"";
-                self.wrong_type(k, v, "a duration string", Some(help));
-                None
-            }
-        }
+        self.duration_in(k, v, &["ms"], "\"1500ms\" or \"2s\"")
     }
 
     /// `[settings.durations]`: action → duration string (the actions are checked later).
