@@ -288,6 +288,15 @@ struct StepTally {
     failures: usize,
 }
 
+/// Whose VMs a per-VM gate checks; expanded only for such a gate.
+#[derive(Clone, Copy)]
+enum GateScope<'s> {
+    /// Every VM of these steps (by index).
+    Steps(&'s [usize]),
+    /// These targets of one step (a wave).
+    Targets(&'s PlannedStep, &'s [usize]),
+}
+
 struct Scheduler<'a, A> {
     ctx: &'a Ctx<'a, A>,
     plan: &'a Plan,
@@ -340,9 +349,9 @@ impl<A: CloudApi> Scheduler<'_, A> {
             && !all_replayed
         {
             // A per-VM gate checks the VMs of the steps this one waits for.
-            let scope = self.targets_of(&step.after);
+            let scope = GateScope::Steps(&step.after);
             closed = !self
-                .pass_gate(step, None, None, gate, &scope, &mut step_tally)
+                .pass_gate(step, None, None, gate, scope, &mut step_tally)
                 .await;
         }
         for (w, wave) in step.waves.iter().enumerate() {
@@ -359,10 +368,9 @@ impl<A: CloudApi> Scheduler<'_, A> {
                     self.pause_before(step, w, stop).await;
                 }
                 // A per-VM gate checks the wave before this one.
-                let scope: Vec<(usize, usize)> =
-                    step.waves[w - 1].iter().map(|&t| (step.index, t)).collect();
+                let scope = GateScope::Targets(step, &step.waves[w - 1]);
                 closed = !self
-                    .pass_gate(step, Some(w), None, gate, &scope, &mut step_tally)
+                    .pass_gate(step, Some(w), None, gate, scope, &mut step_tally)
                     .await;
             }
             if closed {
@@ -466,7 +474,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                         None,
                         Some(dep),
                         &edge.gate,
-                        &self.targets_of(&[dep]),
+                        GateScope::Steps(std::slice::from_ref(&dep)),
                         &mut tally,
                     )
                     .await
@@ -520,7 +528,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         wave: Option<usize>,
         after: Option<usize>,
         gate: &Gate,
-        scope: &[(usize, usize)],
+        scope: GateScope<'_>,
         tally: &mut StepTally,
     ) -> bool {
         let stop = self.ctx.control.stop_token();
@@ -576,27 +584,27 @@ impl<A: CloudApi> Scheduler<'_, A> {
         false
     }
 
-    /// Every (step, target) of the steps `steps`.
-    fn targets_of(&self, steps: &[usize]) -> Vec<(usize, usize)> {
-        steps
-            .iter()
-            .filter_map(|&dep| self.plan.steps.iter().find(|s| s.index == dep))
-            .flat_map(|dep| (0..dep.targets.len()).map(|t| (dep.index, t)))
-            .collect()
-    }
-
     /// The VMs of `scope` that ended ok or skipped (a failed one already failed its step),
     /// in plan order.
-    fn served_in(&self, scope: &[(usize, usize)]) -> Vec<VmRef> {
+    fn served_in(&self, scope: GateScope<'_>) -> Vec<VmRef> {
         let tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        scope
-            .iter()
-            .filter(|key| tally.served.contains(key))
-            .filter_map(|&(step, target)| {
-                let planned = self.plan.steps.iter().find(|s| s.index == step)?;
-                Some(planned.targets.get(target)?.vm.clone())
-            })
-            .collect()
+        let served = |step: &PlannedStep, target: usize| {
+            tally
+                .served
+                .contains(&(step.index, target))
+                .then(|| step.targets.get(target).map(|t| t.vm.clone()))
+                .flatten()
+        };
+        match scope {
+            GateScope::Steps(steps) => steps
+                .iter()
+                .filter_map(|&dep| self.plan.steps.iter().find(|s| s.index == dep))
+                .flat_map(|dep| (0..dep.targets.len()).filter_map(move |t| served(dep, t)))
+                .collect(),
+            GateScope::Targets(step, targets) => {
+                targets.iter().filter_map(|&t| served(step, t)).collect()
+            }
+        }
     }
 
     /// A VM's final result: counted against the thresholds, then reported.
