@@ -64,14 +64,3 @@ pub fn write_html(journal: &Journal, out: &Path) -> bool {
         }
     }
 }
-
-/// After a run: the page of the journal it just closed.
-pub fn write_html_of_journal(journal: &Path, out: &Path) -> bool {
-    match crate::journal::load(journal) {
-        Ok(j) => write_html(&j, out),
-        Err(e) => {
-            eprintln!("error: no HTML report: {e}");
-            false
-        }
-    }
-}

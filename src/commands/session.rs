@@ -802,17 +802,31 @@ async fn finish_run(
     let status = FinalStatus::of_summary(summary);
     let mut outcome = status.outcome();
     let journal = writer.path().to_owned();
-    let mut failed = !close_journal(writer, finish.emit_restore).await;
+    let mut failed = false;
+    if let Err(e) = writer.close().await {
+        eprintln!("error: {e}");
+        failed = true;
+    }
+    // The restore runbook and the HTML page are drawn from the closed journal, read once.
+    let closed =
+        (finish.emit_restore.is_some() || finish.html_file.is_some()).then(|| load(&journal));
+    if let (Some(out), Some(closed)) = (finish.emit_restore, &closed) {
+        failed |= !write_restore(closed, &journal, out);
+    }
     if let Some(path) = finish.report_file
         && let Err(e) = write_report(path, report)
     {
         eprintln!("error: cannot write the report to {}: {e}", path.display());
         failed = true;
     }
-    if let Some(path) = finish.html_file
-        && !crate::commands::report::write_html_of_journal(&journal, path)
-    {
-        failed = true;
+    if let (Some(path), Some(closed)) = (finish.html_file, &closed) {
+        failed |= !match closed {
+            Ok(j) => crate::commands::report::write_html(j, path),
+            Err(e) => {
+                eprintln!("error: no HTML report: {e}");
+                false
+            }
+        };
     }
     if failed && outcome == Outcome::Success {
         outcome = Outcome::SomeFailed;
@@ -842,34 +856,36 @@ async fn finish_run(
 
 /// Closes the journal and writes the restore runbook if asked. False when either failed
 /// (already reported).
-async fn close_journal(writer: JournalWriter, emit_restore: Option<&Path>) -> bool {
-    let path = writer.path().to_owned();
-    let mut ok = true;
-    if let Err(e) = writer.close().await {
-        eprintln!("error: {e}");
-        ok = false;
-    }
-    let Some(out) = emit_restore else {
-        return ok;
-    };
-    match load(&path).and_then(|j| restore_runbook(&RunView::of(&j), &path.display().to_string())) {
+/// `--emit-restore FILE`: the runbook undoing the run in the closed journal at `path`.
+/// False when it could not be written.
+fn write_restore(closed: &Result<Journal, String>, path: &Path, out: &Path) -> bool {
+    let text = closed
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|j| restore_runbook(&RunView::of(j), &path.display().to_string()));
+    match text {
         Ok(Some(text)) => match std::fs::write(out, text) {
-            Ok(()) => eprintln!("restore runbook: {}", out.display()),
+            Ok(()) => {
+                eprintln!("restore runbook: {}", out.display());
+                true
+            }
             Err(e) => {
                 eprintln!("error: cannot write {}: {e}", out.display());
-                ok = false;
+                false
             }
         },
-        Ok(None) => eprintln!(
-            "note: no restore runbook written to {}: {NOTHING_TOUCHED}",
-            out.display()
-        ),
+        Ok(None) => {
+            eprintln!(
+                "note: no restore runbook written to {}: {NOTHING_TOUCHED}",
+                out.display()
+            );
+            true
+        }
         Err(e) => {
             eprintln!("error: no restore runbook: {e}");
-            ok = false;
+            false
         }
     }
-    ok
 }
 
 pub fn write_report(path: &Path, report: &RunReport) -> std::io::Result<()> {
