@@ -79,11 +79,14 @@ pub fn reopen_for_resume(
     JournalWriter::append(path, valid_len, &record)
 }
 
-/// `powerbook resume PATH`, quoted for a POSIX shell where needed.
+/// `powerbook resume PATH`, quoted for a POSIX shell where needed; a rehearsal's (its
+/// simulator's world kept beside it) is resumed with `--simulate`.
 pub fn resume_command(journal: &Path) -> String {
+    let rehearsal = crate::sim::world_path(journal).exists();
     format!(
-        "powerbook resume {}",
-        shell_quote(&journal.display().to_string())
+        "powerbook resume {}{}",
+        shell_quote(&journal.display().to_string()),
+        if rehearsal { " --simulate" } else { "" }
     )
 }
 
@@ -116,6 +119,19 @@ mod tests {
         assert_eq!(
             resume_command(Path::new("/tmp/it's here.jsonl")),
             r"powerbook resume '/tmp/it'\''s here.jsonl'"
+        );
+    }
+
+    #[test]
+    fn a_rehearsals_resume_command_says_simulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("run.jsonl");
+        std::fs::write(&journal, "").unwrap();
+        assert!(!resume_command(&journal).ends_with("--simulate"));
+        std::fs::write(crate::sim::world_path(&journal), "").unwrap();
+        assert_eq!(
+            resume_command(&journal),
+            format!("powerbook resume {} --simulate", journal.display())
         );
     }
 }
