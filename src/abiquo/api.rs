@@ -45,6 +45,16 @@ pub trait CloudApi: Send + Sync {
     /// Every VM's link, state and `deallocated` flag (a listing that holds nothing else).
     fn list_vm_states(&self) -> impl Future<Output = Result<Vec<VmSeen>, ClientError>> + Send;
 
+    /// VMs per page of [`Self::list_vms`].
+    fn page_size(&self) -> usize;
+
+    /// The link, state and `deallocated` flag of each VM on one page of the listing
+    /// [`Self::list_vms`] reads: the one that starts at `startwith`.
+    fn list_vm_states_page(
+        &self,
+        startwith: usize,
+    ) -> impl Future<Output = Result<Vec<VmSeen>, ClientError>> + Send;
+
     /// Reads a VM at its `edit` link.
     fn get_vm_at(
         &self,

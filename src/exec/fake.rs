@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 const ROOT: &str = "http://fake.test/api";
+/// VMs per page of the fake's listing.
+const FAKE_PAGE: usize = 100;
 
 /// When something running in the fake ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,8 @@ pub(crate) fn api_error(status: u16, code: &str) -> ClientError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallKind {
     ListVms,
+    /// One page of the listing (the task watch's look).
+    ListPage,
     GetVm,
     GetTask,
     VmTasks,
@@ -177,6 +181,8 @@ struct World {
     calls: Vec<Call>,
     /// At the n-th call of a kind on a VM, the VM changes state (before the answer).
     changes: Vec<(CallKind, String, usize, VmState)>,
+    /// How long a task read takes to answer (paused time).
+    task_read_delay: Duration,
 }
 
 /// The fake cloud. Cheap to share by reference; all state is behind one lock.
@@ -250,6 +256,11 @@ impl FakeCloud {
             foreign: None,
             reads: 0,
         });
+    }
+
+    /// Every task read answers this long after it was asked (as of the time it answers).
+    pub fn slow_task_reads(&self, delay: Duration) {
+        self.lock().task_read_delay = delay;
     }
 
     /// The answers `power()` gives on `vm`, in order; after them it judges like the API.
@@ -642,6 +653,21 @@ impl CloudApi for FakeCloud {
         Ok(self.listing().iter().filter_map(VmSeen::of).collect())
     }
 
+    fn page_size(&self) -> usize {
+        FAKE_PAGE
+    }
+
+    async fn list_vm_states_page(&self, startwith: usize) -> Result<Vec<VmSeen>, ClientError> {
+        self.enter(CallKind::ListPage, "", None);
+        Ok(self
+            .listing()
+            .iter()
+            .skip(startwith)
+            .take(FAKE_PAGE)
+            .filter_map(VmSeen::of)
+            .collect())
+    }
+
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
         let (i, name) = self.vm_by_href(href)?;
         self.enter(CallKind::GetVm, &name, None);
@@ -663,7 +689,12 @@ impl CloudApi for FakeCloud {
     async fn get_task(&self, href: &str) -> Result<Task, ClientError> {
         let (t, name) = self.task_by_href(href)?;
         self.enter(CallKind::GetTask, &name, None);
+        let delay = self.lock().task_read_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut w = self.lock();
+        settle(&mut w);
         w.tasks[t].polls += 1;
         if let Finish::Polls(n) = w.tasks[t].script.finish
             && w.tasks[t].ended.is_none()

@@ -19,24 +19,41 @@ struct Inner {
     total: usize,
     /// By `edit` link.
     by_href: Mutex<HashMap<Arc<str>, ListedVm>>,
+    /// Where each kept VM stood in the listing (its page there), kept for the whole run.
+    positions: HashMap<Arc<str>, u32>,
 }
 
 impl Listed {
     /// The listed VMs for which `wanted(href)` holds, as seen at `at`.
     pub fn of(vms: Vec<ListedVm>, at: Instant, wanted: impl Fn(&str) -> bool) -> Listed {
         let total = vms.len();
+        let mut positions = HashMap::new();
         let by_href: HashMap<Arc<str>, ListedVm> = vms
             .into_iter()
-            .filter_map(|vm| {
+            .enumerate()
+            .filter_map(|(i, vm)| {
                 let href = vm.href.clone()?;
-                wanted(&href).then_some((href, vm))
+                if !wanted(&href) {
+                    return None;
+                }
+                if let Ok(i) = u32::try_from(i) {
+                    positions.insert(Arc::clone(&href), i);
+                }
+                Some((href, vm))
             })
             .collect();
         Listed(Some(Arc::new(Inner {
             at,
             total,
             by_href: Mutex::new(by_href),
+            positions,
         })))
+    }
+
+    /// Where the VM at `href` stood in the listing (from 0), for as long as the run goes.
+    pub fn position(&self, href: &str) -> Option<usize> {
+        let inner = self.0.as_ref()?;
+        inner.positions.get(href).map(|&i| i as usize)
     }
 
     /// The VM at `href` as listed, and when; once (a later step gets `None` and reads it).
@@ -120,6 +137,9 @@ mod tests {
         assert!(got.link("virtualmachinetemplate").is_none() && got.description.is_none());
         assert!(listed.take("http://127.0.0.1/api/vm/1").is_none());
         assert!(listed.take("http://127.0.0.1/api/vm/2").is_none());
+        // Its place in the listing outlives the hand-out; only kept VMs have one.
+        assert_eq!(listed.position("http://127.0.0.1/api/vm/1"), Some(0));
+        assert_eq!(listed.position("http://127.0.0.1/api/vm/2"), None);
         assert!(
             Listed::default()
                 .take("http://127.0.0.1/api/vm/1")

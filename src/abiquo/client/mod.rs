@@ -209,6 +209,14 @@ impl CloudApi for Client {
         Client::list_vm_states(self).await
     }
 
+    fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    async fn list_vm_states_page(&self, startwith: usize) -> Result<Vec<VmSeen>, ClientError> {
+        Client::list_vm_states_page(self, startwith).await
+    }
+
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
         Client::get_vm_at(self, href).await
     }

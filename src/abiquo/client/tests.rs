@@ -690,6 +690,44 @@ async fn listing_follows_next_links_to_the_end() {
 }
 
 #[tokio::test]
+async fn a_look_reads_one_page_of_the_listing_and_keeps_each_vms_link_and_state() {
+    let mock = Mock::start(|s, _| {
+        let base = s.base.clone();
+        let vm = |id: u32, state: &str, extra: serde_json::Value| {
+            let mut vm = serde_json::json!({"id": id, "name": format!("vm-{id}"), "state": state,
+                "cpu": 2, "links": [
+                    {"rel": "virtualdatacenter", "href": format!("{base}/cloud/virtualdatacenters/1"), "title": "dc"},
+                    {"rel": "edit", "href": format!("{base}/cloud/virtualdatacenters/1/virtualappliances/1/virtualmachines/{id}"), "type": "application/vnd.abiquo.virtualmachine+json"},
+                ]});
+            if let (Some(vm), Some(extra)) = (vm.as_object_mut(), extra.as_object()) {
+                vm.extend(extra.clone());
+            }
+            vm
+        };
+        ok(serde_json::json!({"totalSize": 250, "links": [], "collection": [
+            vm(201, "LOCKED", serde_json::json!({})),
+            vm(202, "OFF", serde_json::json!({"deallocated": true})),
+            {"id": 203, "name": "no-link", "state": "ON", "links": []},
+        ]})
+        .to_string())
+    })
+    .await;
+    let seen = mock.client().list_vm_states_page(200).await.unwrap();
+    assert_eq!(seen.len(), 2, "a VM without an edit link cannot be matched");
+    assert_eq!(seen[0].state, VmState::Locked);
+    assert!(seen[0].href.ends_with("/virtualmachines/201"));
+    assert_eq!(
+        (seen[1].state.clone(), seen[1].deallocated),
+        (VmState::Off, Some(true))
+    );
+    let asked = &mock.seen()[0].uri;
+    assert!(
+        asked.contains("/cloud/virtualmachines?startwith=200&limit=100&by=name&asc=true"),
+        "{asked}"
+    );
+}
+
+#[tokio::test]
 async fn a_paging_loop_is_an_error_not_a_hang() {
     let mock = Mock::start(|s, _| {
         let base = s.base.clone();
