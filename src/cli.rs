@@ -425,6 +425,11 @@ pub struct RunTuning {
     /// just before acting.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub state_max_age: Duration,
+    /// Poll every task at its own link, instead of watching tasks through listings of their
+    /// vApps' VMs (a VM is LOCKED while its task runs), which takes fewer requests and sees
+    /// tasks end sooner when several VMs of a vApp are in flight.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// `30s`, `5m`, `250ms` (humantime), strictly positive.

@@ -499,6 +499,7 @@ pub fn run_options(tuning: &RunTuning) -> RunOptions {
         drain_timeout: tuning.drain_timeout,
         durations: TaskDurations::new(),
         state_max_age: tuning.state_max_age,
+        watch: !tuning.no_watch,
     }
 }
 

@@ -1,20 +1,24 @@
 //! Confirming that VMs whose tasks succeeded really reached their state: after a wave, one
-//! listing of the cloud instead of one read per VM, when the listing costs fewer requests.
+//! listing of the cloud instead of one read per VM, when the listing costs fewer requests
+//! (only the pages the VMs stood on, when their places in the plan's listing are known).
 //! A VM the listing does not show settled (missing, LOCKED, or without the `deallocated`
 //! flag a deallocation needs) is read on its own, as is every VM when the listing fails.
 
 use crate::abiquo::api::CloudApi;
+use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{VmSeen, VmState};
 use crate::exec::event::VmResult;
 use crate::exec::{Scheduler, StepTally, vm};
 use crate::plan::PlannedStep;
 use crate::runbook::model::Action;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 /// VMs per listing page Abiquo answers with (the client asks for 100).
 const PAGE: usize = 100;
+/// Pages read at once.
+const PARALLEL_PAGES: usize = 16;
 
 /// A listing is worth it when its pages are at most a quarter of the reads it replaces.
 pub(crate) fn worth_listing(vms_to_confirm: usize, vms_listed: usize) -> bool {
@@ -54,6 +58,27 @@ fn settled_in<'l>(
 }
 
 impl<A: CloudApi> Scheduler<'_, A> {
+    /// The VMs of `pending` as listed now: only the pages of the listing they stood on
+    /// when their place in it is known, the whole listing otherwise.
+    async fn list_for(&self, pending: &[(VmResult, Action)]) -> Result<Vec<VmSeen>, ClientError> {
+        let page = self.ctx.client.page_size().max(1);
+        let starts: Option<BTreeSet<usize>> = pending
+            .iter()
+            .map(|(r, _)| Some(self.ctx.listed.position(&r.vm.href)? / page * page))
+            .collect();
+        let Some(starts) = starts else {
+            return self.ctx.client.list_vm_states().await;
+        };
+        let mut seen = Vec::new();
+        let mut pages = futures::stream::iter(starts)
+            .map(|start| self.ctx.client.list_vm_states_page(start))
+            .buffer_unordered(PARALLEL_PAGES);
+        while let Some(page) = pages.next().await {
+            seen.extend(page?);
+        }
+        Ok(seen)
+    }
+
     /// Confirms the deferred VMs of a wave, finishing each as its outcome is final (none
     /// is held twice).
     pub(super) async fn confirm(
@@ -67,7 +92,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         }
         let kill = self.ctx.control.kill_token();
         let listed = tokio::select! {
-            l = self.ctx.client.list_vm_states() => l.map_err(|e| {
+            l = self.list_for(&pending) => l.map_err(|e| {
                 tracing::warn!("confirming by listing failed ({e}); reading each VM instead");
             }).ok(),
             () = kill.cancelled() => None,

@@ -28,7 +28,7 @@ use crate::abiquo::api::CloudApi;
 use crate::exec::event::{
     Event, GateResult, PathTaken, ResultCounts, Summary, VmOutcome, VmResult,
 };
-use crate::exec::poll::PollPolicy;
+use crate::exec::poll::{PollPolicy, TaskWatch};
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::pacing::TaskDurations;
@@ -57,6 +57,9 @@ pub struct RunOptions {
     /// without reading the VM again. A request the API refuses because the state moved
     /// (VM-4, VM-26, or busy) is followed by a read and a fresh decision either way.
     pub state_max_age: Duration,
+    /// Watch tasks in flight through listings of their vApps' VMs when that takes fewer
+    /// requests than polling each task (see `poll::watch`).
+    pub watch: bool,
 }
 
 impl Default for RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             drain_timeout: Duration::from_secs(60),
             durations: TaskDurations::new(),
             state_max_age: Duration::from_secs(30),
+            watch: true,
         }
     }
 }
@@ -92,6 +96,8 @@ pub(crate) struct Ctx<'a, A> {
     slots: &'a Semaphore,
     /// The VMs as the plan's listing saw them.
     listed: &'a Listed,
+    /// Sees tasks end through their VMs' listings (when enabled).
+    watch: Option<&'a TaskWatch>,
 }
 
 impl<A: CloudApi> Ctx<'_, A> {
@@ -163,6 +169,7 @@ pub async fn execute_with<A: CloudApi>(
 ) -> Summary {
     let started = Instant::now();
     let slots = Semaphore::new(plan.concurrency);
+    let watch = TaskWatch::new(options.poll, options.durations.clone(), client.page_size());
     let ctx = Ctx {
         client,
         options,
@@ -171,6 +178,7 @@ pub async fn execute_with<A: CloudApi>(
         hooks,
         slots: &slots,
         listed: &plan.listed,
+        watch: options.watch.then_some(&watch),
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -191,11 +199,20 @@ pub async fn execute_with<A: CloudApi>(
     let steps = futures::future::join_all(plan.steps.iter().map(|s| sched.run_step(s)));
     let announced = AtomicBool::new(false);
     let watchdog = watchdog(&ctx, plan.deadline(), &announced);
+    // Runs as long as the steps do; it only looks while VMs are in flight.
+    let looking = async {
+        match ctx.watch {
+            Some(w) => w.run(client).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(steps);
     tokio::pin!(watchdog);
+    tokio::pin!(looking);
     tokio::select! {
         _ = &mut steps => {}
         () = &mut watchdog => {}
+        () = &mut looking => {}
     }
     if let Some(reason) = control.aborted()
         && !announced.load(Ordering::SeqCst)

@@ -85,6 +85,13 @@ impl PollPolicy {
         clamp(scaled(elapsed, relative).saturating_add(scaled(elapsed - end, growth)))
     }
 
+    /// Whether a task accepted `elapsed` ago is past the window's last step (polled with
+    /// the overdue backoff).
+    pub fn overdue(&self, elapsed: Duration, w: Window) -> bool {
+        let end = scaled(w.hi, self.window_ratio(w)).saturating_add(self.min_gap);
+        elapsed > end
+    }
+
     /// Geometric step across the window: `window_polls` steps from `lo` reach `hi`, never
     /// coarser than `max_relative_gap`.
     fn window_ratio(&self, w: Window) -> f64 {

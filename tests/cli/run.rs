@@ -13,7 +13,7 @@ use powerbook::exec::poll::PollPolicy;
 use powerbook::exec::{RunControl, RunOptions};
 use powerbook::journal::Record;
 use powerbook::report::RunReport;
-use powerbook::runbook::model::Runbook;
+use powerbook::runbook::model::{Action, Runbook};
 use powerbook::sim::{MutationRecord, SimHandle, SimUser};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -353,7 +353,12 @@ fn a_fresh_listing_is_acted_on_without_reads_and_a_vm_changed_since_is_decided_a
         // Someone powers web-4 off between the listing and the request.
         assert!(sim.set_vm_state("web-4", VmState::Off));
         let control = RunControl::new();
-        execute_with_reporters(&client, &plan, &lib_options(), &control, false)
+        // Tasks followed at their links, so that the wave's end is confirmed by a listing.
+        let options = RunOptions {
+            watch: false,
+            ..lib_options()
+        };
+        execute_with_reporters(&client, &plan, &options, &control, false)
             .await
             .0
     });
@@ -378,6 +383,46 @@ fn a_fresh_listing_is_acted_on_without_reads_and_a_vm_changed_since_is_decided_a
     assert_eq!(stats.requests_to(VM_GET), 1, "{:?}", stats.requests);
     assert_eq!(stats.requests_to(LISTING), 2, "{:?}", stats.requests);
     assert_eq!(stats.mutation_count(), 11);
+    assert!(sim.vm_states().iter().all(|v| v.state == VmState::Off));
+}
+
+#[test]
+fn the_watch_sees_tasks_end_on_the_listing_page_and_reads_each_task_about_once() {
+    // Twelve 1 s tasks at once, their durations known from an earlier run: reads of the
+    // listing's one page see them end, each task is read about once, no VM is read.
+    let inventory = WEB_12
+        .replace("\"100ms\"", "\"1s\"")
+        .replace("\"20ms\"", "\"100ms\"");
+    let t = Test::new().inventory(&inventory);
+    let sim = t.sim();
+    let runbook = format!("{WEB_OFF}concurrency = 12\n");
+    let report = t.block_on(async {
+        let (client, runbook) = lib_session(sim, &runbook).await;
+        let plan = powerbook::plan::resolve(&client, &runbook).await.unwrap();
+        let options = lib_options();
+        for i in 0..20 {
+            options
+                .durations
+                .record(Action::Off, Duration::from_millis(900 + i * 10));
+        }
+        let control = RunControl::new();
+        execute_with_reporters(&client, &plan, &options, &control, false)
+            .await
+            .0
+    });
+    assert!(report.results.iter().all(|r| r.outcome == VmOutcome::Ok));
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.state_after == Some(VmState::Off))
+    );
+    let stats = t.stats();
+    let looks = stats.requests_to(LISTING) - 1;
+    let task_reads: u64 = stats.task_gets.values().sum();
+    assert!(looks >= 1, "{:?}", stats.requests);
+    assert!(task_reads <= 15, "{task_reads} task reads for 12 tasks");
+    assert_eq!(stats.requests_to(VM_GET), 0, "{:?}", stats.requests);
     assert!(sim.vm_states().iter().all(|v| v.state == VmState::Off));
 }
 

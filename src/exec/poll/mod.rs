@@ -10,6 +10,8 @@
 //! backoff from `initial`.
 
 mod wait;
+pub mod watch;
 
 pub use crate::pacing::{Pacing, PollPolicy, PollSchedule, TaskDurations, Window};
 pub use wait::{TaskWait, wait_for_task, wait_for_task_paced};
+pub use watch::{TaskWatch, Unlocked, Watched};

@@ -6,6 +6,7 @@ use crate::abiquo::backoff::scaled;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::Task;
 use crate::exec::poll::PollPolicy;
+use crate::exec::poll::watch::{Unlocked, Watched};
 use crate::pacing::{Pacing, Window};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -14,8 +15,12 @@ use tokio_util::sync::CancellationToken;
 /// How a wait ended.
 #[derive(Debug)]
 pub enum TaskWait {
-    /// The task reached a terminal state.
-    Finished { task: Task, polls: u32 },
+    /// The task reached a terminal state; `seen`: the VM as the watch saw it leave LOCKED.
+    Finished {
+        task: Task,
+        polls: u32,
+        seen: Option<Unlocked>,
+    },
     /// Not terminal within the timeout.
     TimedOut { last: Option<Task>, polls: u32 },
     /// The cancellation token fired (drain timeout after Ctrl-C).
@@ -58,6 +63,7 @@ pub async fn wait_for_task<A: CloudApi>(
         href,
         policy,
         None,
+        None,
         timeout,
         cancel,
     )
@@ -65,12 +71,14 @@ pub async fn wait_for_task<A: CloudApi>(
 }
 
 /// [`wait_for_task`], polling near the expected finish learned in `pacing` and teaching it
-/// this task's duration when it succeeds.
+/// this task's duration when it succeeds. While `watched` covers the VM, its looks stand in
+/// for polls, and the task is read as soon as one sees the VM out of LOCKED.
 pub async fn wait_for_task_paced<A: CloudApi>(
     client: &A,
     href: &str,
     policy: &PollPolicy,
     pacing: Pacing<'_>,
+    watched: Option<&mut Watched<'_>>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> TaskWait {
@@ -79,6 +87,7 @@ pub async fn wait_for_task_paced<A: CloudApi>(
         href,
         policy,
         Some(pacing),
+        watched,
         timeout,
         cancel,
     )
@@ -91,6 +100,7 @@ pub(crate) async fn wait_with<F, Fut>(
     href: &str,
     policy: &PollPolicy,
     pacing: Option<Pacing<'_>>,
+    mut watched: Option<&mut Watched<'_>>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> TaskWait
@@ -119,6 +129,9 @@ where
     // after it, up to half a task time late; spread by task, some look early, and the
     // first finish they see sets the window every other wait then aims at.
     let dither = dither_of(href);
+    // The VM as a look of the watch saw it leave LOCKED: the task is read at once.
+    let mut unlocked: Option<Unlocked> = None;
+    let mut read_now = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -140,15 +153,36 @@ where
             _ => Duration::ZERO,
         };
         let elapsed = now.saturating_duration_since(since);
+        // While the watch keeps looking at the VM and finds it LOCKED, its looks stand in
+        // for polls (until the task is overdue): each counts as this wait's last look, and
+        // the wait only polls if they stop coming for longer than its own next gap.
+        let covered = if read_now {
+            None
+        } else {
+            covered_by(watched.as_deref(), policy, window, since, elapsed, lead)
+        };
+        if let Some((looked, _)) = covered
+            && pending_at.is_none_or(|p| looked > p)
+        {
+            pending_at = Some(looked);
+            pending_blind = false;
+            if lead > Duration::ZERO {
+                last_look = Some(looked);
+            }
+        }
         let basis = last_look.unwrap_or(elapsed + lead);
         let mut look_in = policy.next_delay(basis, window);
         if window.is_none() && pacing.is_some() {
             look_in = look_in.mul_f64(dither);
         }
         // Never sleep past the deadline; still poll once right at it.
-        let delay = (basis + look_in)
-            .saturating_sub(elapsed + lead)
-            .min(deadline - now);
+        let delay = match covered {
+            _ if read_now => Duration::ZERO,
+            Some((_, stale)) => (stale - elapsed).min(deadline - now),
+            None => (basis + look_in)
+                .saturating_sub(elapsed + lead)
+                .min(deadline - now),
+        };
         // A blind backoff is cut short once the action's durations become known: the
         // first tasks of a run finishing tell the others when to look.
         let aim_again = async {
@@ -157,11 +191,32 @@ where
                 _ => std::future::pending().await,
             }
         };
+        let seen = async {
+            match watched.as_deref_mut() {
+                Some(w) if unlocked.is_none() => w.unlocked().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = aim_again => continue,
+            seen = seen => {
+                unlocked = Some(seen);
+                read_now = true;
+                continue;
+            }
             () = cancel.cancelled() => return TaskWait::Interrupted { last, polls },
         }
+        // Covered, or a look came in while this wait slept towards its own poll.
+        let elapsed = Instant::now().saturating_duration_since(since);
+        if !read_now
+            && (covered.is_some()
+                || covered_by(watched.as_deref(), policy, window, since, elapsed, lead)
+                    .is_some_and(|(looked, _)| pending_at.is_none_or(|p| looked > p)))
+        {
+            continue;
+        }
+        read_now = false;
         polls += 1;
         let sent = Instant::now();
         let answer = read().await;
@@ -178,6 +233,28 @@ where
         }
         match answer {
             Ok(task) if task.state.is_terminal() => {
+                if let (Some(p), Some(seen)) = (pacing, &unlocked) {
+                    if task.state.is_success() {
+                        // The watch saw when it ended: between its last look finding the VM
+                        // LOCKED and the one that did not.
+                        let end = seen.at.saturating_duration_since(since);
+                        // Precise when the two looks were close (always, once polls are
+                        // aimed: the watch then looks a few times per gap).
+                        match seen.locked_at.map(|b| b.saturating_duration_since(since)) {
+                            Some(before)
+                                if window.is_some() || end.saturating_sub(before) <= end / 10 =>
+                            {
+                                p.durations.record(p.action, (before + end) / 2);
+                            }
+                            _ => p.durations.record_coarse(p.action, end),
+                        }
+                    }
+                    return TaskWait::Finished {
+                        task,
+                        polls,
+                        seen: unlocked,
+                    };
+                }
                 if let Some(p) = pacing
                     && task.state.is_success()
                 {
@@ -200,7 +277,11 @@ where
                         p.durations.record_coarse(p.action, at);
                     }
                 }
-                return TaskWait::Finished { task, polls };
+                return TaskWait::Finished {
+                    task,
+                    polls,
+                    seen: None,
+                };
             }
             Ok(task) => {
                 last = Some(task);
@@ -215,6 +296,33 @@ where
             }
         }
     }
+}
+
+/// When the watch last saw the VM LOCKED (time since acceptance) and until when that look
+/// stands in for this wait's polls, if it does: the task is not overdue (or, blind, not
+/// older than four `max` gaps), and the look no older than two of the wait's own gaps (and
+/// a round trip).
+fn covered_by(
+    watched: Option<&Watched<'_>>,
+    policy: &PollPolicy,
+    window: Option<Window>,
+    since: Instant,
+    elapsed: Duration,
+    lead: Duration,
+) -> Option<(Duration, Duration)> {
+    let w = watched?;
+    match window {
+        Some(win) if policy.overdue(elapsed + lead, win) => return None,
+        // Blind, a task is polled on its own again after a while, whatever the watch
+        // sees: the VM may be LOCKED by something else than this task.
+        None if elapsed > policy.max * 4 => return None,
+        _ => {}
+    }
+    let looked = w.locked_at()?.saturating_duration_since(since);
+    // The watch looks at least twice per own gap: two gaps without a look, it stopped.
+    let gap = policy.next_delay(looked, window).max(policy.min_gap);
+    let stale = looked + gap * 2 + lead * 2;
+    (stale > elapsed).then_some((looked, stale))
 }
 
 /// A factor in [0.5, 1) fixed per task link (FNV-1a of it).
@@ -318,6 +426,7 @@ mod tests {
             href,
             policy,
             Some(pacing),
+            None,
             Duration::from_secs(600),
             &cancel,
         )
@@ -418,6 +527,7 @@ mod tests {
                     &href,
                     policy,
                     Some(pacing),
+                    None,
                     timeout,
                     &cancel,
                 )
@@ -494,6 +604,7 @@ mod tests {
                 action: Action::Off,
                 since: fake.since,
             }),
+            None,
             Duration::from_secs(60),
             &cancel,
         )
@@ -525,6 +636,7 @@ mod tests {
                 action: Action::Off,
                 since: fake.since,
             }),
+            None,
             Duration::from_secs(900),
             &cancel,
         )

@@ -11,6 +11,7 @@ mod lost;
 mod outcomes;
 mod resume;
 mod scheduler;
+mod watch;
 
 use crate::abiquo::model::{ListedVm, PowerRequest, PowerState, TaskState, VmState};
 use crate::exec::event::{Event, Intent, PathTaken, Summary, VmOutcome, VmResult};

@@ -15,7 +15,7 @@ pub(super) async fn after_graceful<A: CloudApi>(
 ) -> VmOutcome {
     let timeout = job.step.task_timeout();
     match end {
-        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+        ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
         ActEnd::TaskFailed(task) => {
             r.failed_jobs
                 .extend(FailedJob::from_task(&r.vm.name, &task));
@@ -31,7 +31,7 @@ pub(super) async fn after_graceful<A: CloudApi>(
                     r.path = PathTaken::Graceful;
                     r.task_href = Some(href.clone());
                     match follow(ctx, job, r, &href, since, remaining).await {
-                        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                        ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
                         ActEnd::TaskFailed(task) => {
                             r.failed_jobs
                                 .extend(FailedJob::from_task(&r.vm.name, &task));
@@ -111,13 +111,13 @@ async fn force_off_from<A: CloudApi>(
     if rules::reached(Action::Off, &vm.state, vm.deallocated) {
         // The graceful shutdown got there after all.
         r.path = PathTaken::Graceful;
-        return Some(finish_ok(ctx, job, r, None).await);
+        return Some(finish_ok(ctx, job, r, None, None).await);
     }
     r.path = PathTaken::Forced;
     let timeout = job.step.task_timeout();
     Some(
         match act(ctx, job, r, vm, PowerRequest::HARD_OFF, timeout, busy).await {
-            ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+            ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
             ActEnd::Busy => {
                 r.path = PathTaken::Graceful;
                 return None;

@@ -14,7 +14,7 @@ use crate::abiquo::tasks::{find_ours, task_id_of};
 use crate::exec::Ctx;
 use crate::exec::confirm::Deferred;
 use crate::exec::event::{Event, FailedJob, Intent, PathTaken, VmOutcome, VmResult, utc_now_ms};
-use crate::exec::poll::{TaskWait, wait_for_task, wait_for_task_paced};
+use crate::exec::poll::{TaskWait, Unlocked, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
 use crate::exec::slots::StepSlots;
 use crate::pacing::Pacing;
@@ -96,6 +96,7 @@ async fn take_slots<'s, 'r, A: CloudApi>(
     job: VmJob<'s>,
 ) -> Option<Slots<'s, 'r>> {
     let stop = ctx.control.stop_token();
+    let _waiting = ctx.watch.map(|w| w.waiting());
     let step = tokio::select! {
         p = job.step_slots.acquire(job.pos) => p?,
         () = stop.cancelled() => return None,
@@ -124,8 +125,9 @@ enum OnBusy {
 
 /// How one mutation + task ended.
 enum ActEnd {
-    /// The task finished successfully (`None`: reconciliation found the VM already there).
-    Done(Option<Task>),
+    /// The task finished successfully (`None`: reconciliation found the VM already there),
+    /// with the VM as the watch saw it after the task, if it did.
+    Done(Option<Task>, Option<Unlocked>),
     TaskFailed(Task),
     TimedOut {
         href: String,
@@ -255,7 +257,7 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
                 PathTaken::Direct
             };
             match act(ctx, job, r, vm, request, timeout, OnBusy::Wait).await {
-                ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+                ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
                 other => finish_other(ctx, r, other, timeout).await,
             }
         }
@@ -389,7 +391,7 @@ async fn act<A: CloudApi>(
                     // began: done if the VM got there, otherwise the same request again.
                     let goal = r.path.task_action(job.step.action);
                     if rules::reached(goal, &vm.state, vm.deallocated) {
-                        return ActEnd::Done(None);
+                        return ActEnd::Done(None, None);
                     }
                 } else {
                     match evaluate(job, &vm) {
@@ -420,7 +422,7 @@ async fn act<A: CloudApi>(
     };
     let accepted = Instant::now();
     let href = match answer {
-        MutationAnswer::AlreadyDone { .. } => return ActEnd::Done(None),
+        MutationAnswer::AlreadyDone { .. } => return ActEnd::Done(None, None),
         MutationAnswer::Accepted { task_href } => {
             // Even if the journal fails now, the task is ours to follow.
             let _ = emit_accepted(ctx, job, r, &task_href, false).await;
@@ -473,7 +475,25 @@ async fn follow<A: CloudApi>(
                 action,
                 since,
             };
-            wait_for_task_paced(client, href, policy, pacing, timeout, kill).await
+            // A task that is the VM's last in its slots gives them back as soon as the VM
+            // is seen out of LOCKED: the cloud is done with it, its outcome is read after.
+            let release = || job.release_slots();
+            let release: &(dyn Fn() + Sync) = &release;
+            let early = last_in_slots(job, r).then_some(release);
+            let mut watched = ctx
+                .watch
+                .zip(ctx.listed.position(&r.vm.href))
+                .map(|(w, at)| w.register(at, &r.vm.href, action, since, early));
+            wait_for_task_paced(
+                client,
+                href,
+                policy,
+                pacing,
+                watched.as_mut(),
+                timeout,
+                kill,
+            )
+            .await
         }
         None => wait_for_task(client, href, policy, timeout, kill).await,
     };
@@ -489,7 +509,9 @@ async fn follow<A: CloudApi>(
     })
     .await;
     match wait {
-        TaskWait::Finished { task, .. } if task.state.is_success() => ActEnd::Done(Some(task)),
+        TaskWait::Finished { task, seen, .. } if task.state.is_success() => {
+            ActEnd::Done(Some(task), seen)
+        }
         TaskWait::Finished { task, .. } => ActEnd::TaskFailed(task),
         TaskWait::TimedOut { last, .. } => ActEnd::TimedOut {
             href: href.to_owned(),
@@ -506,12 +528,23 @@ async fn follow<A: CloudApi>(
     }
 }
 
-/// After a successful task: confirm the VM really reached the target state.
+/// Whether the task being followed is the last the VM sends in its slots: not a graceful
+/// shutdown that may fall back, nor a restart's first half.
+fn last_in_slots(job: VmJob<'_>, r: &VmResult) -> bool {
+    let first_half = job.step.action == Action::Restart
+        && matches!(r.path, PathTaken::Graceful | PathTaken::Forced);
+    let may_fall_back = r.path == PathTaken::Graceful && job.step.fallback.is_some();
+    !first_half && !may_fall_back
+}
+
+/// After a successful task: confirm the VM really reached the target state (from what the
+/// watch saw after the task, when it tells enough).
 async fn finish_ok<A: CloudApi>(
     ctx: &Ctx<'_, A>,
     job: VmJob<'_>,
     r: &mut VmResult,
     task: Option<Task>,
+    seen: Option<Unlocked>,
 ) -> VmOutcome {
     if let Some(task) = &task {
         r.task_state = Some(task.state.clone());
@@ -525,6 +558,12 @@ async fn finish_ok<A: CloudApi>(
     // The task is over: its slots go to the next VM while this one is confirmed.
     job.release_slots();
     let action = r.path.task_action(job.step.action);
+    let tells = |s: &Unlocked| {
+        s.locked_at.is_some() && (action != Action::Deallocate || s.deallocated.is_some())
+    };
+    if let Some(seen) = seen.filter(tells) {
+        return confirmed(r, action, &seen.state, seen.deallocated);
+    }
     if let Some(deferred) = job.deferred {
         // Until the wave's listing says otherwise, the task's word stands.
         r.state_after = Some(action.target_state());
@@ -560,7 +599,7 @@ async fn power_on_after<A: CloudApi>(
     r.path = r.path.then_on();
     if rules::reached(Action::On, &vm.state, vm.deallocated) {
         // Someone powered it on meanwhile.
-        return finish_ok(ctx, job, r, None).await;
+        return finish_ok(ctx, job, r, None, None).await;
     }
     if !rules::reached(Action::Off, &vm.state, vm.deallocated) {
         return VmOutcome::Failed {
@@ -569,7 +608,7 @@ async fn power_on_after<A: CloudApi>(
     }
     let timeout = job.step.task_timeout();
     match act(ctx, job, r, vm, Action::On.request(), timeout, OnBusy::Wait).await {
-        ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+        ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
         other => finish_other(ctx, r, other, timeout).await,
     }
 }
@@ -622,7 +661,7 @@ async fn finish_other<A: CloudApi>(
     timeout: Duration,
 ) -> VmOutcome {
     match end {
-        ActEnd::Done(_) => VmOutcome::Ok,
+        ActEnd::Done(..) => VmOutcome::Ok,
         ActEnd::TaskFailed(task) => {
             r.task_state = Some(task.state.clone());
             r.failed_jobs

@@ -25,7 +25,7 @@ pub(super) async fn reattach<A: CloudApi>(
             after_graceful(ctx, job, r, end, sent, fallback).await
         }
         _ => match follow(ctx, job, r, href, None, timeout).await {
-            ActEnd::Done(task) => finish_ok(ctx, job, r, task).await,
+            ActEnd::Done(task, seen) => finish_ok(ctx, job, r, task, seen).await,
             other => finish_other(ctx, r, other, timeout).await,
         },
     }
@@ -77,7 +77,7 @@ pub(super) async fn inspect<A: CloudApi>(
         r.state_after = Some(vm.state.clone());
         r.deallocated_after = vm.deallocated;
         r.path = intent.path;
-        return finish_ok(ctx, job, r, None).await;
+        return finish_ok(ctx, job, r, None, None).await;
     }
     drive(ctx, job, r).await
 }
