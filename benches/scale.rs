@@ -5,7 +5,8 @@
 //! smoke set (well under a minute); `-- --inproc` runs the simulator inside the executor's
 //! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
 //! `-- --only 10000` runs only the cases with that many VMs; `-- --fixed` polls with the
-//! fixed backoff of earlier versions, for comparison.
+//! fixed backoff of earlier versions, and `-- --no-watch` follows every task at its link
+//! instead of watching the listing's pages, for comparison.
 //!
 //! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
 //! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
@@ -57,6 +58,13 @@ struct Case {
     /// Uniform jitter of that delay (`--latency-jitter`).
     #[serde(default)]
     latency_jitter_ms: u64,
+    /// Tasks watched through the listing's pages (`--no-watch`: every task polled).
+    #[serde(default = "yes")]
+    watch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,9 +95,19 @@ struct Row {
     sim_connections: Option<u64>,
     progress_us: f64,
     progress_draws: u64,
+    /// From a slot freeing in the cloud (the k-th task end) to the next task accepted in
+    /// it (the (concurrency+k)-th acceptance): what the client adds per round, mean and p95.
+    #[serde(default)]
+    handoff_ms: (f64, f64),
+    /// From the first to the last acceptance of the first round.
+    #[serde(default)]
+    first_round_ms: f64,
+    /// From the last task end in the cloud to the executor's return.
+    #[serde(default)]
+    tail_ms: f64,
 }
 
-fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
+fn cases(quick: bool, inproc: bool, adaptive: bool, watch: bool) -> Vec<Case> {
     let case = |vms, concurrency, sequential, task_ms, jitter_ms, latency_ms| Case {
         vms,
         concurrency,
@@ -100,6 +118,7 @@ fn cases(quick: bool, inproc: bool, adaptive: bool) -> Vec<Case> {
         adaptive,
         latency_ms,
         latency_jitter_ms: 0,
+        watch,
     };
     if quick {
         vec![
@@ -134,6 +153,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let inproc = args.iter().any(|a| a == "--inproc");
     let adaptive = !args.iter().any(|a| a == "--fixed");
+    let watch = !args.iter().any(|a| a == "--no-watch");
     // `--only 10000`: just the cases with that many VMs.
     let only: Option<usize> = args
         .iter()
@@ -142,7 +162,7 @@ fn main() {
         .and_then(|v| v.parse().ok());
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
-    for case in cases(quick, inproc, adaptive)
+    for case in cases(quick, inproc, adaptive, watch)
         .into_iter()
         .filter(|c| only.is_none_or(|n| n == c.vms))
     {
@@ -165,9 +185,10 @@ fn main() {
 }
 
 /// Request kinds, in table order.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "login",
     "list page",
+    "watch look",
     "GET vdc/vapp",
     "GET vm",
     "GET state",
@@ -213,6 +234,9 @@ fn case_label(c: &Case) -> String {
     }
     if !c.adaptive {
         label.push_str(", fixed polling");
+    }
+    if !c.watch {
+        label.push_str(", no watch");
     }
     label
 }
@@ -276,6 +300,8 @@ fn print_table(rows: &[Row]) {
         "sim CPU",
         "sim conns",
         "progress cost",
+        "handoff (p95)",
+        "1st round, tail",
     ]);
     for r in rows {
         let wall_s = r.wall_ms / 1000.0;
@@ -297,6 +323,8 @@ fn print_table(rows: &[Row]) {
                 r.progress_us / 1000.0,
                 r.progress_draws
             ),
+            format!("{:.0} ms ({:.0} ms)", r.handoff_ms.0, r.handoff_ms.1),
+            format!("{:.0} ms, {:.0} ms", r.first_round_ms, r.tail_ms),
         ]);
     }
     println!("{d}");
@@ -515,6 +543,8 @@ fn run_case(case: Case) -> Row {
             .expect("plan");
         let me = std::process::id().to_string();
         let plan_rss = peak_rss_kib(&me);
+        // Listing pages read while executing are the watch's looks.
+        let planned = sim.stats().await;
         let plan_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let sim_pid = sim.pid();
         let sim_cpu0 = sim_pid.as_deref().map(cpu_seconds);
@@ -551,6 +581,7 @@ fn run_case(case: Case) -> Row {
         });
         let mut options = RunOptions::default();
         options.poll.adaptive = case.adaptive;
+        options.watch = case.watch;
         let _summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
         let wall = t0.elapsed();
         drop(tx);
@@ -575,6 +606,34 @@ fn run_case(case: Case) -> Row {
         let first_action_ms = records.first().map_or(f64::NAN, |r| {
             (stats.started_epoch_ms + r.accepted_ms) as f64 - start_epoch
         });
+        let slots = if case.sequential { 1 } else { case.concurrency };
+        let accepted: Vec<f64> = records.iter().map(|r| r.accepted_ms as f64).collect();
+        let mut ends: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.finished_ms.map(|f| f as f64))
+            .collect();
+        ends.sort_by(f64::total_cmp);
+        let mut handoffs: Vec<f64> = accepted
+            .iter()
+            .skip(slots)
+            .zip(&ends)
+            .map(|(a, f)| a - f)
+            .collect();
+        handoffs.sort_by(f64::total_cmp);
+        let handoff_ms = (
+            handoffs.iter().sum::<f64>() / handoffs.len().max(1) as f64,
+            handoffs
+                .get(handoffs.len() * 95 / 100)
+                .copied()
+                .unwrap_or_default(),
+        );
+        let first_round_ms = accepted
+            .get(slots.min(accepted.len()).saturating_sub(1))
+            .zip(accepted.first())
+            .map_or(0.0, |(last, first)| last - first);
+        let tail_ms = ends.last().map_or(0.0, |last| {
+            start_epoch + wall.as_secs_f64() * 1000.0 - (stats.started_epoch_ms as f64 + last)
+        });
         let mut durations = Vec::new();
         let mut delays = Vec::new();
         for rec in records {
@@ -586,9 +645,15 @@ fn run_case(case: Case) -> Row {
         }
         let mut by_kind = BTreeMap::new();
         for (key, n) in &stats.requests {
-            *by_kind.entry(kind_of(key).to_owned()).or_insert(0) += n;
+            let kind = kind_of(key);
+            let before = planned.requests.get(key).copied().unwrap_or(0);
+            if kind == "list page" && *n > before {
+                *by_kind.entry("watch look".to_owned()).or_insert(0) += n - before;
+                *by_kind.entry(kind.to_owned()).or_insert(0) += before;
+            } else {
+                *by_kind.entry(kind.to_owned()).or_insert(0) += n;
+            }
         }
-        let slots = if case.sequential { 1 } else { case.concurrency };
         let ideal_ms = makespan(&durations, slots);
         delays.sort_by(f64::total_cmp);
         let task_polls: u64 = stats.task_gets.values().sum();
@@ -616,6 +681,9 @@ fn run_case(case: Case) -> Row {
             sim_connections: (stats.connections > 0).then_some(stats.connections),
             progress_us: seen.progress.as_secs_f64() * 1e6,
             progress_draws: draws.writes.load(Ordering::Relaxed),
+            handoff_ms,
+            first_round_ms,
+            tail_ms,
             case,
         }
     })
