@@ -48,11 +48,12 @@ pub trait CloudApi: Send + Sync {
     /// VMs per page of [`Self::list_vms`].
     fn page_size(&self) -> usize;
 
-    /// The link, state and `deallocated` flag of each VM on one page of the listing
-    /// [`Self::list_vms`] reads: the one that starts at `startwith`.
-    fn list_vm_states_page(
+    /// The link, state and `deallocated` flag of each of the `limit` VMs from `startwith` on
+    /// in the listing [`Self::list_vms`] reads (one page of it, or part of one).
+    fn list_vm_states_range(
         &self,
         startwith: usize,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<VmSeen>, ClientError>> + Send;
 
     /// Reads a VM at its `edit` link.

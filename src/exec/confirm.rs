@@ -71,7 +71,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
         };
         let mut seen = Vec::new();
         let mut pages = futures::stream::iter(starts)
-            .map(|start| self.ctx.client.list_vm_states_page(start))
+            .map(|start| self.ctx.client.list_vm_states_range(start, page))
             .buffer_unordered(PARALLEL_PAGES);
         while let Some(page) = pages.next().await {
             seen.extend(page?);

@@ -657,13 +657,17 @@ impl CloudApi for FakeCloud {
         FAKE_PAGE
     }
 
-    async fn list_vm_states_page(&self, startwith: usize) -> Result<Vec<VmSeen>, ClientError> {
+    async fn list_vm_states_range(
+        &self,
+        startwith: usize,
+        limit: usize,
+    ) -> Result<Vec<VmSeen>, ClientError> {
         self.enter(CallKind::ListPage, "", None);
         Ok(self
             .listing()
             .iter()
             .skip(startwith)
-            .take(FAKE_PAGE)
+            .take(limit.min(FAKE_PAGE))
             .filter_map(VmSeen::of)
             .collect())
     }

@@ -50,11 +50,17 @@ impl Client {
         Ok(seen.into_iter().flatten().collect())
     }
 
-    /// [`Self::list_vm_states`] of the one page of that listing that starts at `startwith`.
-    pub async fn list_vm_states_page(&self, startwith: usize) -> Result<Vec<VmSeen>, ClientError> {
+    /// [`Self::list_vm_states`] of the `limit` VMs from `startwith` on in that listing (at
+    /// most a page).
+    pub async fn list_vm_states_range(
+        &self,
+        startwith: usize,
+        limit: usize,
+    ) -> Result<Vec<VmSeen>, ClientError> {
+        let limit = limit.clamp(1, self.inner.page_size);
         let url = format!(
-            "{}/cloud/virtualmachines?startwith={startwith}&limit={}&by=name&asc=true",
-            self.inner.endpoint, self.inner.page_size
+            "{}/cloud/virtualmachines?startwith={startwith}&limit={limit}&by=name&asc=true",
+            self.inner.endpoint
         );
         let accept = self.media(media::VIRTUAL_MACHINES);
         let answer = self.get_with_retries(&url, &accept).await?;

@@ -213,8 +213,12 @@ impl CloudApi for Client {
         self.inner.page_size
     }
 
-    async fn list_vm_states_page(&self, startwith: usize) -> Result<Vec<VmSeen>, ClientError> {
-        Client::list_vm_states_page(self, startwith).await
+    async fn list_vm_states_range(
+        &self,
+        startwith: usize,
+        limit: usize,
+    ) -> Result<Vec<VmSeen>, ClientError> {
+        Client::list_vm_states_range(self, startwith, limit).await
     }
 
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {

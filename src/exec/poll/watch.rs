@@ -1,9 +1,9 @@
 //! Watching tasks through their VMs. The API shows a VM LOCKED while a task runs on it, so
 //! one page of the VM listing tells, for every task in flight on the VMs it holds, whether
 //! it has ended. VMs are acted on in listing order, so the VMs in flight crowd onto a few
-//! pages: when several of a page's VMs may be finishing, one read of the page stands in for
-//! their polls and looks four times as often as each would, so ends are seen sooner for
-//! fewer requests. A task seen ended is still read at its link once, for its outcome. A VM the
+//! pages: when several of a page's VMs may be finishing, one read of the page (from the
+//! first of them to its last VM in flight) stands in for their polls and looks four times as often as
+//! each would, so ends are seen sooner for fewer requests. A task seen ended is still read at its link once, for its outcome. A VM the
 //! watch does not cover (few in flight on its page, overdue, not on its page any more, a
 //! page that cannot be read) is polled as before.
 //!
@@ -84,6 +84,8 @@ struct Group {
 
 struct Member {
     vm: Arc<str>,
+    /// Its place in the listing.
+    position: usize,
     action: Action,
     since: Instant,
     locked_at: Option<Instant>,
@@ -134,6 +136,7 @@ impl TaskWatch {
                 id,
                 Member {
                     vm: vm_href.into(),
+                    position,
                     action,
                     since,
                     locked_at: None,
@@ -187,11 +190,13 @@ impl TaskWatch {
                 || (news && recheck.is_none_or(|r| r <= now))
             {
                 let (start, wake) = self.due(now, LOOKS_IN_FLIGHT.saturating_sub(looks.len()));
-                for group in start {
+                for (group, range) in start {
                     looks.push(async move {
                         let sent = Instant::now();
-                        let seen = client.list_vm_states_page(group).await;
-                        (group, sent, Instant::now(), seen)
+                        let seen = client
+                            .list_vm_states_range(range.0, range.1 - range.0)
+                            .await;
+                        (group, range, sent, Instant::now(), seen)
                     });
                 }
                 (checked, planned, news) = (Some(now), wake, false);
@@ -210,16 +215,18 @@ impl TaskWatch {
             tokio::select! {
                 () = sleep => {}
                 () = self.changed.notified() => news = true,
-                Some((group, sent, received, seen)) = looks.next(), if !looks.is_empty() => {
-                    self.apply(group, sent, received, seen);
+                Some((group, range, sent, received, seen)) = looks.next(), if !looks.is_empty() => {
+                    self.apply(group, range, sent, received, seen);
                     news = true;
                 }
             }
         }
     }
 
-    /// The pages to look at now (at most `room`), and when to wake next.
-    fn due(&self, now: Instant, room: usize) -> (Vec<usize>, Option<Instant>) {
+    /// The pages to look at now (at most `room`), each with the part of it to read (from
+    /// its first VM that may be finishing to its last in flight), and when to wake next.
+    #[allow(clippy::type_complexity)]
+    fn due(&self, now: Instant, room: usize) -> (Vec<(usize, (usize, usize))>, Option<Instant>) {
         let lead = self.durations.half_round_trip();
         let mut windows = HashMap::new();
         let mut window = |action: Action| {
@@ -245,7 +252,11 @@ impl TaskWatch {
             // keep now; the others' time to start finishing.
             let mut eligible = 0usize;
             let mut gap = self.policy.max;
+            let mut range = (usize::MAX, 0);
             for m in g.members.values().filter(|m| m.tx.is_some()) {
+                // To the page's last VM in flight: those that start finishing before the
+                // next look are seen LOCKED by this one, so their polls wait for the next.
+                range.1 = range.1.max(m.position + 1);
                 let w = window(m.action);
                 let elapsed = now.saturating_duration_since(m.since) + lead;
                 let from = match w {
@@ -254,6 +265,7 @@ impl TaskWatch {
                 };
                 if elapsed >= from {
                     eligible += 1;
+                    range.0 = range.0.min(m.position);
                     // Blind, a task's own polls back off far apart; the watch looks at a
                     // small share of the time since it started, so the first ends of a run
                     // are seen early and teach every wait the window.
@@ -276,7 +288,7 @@ impl TaskWatch {
             } else if start.len() < room {
                 g.last_sent = Some(now);
                 g.in_flight += 1;
-                start.push(group);
+                start.push((group, range));
                 wake_at(now + every);
             }
         }
@@ -287,6 +299,7 @@ impl TaskWatch {
     fn apply(
         &self,
         group: usize,
+        (from, to): (usize, usize),
         sent: Instant,
         received: Instant,
         seen: Result<Vec<VmSeen>, ClientError>,
@@ -316,7 +329,7 @@ impl TaskWatch {
                 let by_href: HashMap<&str, &VmSeen> =
                     seen.iter().map(|s| (s.href.as_str(), s)).collect();
                 for m in g.members.values_mut() {
-                    if m.since >= sent || m.tx.is_none() {
+                    if m.since >= sent || m.tx.is_none() || !(from..to).contains(&m.position) {
                         continue;
                     }
                     match by_href.get(&*m.vm) {
