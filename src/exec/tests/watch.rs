@@ -25,9 +25,10 @@ fn cloud(n: usize) -> FakeCloud {
     fake
 }
 
-/// A run of `off` on every VM at once, with the tasks' window already learned.
-fn learned(fake: FakeCloud, n: usize) -> Harness {
-    let toml = one_step("off", "vm-*", &format!("concurrency = {n}"));
+/// A run of `off` on every VM, `concurrency` at once, with the tasks' window (1.8 s to
+/// 2.2 s) already learned.
+fn learned(fake: FakeCloud, concurrency: usize) -> Harness {
+    let toml = one_step("off", "vm-*", &format!("concurrency = {concurrency}"));
     let h = harness(fake, &toml).with_listing();
     for i in 0..20 {
         h.options
@@ -88,13 +89,7 @@ async fn a_slot_frees_when_its_vm_is_seen_unlocked_before_its_task_is_read() {
     // task has been read.
     let fake = cloud(6);
     fake.slow_task_reads(ms(500));
-    let toml = one_step("off", "vm-*", "concurrency = 3");
-    let h = harness(fake, &toml).with_listing();
-    for i in 0..20 {
-        h.options
-            .durations
-            .record(Action::Off, ms(1800 + (i * 37) % 400));
-    }
+    let h = learned(fake, 3);
     let run = h.run().await;
     assert!(run.results().iter().all(|r| r.outcome == VmOutcome::Ok));
     let (_, ended) = h.fake.task_spans("vm-00")[0];
@@ -118,14 +113,7 @@ async fn a_slot_frees_when_its_vm_is_seen_unlocked_before_its_task_is_read() {
 async fn a_page_with_too_few_vms_in_flight_is_read_only_once_no_vm_waits_for_a_slot() {
     // Two slots for six VMs: two in flight on the page do not pay for a look while VMs
     // wait for slots; at the wave's end they do, so the last ends are seen sooner.
-    let fake = cloud(6);
-    let toml = one_step("off", "vm-*", "concurrency = 2");
-    let h = harness(fake, &toml).with_listing();
-    for i in 0..20 {
-        h.options
-            .durations
-            .record(Action::Off, ms(1800 + (i * 37) % 400));
-    }
+    let h = learned(cloud(6), 2);
     let run = h.run().await;
     assert!(run.results().iter().all(|r| r.outcome == VmOutcome::Ok));
     let calls = h.fake.calls();
