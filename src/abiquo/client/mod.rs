@@ -123,6 +123,10 @@ struct Counters {
 
 struct Inner {
     http: reqwest::Client,
+    /// Listings, on connections of their own: a page of VMs grows the read buffer of the
+    /// connection it comes on, and kept in one pool with the small answers, every pooled
+    /// connection would end up holding one that size.
+    http_listings: reqwest::Client,
     endpoint: String,
     version: String,
     credentials: Credentials,
@@ -264,27 +268,32 @@ impl Client {
         }
         let origins =
             origin::OriginPolicy::new(&parsed, &config.allowed_origins, config.allow_http)?;
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("powerbook/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout.min(config.request_timeout))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(origins.redirect_policy())
-            .tcp_nodelay(true);
-        if config.insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        } else if let Some(path) = &config.ca_cert {
-            builder = builder.tls_backend_preconfigured(tls::pinned_config(path)?);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let build = || -> Result<reqwest::Client, ClientError> {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(concat!("powerbook/", env!("CARGO_PKG_VERSION")))
+                .timeout(config.request_timeout)
+                .connect_timeout(config.connect_timeout.min(config.request_timeout))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .redirect(origins.redirect_policy())
+                .tcp_nodelay(true);
+            if config.insecure {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            } else if let Some(path) = &config.ca_cert {
+                builder = builder.tls_backend_preconfigured(tls::pinned_config(path)?);
+            }
+            builder
+                .build()
+                .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))
+        };
+        let http = build()?;
+        let http_listings = build()?;
         let limiter = config
             .requests_per_second
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                http_listings,
                 endpoint,
                 version: config.version.trim().to_owned(),
                 credentials: config.credentials,

@@ -375,9 +375,12 @@ impl Client {
             .min(left)
             .max(MIN_ATTEMPT_TIMEOUT);
         let (authorization, token) = self.authorization(auth);
-        let mut req = self
-            .inner
-            .http
+        let http = if method == Method::GET && is_listing(parsed.path()) {
+            &self.inner.http_listings
+        } else {
+            &self.inner.http
+        };
+        let mut req = http
             .request(method.clone(), parsed)
             .timeout(timeout)
             .header(ACCEPT, accept)
@@ -538,6 +541,19 @@ pub(super) fn is_transient(status: u16) -> bool {
     status == 429 || status >= 500
 }
 
+/// A collection the API pages (VMs, vApps, VDCs): large answers.
+fn is_listing(path: &str) -> bool {
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    matches!(
+        last,
+        "virtualmachines" | "virtualappliances" | "virtualdatacenters"
+    )
+}
+
 pub(super) fn decode<T: DeserializeOwned>(body: &[u8], context: &str) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Decode {
         context: context.to_owned(),
@@ -581,4 +597,28 @@ pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         return e.to_string();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_listing;
+
+    #[test]
+    fn only_collections_the_api_pages_go_on_the_listing_connections() {
+        assert!(is_listing("/api/cloud/virtualmachines"));
+        assert!(is_listing(
+            "/api/cloud/virtualdatacenters/2/virtualappliances/7/virtualmachines/"
+        ));
+        assert!(is_listing("/api/cloud/virtualdatacenters"));
+        assert!(is_listing(
+            "/api/cloud/virtualdatacenters/2/virtualappliances"
+        ));
+        assert!(!is_listing(
+            "/api/cloud/virtualdatacenters/2/virtualappliances/7/virtualmachines/41"
+        ));
+        assert!(!is_listing(
+            "/api/cloud/virtualdatacenters/2/virtualappliances/7/virtualmachines/41/tasks/t-1"
+        ));
+        assert!(!is_listing("/api/login"));
+    }
 }
