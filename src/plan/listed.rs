@@ -27,21 +27,23 @@ impl Listed {
     /// The listed VMs for which `wanted(href)` holds, as seen at `at`.
     pub fn of(vms: Vec<ListedVm>, at: Instant, wanted: impl Fn(&str) -> bool) -> Listed {
         let total = vms.len();
-        let mut positions = HashMap::new();
-        let by_href: HashMap<Arc<str>, ListedVm> = vms
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, vm)| {
-                let href = vm.href.clone()?;
-                if !wanted(&href) {
-                    return None;
-                }
-                if let Ok(i) = u32::try_from(i) {
-                    positions.insert(Arc::clone(&href), i);
-                }
-                Some((href, vm))
-            })
-            .collect();
+        // Sized once: a region's tables doubling as they fill would hold half again as
+        // much at the last step.
+        let kept = vms
+            .iter()
+            .filter(|vm| vm.href.as_deref().is_some_and(&wanted))
+            .count();
+        let mut positions = HashMap::with_capacity(kept);
+        let mut by_href = HashMap::with_capacity(kept);
+        for (i, vm) in vms.into_iter().enumerate() {
+            let Some(href) = vm.href.clone().filter(|h| wanted(h)) else {
+                continue;
+            };
+            if let Ok(i) = u32::try_from(i) {
+                positions.insert(Arc::clone(&href), i);
+            }
+            by_href.insert(href, vm);
+        }
         Listed(Some(Arc::new(Inner {
             at,
             total,
