@@ -2,10 +2,11 @@
 //! one page of the VM listing tells, for every task in flight on the VMs it holds, whether
 //! it has ended. VMs are acted on in listing order, so the VMs in flight crowd onto a few
 //! pages: when several of a page's VMs may be finishing, one read of the page (from the
-//! first of them to its last VM in flight) stands in for their polls and looks four times as often as
-//! each would, so ends are seen sooner for fewer requests. A task seen ended is still read at its link once, for its outcome. A VM the
-//! watch does not cover (few in flight on its page, overdue, not on its page any more, a
-//! page that cannot be read) is polled as before.
+//! first of them to its last VM in flight) stands in for their polls. It is made up to four
+//! times as often as each VM would poll, never more often than they all would: ends are
+//! seen sooner, for fewer requests. A task seen ended is still read at its link once, for
+//! its outcome. A VM the watch does not cover (few in flight on its page, overdue, not on
+//! its page any more, a page that cannot be read) is polled as before.
 //!
 //! Only a look sent after the task was accepted counts: the API locks the VM before it
 //! answers 202, so such a look showing it unlocked means the task is over. The end is
@@ -34,7 +35,9 @@ const RECHECK: Duration = Duration::from_millis(5);
 /// A look pays when at least this many of its page's VMs may be finishing (each still
 /// costs one read of its task at the end); at a wave's end, one does.
 const SHARED: usize = 3;
-/// Looks at a page per gap its VMs' own polls would keep.
+/// Looks at a page per gap its VMs' own polls would keep (fewer when fewer VMs may be
+/// finishing on it: a page is never read more often than its VMs would poll); blind, per a
+/// fifth of the time since a task started.
 const LOOKS_PER_GAP: u32 = 4;
 /// Looks in flight at once, run-wide, and per page (a slow API is not piled on).
 const LOOKS_IN_FLIGHT: usize = 32;
@@ -251,7 +254,10 @@ impl TaskWatch {
             // Members that may be finishing, and the shortest gap their own polls would
             // keep now; the others' time to start finishing.
             let mut eligible = 0usize;
+            // The shortest gap the VMs' own polls would keep now, and the shortest the
+            // watch aims at.
             let mut gap = self.policy.max;
+            let mut aim = self.policy.max;
             let mut range = (usize::MAX, 0);
             for m in g.members.values().filter(|m| m.tx.is_some()) {
                 // To the page's last VM in flight: those that start finishing before the
@@ -266,14 +272,16 @@ impl TaskWatch {
                 if elapsed >= from {
                     eligible += 1;
                     range.0 = range.0.min(m.position);
-                    // Blind, a task's own polls back off far apart; the watch looks at a
-                    // small share of the time since it started, so the first ends of a run
-                    // are seen early and teach every wait the window.
-                    let own = match w {
-                        Some(_) => self.policy.next_delay(elapsed, w),
+                    let own = self.policy.next_delay(elapsed, w);
+                    gap = gap.min(own);
+                    // Blind, own polls back off far apart: the watch looks at a small share
+                    // of the time since the task started, so the first ends of a run are
+                    // seen early and teach every wait the window.
+                    let share = match w {
+                        Some(_) => own,
                         None => elapsed.mul_f64(self.policy.max_relative_gap.clamp(0.01, 1.0)),
                     };
-                    gap = gap.min(own);
+                    aim = aim.min(share / LOOKS_PER_GAP);
                 } else {
                     wake_at(now + (from - elapsed));
                 }
@@ -281,7 +289,11 @@ impl TaskWatch {
             if eligible < shared {
                 continue;
             }
-            let every = (gap / LOOKS_PER_GAP).clamp(LOOK_MIN, self.policy.max.max(LOOK_MIN));
+            // Never more reads of the page than its VMs would poll themselves.
+            let neutral = gap / u32::try_from(eligible).unwrap_or(u32::MAX).max(1);
+            let every = aim
+                .max(neutral)
+                .clamp(LOOK_MIN, self.policy.max.max(LOOK_MIN));
             let next = g.last_sent.map_or(now, |t| t + every);
             if next > now {
                 wake_at(next);
@@ -422,5 +434,55 @@ impl Watched<'_> {
 impl Drop for Watched<'_> {
     fn drop(&mut self) {
         self.watch.unregister(self.group, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// How many reads of the page `n` VMs, accepted 1.9 s ago (their tasks take 1.8 s to
+    /// 2.2 s), get over the next 400 ms, with no VM waiting for a slot.
+    fn reads_with(n: usize) -> usize {
+        let durations = TaskDurations::new();
+        for i in 0..20 {
+            durations.record(Action::Off, ms(1800 + (i * 37) % 400));
+        }
+        let watch = TaskWatch::new(PollPolicy::default(), durations, 100);
+        let start = Instant::now();
+        let since = start.checked_sub(ms(1900)).unwrap_or(start);
+        let _members: Vec<Watched<'_>> = (0..n)
+            .map(|i| watch.register(i, &format!("http://x/vm/{i}"), Action::Off, since, None))
+            .collect();
+        let mut reads = 0;
+        for step in 0..400 {
+            let (looks, _) = watch.due(start + ms(step), LOOKS_IN_FLIGHT);
+            reads += looks.len();
+            for (group, range) in looks {
+                // Answered at once, every VM still LOCKED.
+                watch.apply(
+                    group,
+                    range,
+                    start + ms(step),
+                    start + ms(step),
+                    Ok(Vec::new()),
+                );
+            }
+        }
+        reads
+    }
+
+    #[test]
+    fn a_page_is_never_read_more_often_than_its_vms_would_poll() {
+        // One VM at a wave's end: about its own polls' pace (a gap of ~90 ms in the window).
+        let one = reads_with(1);
+        assert!((2..=6).contains(&one), "{one} reads for one VM");
+        // Twenty VMs: four reads per gap, far fewer than their twenty polls.
+        let many = reads_with(20);
+        assert!(many > one * 2 && many <= 24, "{many} reads for twenty VMs");
     }
 }
