@@ -5,6 +5,7 @@
 //! flag a deallocation needs) is read on its own, as is every VM when the listing fails.
 
 use crate::abiquo::api::CloudApi;
+use crate::abiquo::client::PARALLEL_PAGES;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{VmSeen, VmState};
 use crate::exec::event::VmResult;
@@ -17,8 +18,6 @@ use std::sync::{Mutex, PoisonError};
 
 /// VMs per listing page Abiquo answers with (the client asks for 100).
 const PAGE: usize = 100;
-/// Pages read at once.
-const PARALLEL_PAGES: usize = 16;
 
 /// A listing is worth it when its pages are at most a quarter of the reads it replaces.
 pub(crate) fn worth_listing(vms_to_confirm: usize, vms_listed: usize) -> bool {

@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 /// Longest paging chain we follow before calling the listing broken.
 const MAX_PAGES: usize = 100_000;
 /// Pages read at once (the run-wide rate limit still applies to each).
-const PARALLEL_PAGES: usize = 16;
+pub(crate) const PARALLEL_PAGES: usize = 16;
 
 impl Client {
     /// Every VM the user can see, via `/cloud/virtualmachines`, each kept as what

@@ -16,6 +16,7 @@ use crate::abiquo::model::{
 };
 use crate::abiquo::retry::{RetryObserver, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+pub(crate) use listing::PARALLEL_PAGES;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
