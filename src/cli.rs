@@ -425,9 +425,9 @@ pub struct RunTuning {
     /// just before acting.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub state_max_age: Duration,
-    /// Poll every task at its own link, instead of watching tasks through listings of their
-    /// vApps' VMs (a VM is LOCKED while its task runs), which takes fewer requests and sees
-    /// tasks end sooner when several VMs of a vApp are in flight.
+    /// Poll every task at its own link, instead of watching tasks through reads of the VM
+    /// listing's pages (a VM is LOCKED while its task runs), which takes fewer requests and
+    /// sees tasks end sooner when several VMs of a page are in flight.
     #[arg(long)]
     pub no_watch: bool,
 }

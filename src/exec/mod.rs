@@ -57,8 +57,8 @@ pub struct RunOptions {
     /// without reading the VM again. A request the API refuses because the state moved
     /// (VM-4, VM-26, or busy) is followed by a read and a fresh decision either way.
     pub state_max_age: Duration,
-    /// Watch tasks in flight through listings of their vApps' VMs when that takes fewer
-    /// requests than polling each task (see `poll::watch`).
+    /// Watch tasks in flight through reads of the plan's listing's pages when that takes
+    /// fewer requests than polling each task (see `poll::watch`).
     pub watch: bool,
 }
 
