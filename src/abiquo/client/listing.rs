@@ -58,10 +58,7 @@ impl Client {
         limit: usize,
     ) -> Result<Vec<VmSeen>, ClientError> {
         let limit = limit.clamp(1, self.inner.page_size);
-        let url = format!(
-            "{}/cloud/virtualmachines?startwith={startwith}&limit={limit}&by=name&asc=true",
-            self.inner.endpoint
-        );
+        let url = self.vm_page(startwith, limit);
         let accept = self.media(media::VIRTUAL_MACHINES);
         let answer = self.get_with_retries(&url, &accept).await?;
         let page: LeanPage<'_> =
@@ -105,16 +102,18 @@ impl Client {
 
     /// The first page of a collection at `href`, by name (a stable order).
     fn first_page(&self, href: &str) -> String {
-        let join = if href.contains('?') { '&' } else { '?' };
-        format!(
-            "{href}{join}startwith=0&limit={}&by=name&asc=true",
-            self.inner.page_size
-        )
+        page_at(href, 0, self.inner.page_size)
     }
 
     /// The first page of `/cloud/virtualmachines`, in a stable order.
     fn first_vm_page(&self) -> String {
-        self.first_page(&format!("{}/cloud/virtualmachines", self.inner.endpoint))
+        self.vm_page(0, self.inner.page_size)
+    }
+
+    /// `limit` VMs from `startwith` on of `/cloud/virtualmachines`, in that same order.
+    fn vm_page(&self, startwith: usize, limit: usize) -> String {
+        let href = format!("{}/cloud/virtualmachines", self.inner.endpoint);
+        page_at(&href, startwith, limit)
     }
 
     /// Every element of a collection, from its first page at `first`. When the first page
@@ -266,6 +265,12 @@ struct LeanLink<'a> {
     rel: Cow<'a, str>,
     #[serde(borrow)]
     href: Cow<'a, str>,
+}
+
+/// `limit` elements from `startwith` on of the collection at `href`, by name.
+fn page_at(href: &str, startwith: usize, limit: usize) -> String {
+    let join = if href.contains('?') { '&' } else { '?' };
+    format!("{href}{join}startwith={startwith}&limit={limit}&by=name&asc=true")
 }
 
 fn take_page<T, U>(out: &mut Vec<U>, page: Vec<T>, map: impl Fn(T) -> U) {
