@@ -85,6 +85,13 @@ struct Group {
     in_flight: usize,
 }
 
+impl Group {
+    /// Its reads failed too often: its VMs are left to their own polls.
+    fn given_up(&self) -> bool {
+        self.failures >= FAILURES_MAX
+    }
+}
+
 struct Member {
     vm: Arc<str>,
     /// Its place in the listing.
@@ -124,7 +131,7 @@ impl TaskWatch {
     pub fn register<'w>(
         &'w self,
         position: usize,
-        vm_href: &str,
+        vm_href: &Arc<str>,
         action: Action,
         since: Instant,
         release: Option<&'w (dyn Fn() + Sync)>,
@@ -138,7 +145,7 @@ impl TaskWatch {
             state.groups.entry(group).or_default().members.insert(
                 id,
                 Member {
-                    vm: vm_href.into(),
+                    vm: Arc::clone(vm_href),
                     position,
                     action,
                     since,
@@ -172,7 +179,7 @@ impl TaskWatch {
     fn locked_at(&self, group: usize, id: u64) -> Option<Instant> {
         let state = self.lock();
         let g = state.groups.get(&group)?;
-        if g.failures >= FAILURES_MAX {
+        if g.given_up() {
             return None;
         }
         g.members.get(&id)?.locked_at
@@ -248,7 +255,7 @@ impl TaskWatch {
         let mut wake: Option<Instant> = None;
         let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
         for (&group, g) in &mut state.groups {
-            if g.failures >= FAILURES_MAX || g.in_flight >= LOOKS_PER_PAGE {
+            if g.given_up() || g.in_flight >= LOOKS_PER_PAGE {
                 continue;
             }
             // Members that may be finishing, and the shortest gap their own polls would
@@ -326,7 +333,7 @@ impl TaskWatch {
         match seen {
             Err(e) => {
                 g.failures += 1;
-                if g.failures >= FAILURES_MAX || e.is_fatal_for_run() {
+                if g.given_up() || e.is_fatal_for_run() {
                     g.failures = FAILURES_MAX;
                     tracing::debug!(
                         "not watching the listing's page at {group} any more ({e}); its VMs \
@@ -335,7 +342,7 @@ impl TaskWatch {
                 }
             }
             Ok(seen) => {
-                if g.failures < FAILURES_MAX {
+                if !g.given_up() {
                     g.failures = 0;
                 }
                 let by_href: HashMap<&str, &VmSeen> =
@@ -456,7 +463,10 @@ mod tests {
         let start = Instant::now();
         let since = start.checked_sub(ms(1900)).unwrap_or(start);
         let _members: Vec<Watched<'_>> = (0..n)
-            .map(|i| watch.register(i, &format!("http://x/vm/{i}"), Action::Off, since, None))
+            .map(|i| {
+                let href: Arc<str> = format!("http://x/vm/{i}").into();
+                watch.register(i, &href, Action::Off, since, None)
+            })
             .collect();
         let mut reads = 0;
         for step in 0..400 {
