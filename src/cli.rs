@@ -186,7 +186,8 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_response_size: usize,
     /// Most requests in flight to the API at once, each on its own connection; more wait
-    /// their turn. Lower it for an API server or proxy that allows fewer connections.
+    /// their turn (a quarter, at most 32, serve listings). Lower it for an API server or proxy
+    /// that allows fewer connections.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_at_least_one)]
     pub max_connections: usize,
 }

@@ -64,7 +64,8 @@ pub struct ClientConfig {
     /// `limit` of each page when listing.
     pub page_size: usize,
     /// Requests in flight at once (each holds one connection): a run of a thousand tasks
-    /// polled together must not open a thousand connections to one API server.
+    /// polled together must not open a thousand connections to one API server. Listings
+    /// get a quarter of them (at most 32) on a pool of their own.
     pub max_connections: usize,
 }
 
@@ -122,12 +123,33 @@ struct Counters {
     adopted: AtomicU64,
 }
 
-struct Inner {
+/// A pool of connections and the bound on requests in flight through it: each request
+/// holds one connection, so the bound is also the most connections the pool opens.
+struct Lane {
     http: reqwest::Client,
+    connections: tokio::sync::Semaphore,
+}
+
+/// Most connections listings get of their own, out of `max_connections`: as many as the
+/// plan's pages read at once and the executor's page looks need.
+const LISTING_CONNECTIONS_MAX: usize = 32;
+
+/// Connections set aside for listings out of `max`: a quarter, none when there is only one
+/// (then one pool serves everything), so both pools together never exceed `max`.
+fn listing_share(max: usize) -> usize {
+    if max < 2 {
+        0
+    } else {
+        (max / 4).clamp(1, LISTING_CONNECTIONS_MAX)
+    }
+}
+
+struct Inner {
+    lane: Lane,
     /// Listings, on connections of their own: a page of VMs grows the read buffer of the
     /// connection it comes on, and kept in one pool with the small answers, every pooled
-    /// connection would end up holding one that size.
-    http_listings: reqwest::Client,
+    /// connection would end up holding one that size. `None` below two connections.
+    listings: Option<Lane>,
     endpoint: String,
     version: String,
     credentials: Credentials,
@@ -137,7 +159,6 @@ struct Inner {
     token_life: Mutex<Option<Duration>>,
     relogin: tokio::sync::Mutex<()>,
     limiter: Option<DefaultDirectRateLimiter>,
-    connections: tokio::sync::Semaphore,
     retry: RetryPolicy,
     request_timeout: Duration,
     reconcile_wait: Duration,
@@ -286,15 +307,26 @@ impl Client {
                 .build()
                 .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))
         };
-        let http = build()?;
-        let http_listings = build()?;
+        let max = config.max_connections.max(1);
+        let listed = listing_share(max);
+        let lane = Lane {
+            http: build()?,
+            connections: tokio::sync::Semaphore::new(max - listed),
+        };
+        let listings = match listed {
+            0 => None,
+            n => Some(Lane {
+                http: build()?,
+                connections: tokio::sync::Semaphore::new(n),
+            }),
+        };
         let limiter = config
             .requests_per_second
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
-                http_listings,
+                lane,
+                listings,
                 endpoint,
                 version: config.version.trim().to_owned(),
                 credentials: config.credentials,
@@ -302,7 +334,6 @@ impl Client {
                 token_life: Mutex::new(None),
                 relogin: tokio::sync::Mutex::new(()),
                 limiter,
-                connections: tokio::sync::Semaphore::new(config.max_connections.max(1)),
                 retry: config.retry,
                 request_timeout: config.request_timeout,
                 reconcile_wait: config.reconcile_wait,

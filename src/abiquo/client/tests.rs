@@ -969,21 +969,39 @@ async fn tokens_are_renewed_before_the_lifetime_seen_once() {
     );
 }
 
-#[tokio::test]
-async fn requests_in_flight_never_exceed_max_connections() {
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let (now, most) = (Arc::clone(&in_flight), Arc::clone(&peak));
-    let app = axum::Router::new().fallback(move || {
-        let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+/// A server that counts requests in flight: all of them, and listings alone.
+async fn counting_server() -> (Mock, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (all, lists) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (peak, lists_peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (p, lp) = (Arc::clone(&peak), Arc::clone(&lists_peak));
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (all, lists, p, lp) = (
+            Arc::clone(&all),
+            Arc::clone(&lists),
+            Arc::clone(&p),
+            Arc::clone(&lp),
+        );
         async move {
-            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-            most.fetch_max(n, Ordering::SeqCst);
+            let listing = uri.path().ends_with("/virtualmachines");
+            p.fetch_max(all.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            if listing {
+                lp.fetch_max(lists.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            }
             tokio::time::sleep(Duration::from_millis(40)).await;
-            now.fetch_sub(1, Ordering::SeqCst);
-            let body = task_json("http://127.0.0.1/api", "t-1", "POWER_OFF", 0).to_string();
+            all.fetch_sub(1, Ordering::SeqCst);
+            let (media, body) = if listing {
+                lists.fetch_sub(1, Ordering::SeqCst);
+                let page = serde_json::json!({"totalSize": 0, "links": [], "collection": []});
+                ("virtualmachines", page.to_string())
+            } else {
+                let task = task_json("http://127.0.0.1/api", "t-1", "POWER_OFF", 0);
+                ("task", task.to_string())
+            };
             Response::builder()
-                .header("content-type", "application/vnd.abiquo.task+json")
+                .header(
+                    "content-type",
+                    format!("application/vnd.abiquo.{media}+json"),
+                )
                 .body(Body::from(body))
                 .unwrap()
         }
@@ -997,15 +1015,46 @@ async fn requests_in_flight_never_exceed_max_connections() {
         base: format!("http://{addr}/api"),
         seen: Arc::new(Mutex::new(Vec::new())),
     };
-    let client = mock.client_with(|c| c.max_connections = 3);
+    (mock, peak, lists_peak)
+}
+
+/// 12 task reads and 12 listing pages asked for at once, through `max` connections.
+async fn read_tasks_and_pages_at_once(mock: &Mock, max: usize) {
+    let client = mock.client_with(|c| {
+        c.max_connections = max;
+        c.page_size = 10;
+    });
     let hrefs: Vec<String> = (0..12)
-        .map(|i| format!("http://{addr}/api/tasks/{i}"))
+        .map(|i| format!("{}/tasks/{i}", mock.base))
         .collect();
-    let reads = hrefs.iter().map(|href| client.get_task(href));
-    for read in futures::future::join_all(reads).await {
+    let tasks = futures::future::join_all(hrefs.iter().map(|href| client.get_task(href)));
+    let pages = futures::future::join_all((0..12).map(|i| client.list_vm_states_range(i * 10, 10)));
+    let (tasks, pages) = tokio::join!(tasks, pages);
+    for read in tasks {
         read.unwrap();
     }
-    assert_eq!(peak.load(Ordering::SeqCst), 3, "12 reads, 3 at a time");
+    for page in pages {
+        page.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn requests_in_flight_never_exceed_max_connections() {
+    let (mock, peak, lists_peak) = counting_server().await;
+    read_tasks_and_pages_at_once(&mock, 8).await;
+    assert_eq!(peak.load(Ordering::SeqCst), 8, "24 reads, 8 at a time");
+    assert_eq!(
+        lists_peak.load(Ordering::SeqCst),
+        2,
+        "a quarter of the connections serve listings"
+    );
+}
+
+#[tokio::test]
+async fn one_connection_is_shared_by_listings_and_everything_else() {
+    let (mock, peak, _) = counting_server().await;
+    read_tasks_and_pages_at_once(&mock, 1).await;
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

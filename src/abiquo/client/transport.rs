@@ -375,12 +375,12 @@ impl Client {
             .min(left)
             .max(MIN_ATTEMPT_TIMEOUT);
         let (authorization, token) = self.authorization(auth);
-        let http = if method == Method::GET && is_listing(parsed.path()) {
-            &self.inner.http_listings
-        } else {
-            &self.inner.http
+        let lane = match &self.inner.listings {
+            Some(listings) if method == Method::GET && is_listing(parsed.path()) => listings,
+            _ => &self.inner.lane,
         };
-        let mut req = http
+        let mut req = lane
+            .http
             .request(method.clone(), parsed)
             .timeout(timeout)
             .header(ACCEPT, accept)
@@ -390,7 +390,7 @@ impl Client {
             req = req.header(CONTENT_TYPE, content_type).body(bytes);
         }
         // Held until the answer is read, when its connection is free again.
-        let _connection = self.inner.connections.acquire().await.ok();
+        let _connection = lane.connections.acquire().await.ok();
         let started = Instant::now();
         let mut resp = req
             .send()
