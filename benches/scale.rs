@@ -508,8 +508,9 @@ impl indicatif::TermLike for Sink {
 /// What the event consumer saw.
 #[derive(Default)]
 struct Seen {
-    /// Task id → epoch ms when its TaskFinished arrived.
-    finished_at: HashMap<String, f64>,
+    /// Task id (hashed: the bench's own record must not weigh on the executor's peak RSS)
+    /// → epoch ms when its TaskFinished arrived.
+    finished_at: HashMap<u64, f64>,
     progress: Duration,
     ok: usize,
 }
@@ -562,8 +563,8 @@ fn run_case(case: Case) -> Row {
             );
             while let Some(event) = rx.recv().await {
                 if let Event::TaskFinished { task_href, .. } = &event {
-                    let id = task_href.rsplit('/').next().unwrap_or_default().to_owned();
-                    seen.finished_at.insert(id, epoch_ms());
+                    let id = task_href.rsplit('/').next().unwrap_or_default();
+                    seen.finished_at.insert(task_key(id), epoch_ms());
                 }
                 if let Event::VmFinished { result } = &event
                     && result.outcome == powerbook::exec::event::VmOutcome::Ok
@@ -593,10 +594,11 @@ fn run_case(case: Case) -> Row {
             .zip(sim_cpu0)
             .map(|(a, b)| a - b);
         let requests = client.stats().requests - requests0;
+        // Before the simulator's record of every task is fetched and parsed here.
+        let rss = peak_rss_kib(&me);
 
         let stats = sim.stats().await;
         let sim_rss = sim_pid.as_deref().map(peak_rss_kib);
-        let rss = peak_rss_kib(&me);
         sim.stop().await;
 
         // Task durations in creation order, and when the client saw each task end.
@@ -639,7 +641,7 @@ fn run_case(case: Case) -> Row {
         for rec in records {
             let Some(fin) = rec.finished_ms else { continue };
             durations.push((fin - rec.accepted_ms) as f64);
-            if let Some(at) = seen.finished_at.get(&rec.task_id) {
+            if let Some(at) = seen.finished_at.get(&task_key(&rec.task_id)) {
                 delays.push(at - (stats.started_epoch_ms + fin) as f64);
             }
         }
@@ -687,6 +689,11 @@ fn run_case(case: Case) -> Row {
             case,
         }
     })
+}
+
+fn task_key(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
 }
 
 /// Shares the counting sink with the bench after the progress bars took it.
