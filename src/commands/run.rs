@@ -10,8 +10,8 @@ use crate::commands::session::{
     render_options, run_options, test_mode, verbosity, with_simulator,
 };
 use crate::exit::Outcome;
-use crate::journal::history::read_durations;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
+use crate::pacing::TaskDurations;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{Estimate, EstimateInputs, estimate};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
@@ -99,7 +99,15 @@ async fn run_connected(
     if !session::can_approve(&plan, approve) {
         return Outcome::Usage;
     }
-    let est = run_estimate(&client, runbook, &plan, &args.journal.runs_dir, simulated);
+    // Earlier runs' journals tell how long tasks take on this cloud: the estimate and the
+    // executor's polling start warm. Read once: a region's journals are hundreds of MB.
+    let history = crate::journal::history::durations_from_journals(
+        &args.journal.runs_dir,
+        client.endpoint(),
+        &runbook.name,
+    )
+    .await;
+    let est = run_estimate(runbook, &plan, &history, simulated);
     let plan = if verbosity().quiet && args.yes {
         plan
     } else {
@@ -132,13 +140,7 @@ async fn run_connected(
         }
     }
     let mut options = run_options(&args.tuning);
-    // Earlier runs' journals tell how long tasks take on this cloud: start warm.
-    options.durations = crate::journal::history::durations_from_journals(
-        &args.journal.runs_dir,
-        client.endpoint(),
-        &runbook.name,
-    )
-    .await;
+    options.durations = history;
     let finish = Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
@@ -250,16 +252,14 @@ fn short_hash(h: &str) -> &str {
 /// What the plan expects of the run: shown before the question, and kept in the journal's
 /// header so that a report drawn later sets the actual beside it.
 fn run_estimate(
-    client: &Client,
     runbook: &Runbook,
     plan: &Plan,
-    runs_dir: &Path,
+    history: &TaskDurations,
     simulated: Option<&BTreeMap<Action, Duration>>,
 ) -> Estimate {
-    let history = read_durations(runs_dir, client.endpoint(), &runbook.name);
     let inputs = EstimateInputs {
         listed_vms: plan.total_targets(),
-        history: Some(&history),
+        history: Some(history),
         simulated,
         ..EstimateInputs::default()
     };

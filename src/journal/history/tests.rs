@@ -1,6 +1,7 @@
 use super::*;
 use crate::abiquo::model::TaskState;
-use crate::journal::{Header, JOURNAL_FORMAT};
+use crate::exec::event::{Event, VmOutcome};
+use crate::journal::{Header, Record};
 use crate::plan::{Plan, PlannedStep};
 use crate::runbook::model::{OnFailure, Order};
 
@@ -22,11 +23,6 @@ fn header(endpoint: &str, runbook: &str) -> Header {
         started_ms: 0,
         estimate: None,
     }
-}
-
-fn write_journal(dir: &Path, file: &str, endpoint: &str, runbook: &str) {
-    let line = serde_json::to_string(&Record::Header(header(endpoint, runbook))).unwrap();
-    std::fs::write(dir.join(file), format!("{line}\n")).unwrap();
 }
 
 fn plan(endpoint: &str, actions: &[Action]) -> Plan {
@@ -94,40 +90,70 @@ fn journal_text(endpoint: &str, runbook: &str, events: &[Event]) -> String {
 }
 
 #[test]
-fn only_journals_of_the_same_cloud_and_runbook_count() {
-    let dir = tempfile::tempdir().unwrap();
-    write_journal(dir.path(), "a.jsonl", "http://a/api", "web");
-    write_journal(dir.path(), "b.jsonl", "http://b/api", "web");
-    write_journal(dir.path(), "c.jsonl", "http://a/api", "db");
-    std::fs::write(dir.path().join("junk.jsonl"), "not json\n").unwrap();
-    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-
-    assert_eq!(past_journals(dir.path(), "http://a/api", None).len(), 2);
-    let web = past_journals(dir.path(), "http://a/api", Some("web"));
-    assert_eq!(web.len(), 1);
-    assert_eq!(web[0].header.runbook_name, "web");
-    assert!(past_journals(&dir.path().join("missing"), "http://a/api", None).is_empty());
-}
-
-#[test]
 fn journal_events_become_priors_per_step_action() {
+    let dir = tempfile::tempdir().unwrap();
     let events = [
         Event::RunStarted {
             started_at: String::new(),
-            plan: Box::new(plan("https://cloud/api", &[Action::Shutdown, Action::On])),
+            plan: std::sync::Arc::new(plan("https://cloud/api", &[Action::Shutdown, Action::On])),
         },
         finished(0, Some(TaskState::FinishedSuccessfully), 40_000),
         finished(0, Some(TaskState::FinishedUnsuccessfully), 1_000),
         finished(1, Some(TaskState::FinishedSuccessfully), 5_000),
         finished(1, None, 99_000),
     ];
-    let d = TaskDurations::new();
-    assert_eq!(learn_from_events(&d, &events, "https://cloud/api"), 2);
+    let text = journal_text("https://cloud/api", "r", &events);
+    std::fs::write(dir.path().join("a.jsonl"), text).unwrap();
+    let d = read_durations(dir.path(), "https://cloud/api", "r");
     assert_eq!(d.window(Action::Shutdown), window(36_000, 44_000));
     assert_eq!(d.window(Action::On), window(4_500, 5_500));
-    let other = TaskDurations::new();
-    assert_eq!(learn_from_events(&other, &events, "https://other/api"), 0);
+    let other = read_durations(dir.path(), "https://other/api", "r");
     assert_eq!(other.window(Action::On), None);
+}
+
+#[test]
+fn a_run_started_against_another_cloud_teaches_nothing_until_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = |endpoint: &str| Event::RunStarted {
+        started_at: String::new(),
+        plan: std::sync::Arc::new(plan(endpoint, &[Action::Off])),
+    };
+    let events = [
+        started("https://other/api"),
+        finished(0, Some(TaskState::FinishedSuccessfully), 99_000),
+        started("https://cloud/api"),
+        finished(0, Some(TaskState::FinishedSuccessfully), 10_000),
+    ];
+    let text = journal_text("https://cloud/api", "r", &events);
+    std::fs::write(dir.path().join("a.jsonl"), text).unwrap();
+    let d = read_durations(dir.path(), "https://cloud/api", "r");
+    assert_eq!(d.window(Action::Off), window(9_000, 11_000));
+}
+
+#[test]
+fn torn_last_lines_are_passed_over_and_damaged_journals_teach_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = [
+        Event::RunStarted {
+            started_at: String::new(),
+            plan: std::sync::Arc::new(plan("http://x/api", &[Action::Off])),
+        },
+        finished(0, Some(TaskState::FinishedSuccessfully), 7_000),
+    ];
+    let whole = journal_text("http://x/api", "r", &events);
+    std::fs::write(
+        dir.path().join("torn.jsonl"),
+        format!("{whole}{{\"record\":\"ev"),
+    )
+    .unwrap();
+    let d = read_durations(dir.path(), "http://x/api", "r");
+    assert_eq!(d.window(Action::Off), window(6_300, 7_700));
+
+    let (head, tail) = whole.split_at(whole.find("\n").unwrap() + 1);
+    let damaged = format!("{head}not json\n{tail}");
+    std::fs::write(dir.path().join("torn.jsonl"), damaged).unwrap();
+    let d = read_durations(dir.path(), "http://x/api", "r");
+    assert_eq!(d.window(Action::Off), None);
 }
 
 #[tokio::test]
@@ -137,7 +163,7 @@ async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
         [
             Event::RunStarted {
                 started_at: String::new(),
-                plan: Box::new(plan(endpoint, &[action])),
+                plan: std::sync::Arc::new(plan(endpoint, &[action])),
             },
             finished(0, Some(TaskState::FinishedSuccessfully), ms),
         ]
@@ -191,7 +217,7 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
         [
             Event::RunStarted {
                 started_at: String::new(),
-                plan: Box::new(plan("http://x/api", &[Action::Off])),
+                plan: std::sync::Arc::new(plan("http://x/api", &[Action::Off])),
             },
             finished(0, Some(TaskState::FinishedSuccessfully), task_ms),
             Event::VmFinished {
@@ -209,4 +235,28 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
     assert_eq!(d.window(Action::Off), window(1_800, 4_400));
     // …VM times from this runbook's only.
     assert_eq!(d.vm_mean(Action::Off), Some((ms(2_300), 1)));
+    // A VM acted on again (a resume) and failed there says nothing about the action.
+    let mut again = run(2_000, 2_300).to_vec();
+    again.push(Event::VmActing {
+        step: 0,
+        target: 0,
+        vm: result(0).vm,
+        intent: crate::exec::event::Intent {
+            action: Action::Off,
+            request: crate::abiquo::model::PowerRequest::State {
+                target: crate::abiquo::model::PowerState::Off,
+                graceful: false,
+            },
+            from: crate::abiquo::model::VmState::On,
+            to: crate::abiquo::model::VmState::Off,
+            path: PathTaken::Direct,
+        },
+    });
+    std::fs::write(
+        dir.path().join("web.jsonl"),
+        journal_text("http://x/api", "web", &again),
+    )
+    .unwrap();
+    let d = read_durations(dir.path(), "http://x/api", "web");
+    assert_eq!(d.vm_mean(Action::Off), None);
 }
