@@ -14,7 +14,7 @@ pub enum Event {
     /// Before anything else; carries the whole plan.
     RunStarted {
         started_at: String,
-        plan: Box<Plan>,
+        plan: std::sync::Arc<Plan>,
     },
     /// A step's dependencies are done and it begins.
     StepStarted {

@@ -182,7 +182,7 @@ pub async fn execute_with<A: CloudApi>(
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        plan: Box::new(plan.clone()),
+        plan: std::sync::Arc::new(plan.clone()),
     })
     .await;
     let tally = Mutex::new(Tally::default());

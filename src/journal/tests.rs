@@ -130,7 +130,7 @@ fn started(plan: &Plan) -> Record {
         1_001,
         Event::RunStarted {
             started_at: "2026-11-26T20:00:00Z".into(),
-            plan: Box::new(plan.clone()),
+            plan: std::sync::Arc::new(plan.clone()),
         },
     )
 }

@@ -163,29 +163,103 @@ fn encode(rec: &Record) -> Result<Vec<u8>, String> {
     serde_json::to_vec(rec).map_err(|e| format!("cannot encode a journal record: {e}"))
 }
 
+/// The journal file behind a small buffer, with the length of its whole records: a record is
+/// encoded straight into the file (a region's plan is tens of MB on one line, never held
+/// twice), and one that cannot be encoded is cut off again.
+struct Lines {
+    out: std::io::BufWriter<File>,
+    /// Bytes of whole records in the file, buffered ones included.
+    len: u64,
+}
+
+impl Lines {
+    fn new(mut file: File) -> std::io::Result<Lines> {
+        let len = file.stream_position()?;
+        Ok(Lines {
+            out: std::io::BufWriter::with_capacity(64 * 1024, file),
+            len,
+        })
+    }
+
+    /// Appends `rec` as one line. `Err(Ok(msg))`: it could not be encoded, and nothing of it
+    /// is left in the file; `Err(Err(e))`: the file could not be written.
+    fn put<T: serde::Serialize>(&mut self, rec: &T) -> Result<(), Result<String, std::io::Error>> {
+        let mut line = Counted {
+            out: &mut self.out,
+            n: 0,
+        };
+        let encoded = serde_json::to_writer(&mut line, rec)
+            .and_then(|()| line.write_all(b"\n").map_err(serde_json::Error::io));
+        let written = line.n;
+        match encoded {
+            Ok(()) => {
+                self.len += written;
+                Ok(())
+            }
+            Err(e) if e.is_io() => Err(Err(std::io::Error::other(e))),
+            Err(e) => {
+                let cut = self.out.flush().and_then(|()| {
+                    let file = self.out.get_mut();
+                    file.set_len(self.len)?;
+                    file.seek(SeekFrom::Start(self.len)).map(|_| ())
+                });
+                match cut {
+                    Ok(()) => Err(Ok(format!("cannot encode a journal record: {e}"))),
+                    Err(io) => Err(Err(io)),
+                }
+            }
+        }
+    }
+
+    /// Writes out what is buffered and syncs it.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+}
+
+/// Counts the bytes that go through.
+struct Counted<'a, W: Write> {
+    out: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Writes batches until every sink is gone. After the first failure every later record is
 /// answered with that failure (the run decides what to do).
 fn write_loop(
-    mut file: File,
+    file: File,
     mut rx: mpsc::Receiver<(Record, Option<Ack>)>,
     path: &str,
 ) -> Result<(), String> {
+    let failure = |e: std::io::Error| format!("cannot write the journal {path}: {e}");
     let mut failed: Option<String> = None;
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut lines = match Lines::new(file) {
+        Ok(lines) => Some(lines),
+        Err(e) => {
+            failed = Some(failure(e));
+            None
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut acks = Vec::new();
-        buf.clear();
         let mut next = Some(first);
         let mut n = 0;
         while let Some((rec, ack)) = next.take() {
-            match encode(&rec) {
-                Ok(line) => {
-                    buf.extend_from_slice(&line);
-                    buf.push(b'\n');
-                }
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+            if let Some(out) = lines.as_mut().filter(|_| failed.is_none())
+                && let Err(e) = out.put(&rec)
+            {
+                failed = Some(e.unwrap_or_else(failure));
             }
             acks.extend(ack);
             n += 1;
@@ -193,17 +267,50 @@ fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
-        if failed.is_none()
-            && let Err(e) = file
-                .write_all(&buf)
-                .and_then(|()| file.flush())
-                .and_then(|()| file.sync_data())
+        if let Some(out) = lines.as_mut().filter(|_| failed.is_none())
+            && let Err(e) = out.sync()
         {
-            failed = Some(format!("cannot write the journal {path}: {e}"));
+            failed = Some(failure(e));
         }
         for ack in acks {
             let _ = ack.send(failed.clone().map_or(Ok(()), Err));
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+    use serde::ser::{Error, Serialize, SerializeMap, Serializer};
+
+    /// Gets some way into its line, then fails.
+    struct HalfWritten;
+
+    impl Serialize for HalfWritten {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("record", &"x".repeat(100_000))?;
+            Err(S::Error::custom("cannot"))
+        }
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_encoded_leaves_nothing_of_itself_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).unwrap();
+        let mut lines = Lines::new(file).unwrap();
+        lines.put(&serde_json::json!({"b": 2})).unwrap();
+        let failed = lines.put(&HalfWritten).unwrap_err();
+        assert!(failed.unwrap().contains("cannot encode"));
+        lines.put(&serde_json::json!({"c": 3})).unwrap();
+        lines.sync().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+    }
 }
