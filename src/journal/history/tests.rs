@@ -62,6 +62,14 @@ fn plan(endpoint: &str, actions: &[Action]) -> Plan {
     }
 }
 
+/// The event that opens a run of steps with these actions against `endpoint`.
+fn started(endpoint: &str, actions: &[Action]) -> Event {
+    Event::RunStarted {
+        started_at: String::new(),
+        plan: std::sync::Arc::new(plan(endpoint, actions)),
+    }
+}
+
 fn finished(step: usize, state: Option<TaskState>, elapsed_ms: u64) -> Event {
     Event::TaskFinished {
         step,
@@ -93,10 +101,7 @@ fn journal_text(endpoint: &str, runbook: &str, events: &[Event]) -> String {
 fn journal_events_become_priors_per_step_action() {
     let dir = tempfile::tempdir().unwrap();
     let events = [
-        Event::RunStarted {
-            started_at: String::new(),
-            plan: std::sync::Arc::new(plan("https://cloud/api", &[Action::Shutdown, Action::On])),
-        },
+        started("https://cloud/api", &[Action::Shutdown, Action::On]),
         finished(0, Some(TaskState::FinishedSuccessfully), 40_000),
         finished(0, Some(TaskState::FinishedUnsuccessfully), 1_000),
         finished(1, Some(TaskState::FinishedSuccessfully), 5_000),
@@ -114,14 +119,10 @@ fn journal_events_become_priors_per_step_action() {
 #[test]
 fn a_run_started_against_another_cloud_teaches_nothing_until_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let started = |endpoint: &str| Event::RunStarted {
-        started_at: String::new(),
-        plan: std::sync::Arc::new(plan(endpoint, &[Action::Off])),
-    };
     let events = [
-        started("https://other/api"),
+        started("https://other/api", &[Action::Off]),
         finished(0, Some(TaskState::FinishedSuccessfully), 99_000),
-        started("https://cloud/api"),
+        started("https://cloud/api", &[Action::Off]),
         finished(0, Some(TaskState::FinishedSuccessfully), 10_000),
     ];
     let text = journal_text("https://cloud/api", "r", &events);
@@ -134,10 +135,7 @@ fn a_run_started_against_another_cloud_teaches_nothing_until_the_next_start() {
 fn torn_last_lines_are_passed_over_and_damaged_journals_teach_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let events = [
-        Event::RunStarted {
-            started_at: String::new(),
-            plan: std::sync::Arc::new(plan("http://x/api", &[Action::Off])),
-        },
+        started("http://x/api", &[Action::Off]),
         finished(0, Some(TaskState::FinishedSuccessfully), 7_000),
     ];
     let whole = journal_text("http://x/api", "r", &events);
@@ -161,10 +159,7 @@ async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
     let dir = tempfile::tempdir().unwrap();
     let run = |endpoint: &str, action, ms| {
         [
-            Event::RunStarted {
-                started_at: String::new(),
-                plan: std::sync::Arc::new(plan(endpoint, &[action])),
-            },
+            started(endpoint, &[action]),
             finished(0, Some(TaskState::FinishedSuccessfully), ms),
         ]
     };
@@ -215,10 +210,7 @@ fn one_read_learns_task_times_of_the_cloud_and_vm_times_of_the_runbook() {
     };
     let run = |task_ms, vm_ms| {
         [
-            Event::RunStarted {
-                started_at: String::new(),
-                plan: std::sync::Arc::new(plan("http://x/api", &[Action::Off])),
-            },
+            started("http://x/api", &[Action::Off]),
             finished(0, Some(TaskState::FinishedSuccessfully), task_ms),
             Event::VmFinished {
                 result: Box::new(result(vm_ms)),
