@@ -132,7 +132,7 @@ fn a_run_started_against_another_cloud_teaches_nothing_until_the_next_start() {
 }
 
 #[test]
-fn torn_last_lines_are_passed_over_and_damaged_journals_teach_nothing() {
+fn torn_last_lines_and_unknown_records_are_passed_over_and_damaged_journals_teach_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let events = [
         started("http://x/api", &[Action::Off]),
@@ -148,6 +148,19 @@ fn torn_last_lines_are_passed_over_and_damaged_journals_teach_nothing() {
     assert_eq!(d.window(Action::Off), window(6_300, 7_700));
 
     let (head, tail) = whole.split_at(whole.find("\n").unwrap() + 1);
+    let odd = r#"{"record":"event","at_ms":1,"event":{"event":"vm_finished","result":"odd"}}"#;
+    std::fs::write(
+        dir.path().join("torn.jsonl"),
+        format!("{head}{odd}\n{tail}"),
+    )
+    .unwrap();
+    let d = read_durations(dir.path(), "http://x/api", "r");
+    assert_eq!(
+        d.window(Action::Off),
+        window(6_300, 7_700),
+        "a record of another shape"
+    );
+
     let damaged = format!("{head}not json\n{tail}");
     std::fs::write(dir.path().join("torn.jsonl"), damaged).unwrap();
     let d = read_durations(dir.path(), "http://x/api", "r");
