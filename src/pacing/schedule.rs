@@ -74,8 +74,7 @@ impl PollPolicy {
         if elapsed.saturating_add(self.min_gap) <= first {
             return first - elapsed;
         }
-        // One step past `hi` still belongs to the window.
-        let end = scaled(w.hi, ratio).saturating_add(self.min_gap);
+        let end = self.window_end(w, ratio);
         if elapsed <= end {
             return clamp(scaled(elapsed, ratio - 1.0));
         }
@@ -88,8 +87,12 @@ impl PollPolicy {
     /// Whether a task accepted `elapsed` ago is past the window's last step (polled with
     /// the overdue backoff).
     pub fn overdue(&self, elapsed: Duration, w: Window) -> bool {
-        let end = scaled(w.hi, self.window_ratio(w)).saturating_add(self.min_gap);
-        elapsed > end
+        elapsed > self.window_end(w, self.window_ratio(w))
+    }
+
+    /// The window's last step: one step past `hi` still belongs to the window.
+    fn window_end(&self, w: Window, ratio: f64) -> Duration {
+        scaled(w.hi, ratio).saturating_add(self.min_gap)
     }
 
     /// Geometric step across the window: `window_polls` steps from `lo` reach `hi`, never
