@@ -233,8 +233,10 @@ where
         }
         match answer {
             Ok(task) if task.state.is_terminal() => {
-                if let (Some(p), Some(seen)) = (pacing, &unlocked) {
-                    if task.state.is_success() {
+                if let Some(p) = pacing
+                    && task.state.is_success()
+                {
+                    if let Some(seen) = &unlocked {
                         // The watch saw when it ended: between its last look finding the VM
                         // LOCKED and the one that did not.
                         let end = seen.at.saturating_duration_since(since);
@@ -248,21 +250,11 @@ where
                             }
                             _ => p.durations.record_coarse(p.action, end),
                         }
-                    }
-                    return TaskWait::Finished {
-                        task,
-                        polls,
-                        seen: unlocked,
-                    };
-                }
-                if let Some(p) = pacing
-                    && task.state.is_success()
-                {
-                    // It finished between the last two polls. Found done at the very first
-                    // poll, it may have finished much earlier: count it just below the
-                    // window, so that the window moves down when such tasks become common
-                    // (the cloud got faster) and stays put while they are rare.
-                    if window.is_some() && !pending_blind {
+                    } else if window.is_some() && !pending_blind {
+                        // It finished between the last two polls. Found done at the very
+                        // first poll, it may have finished much earlier: count it just below
+                        // the window, so that the window moves down when such tasks become
+                        // common (the cloud got faster) and stays put while they are rare.
                         let took = match (pending_at, first_window) {
                             (Some(before), _) => (before + at) / 2,
                             (None, Some(w)) => scaled(w.lo, 0.9),
@@ -280,7 +272,7 @@ where
                 return TaskWait::Finished {
                     task,
                     polls,
-                    seen: None,
+                    seen: unlocked,
                 };
             }
             Ok(task) => {
