@@ -3,6 +3,7 @@
 //! pages are read a few at a time from that link's own URL with the offset changed, instead
 //! of one round trip after another; otherwise the `next` links are followed in turn.
 
+use super::decode;
 use super::{Client, link_href};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
@@ -61,11 +62,7 @@ impl Client {
         let url = self.vm_page(startwith, limit);
         let accept = self.media(media::VIRTUAL_MACHINES);
         let answer = self.get_with_retries(&url, &accept).await?;
-        let page: LeanPage<'_> =
-            serde_json::from_slice(&answer.body).map_err(|e| ClientError::Decode {
-                context: format!("GET {url}"),
-                detail: e.to_string(),
-            })?;
+        let page: LeanPage<'_> = decode(&answer.body, &format!("GET {url}"))?;
         Ok(page
             .collection
             .into_iter()

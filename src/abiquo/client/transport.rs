@@ -8,6 +8,7 @@ use crate::abiquo::error::{ClientError, excerpt};
 use crate::abiquo::retry::{RetryNotice, parse_retry_after};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, Url};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -188,13 +189,9 @@ impl Client {
         let mut tries = Tries::new();
         loop {
             let answer = self.get_with_retries(url, accept).await?;
-            match serde_json::from_slice::<T>(&answer.body) {
+            match decode::<T>(&answer.body, context) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    let last = ClientError::Decode {
-                        context: context.to_owned(),
-                        detail: format!("{e} (body starts: {})", excerpt(&answer.body)),
-                    };
+                Err(last) => {
                     tracing::debug!("{context}: {last}");
                     let request = format!("GET {}", strip_query(url));
                     if !self
@@ -554,7 +551,10 @@ fn is_listing(path: &str) -> bool {
     )
 }
 
-pub(super) fn decode<T: DeserializeOwned>(body: &[u8], context: &str) -> Result<T, ClientError> {
+pub(super) fn decode<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    context: &str,
+) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Decode {
         context: context.to_owned(),
         detail: format!("{e} (body starts: {})", excerpt(body)),
