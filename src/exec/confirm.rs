@@ -16,12 +16,10 @@ use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
-/// VMs per listing page Abiquo answers with (the client asks for 100).
-const PAGE: usize = 100;
-
-/// A listing is worth it when its pages are at most a quarter of the reads it replaces.
-pub(crate) fn worth_listing(vms_to_confirm: usize, vms_listed: usize) -> bool {
-    vms_listed > 0 && vms_listed.div_ceil(PAGE) * 4 <= vms_to_confirm
+/// A listing of `page` VMs per page is worth it when its pages are at most a quarter of the
+/// reads it replaces.
+pub(crate) fn worth_listing(vms_to_confirm: usize, vms_listed: usize, page: usize) -> bool {
+    vms_listed > 0 && vms_listed.div_ceil(page.max(1)) * 4 <= vms_to_confirm
 }
 
 /// The VMs of a wave whose check was left for the listing after it, with the action their
@@ -120,10 +118,10 @@ mod tests {
 
     #[test]
     fn a_listing_is_used_only_when_its_pages_are_few_against_the_reads() {
-        assert!(worth_listing(2_000, 2_000));
-        assert!(worth_listing(40, 1_000));
-        assert!(!worth_listing(39, 1_000));
-        assert!(!worth_listing(10, 10_000));
-        assert!(!worth_listing(100, 0), "no listing known: read each");
+        assert!(worth_listing(2_000, 2_000, 100));
+        assert!(worth_listing(40, 1_000, 100));
+        assert!(!worth_listing(39, 1_000, 100));
+        assert!(!worth_listing(10, 10_000, 100));
+        assert!(!worth_listing(100, 0, 100), "no listing known: read each");
     }
 }

@@ -431,8 +431,12 @@ impl<A: CloudApi> Scheduler<'_, A> {
             // next one is ready to send the instant a slot frees.
             let step_slots = slots::StepSlots::new(step.concurrency);
             // Whose tasks succeeded, to confirm with one listing once the wave is done.
-            let deferred = confirm::worth_listing(wave.len(), self.ctx.listed.total())
-                .then(confirm::Deferred::default);
+            let deferred = confirm::worth_listing(
+                wave.len(),
+                self.ctx.listed.total(),
+                self.ctx.client.page_size(),
+            )
+            .then(confirm::Deferred::default);
             // Nearly every VM of a wave waits for the listing: hold them without the
             // slack of a growing vector (a region's wave is 100,000 results).
             let mut pending = Vec::with_capacity(if deferred.is_some() { wave.len() } else { 0 });
