@@ -106,16 +106,12 @@ impl JournalWriter {
         Self::start(path, file, first)
     }
 
-    fn start(path: &Path, mut file: File, first: &Record) -> Result<JournalWriter, String> {
-        let context =
-            |e: std::io::Error| format!("cannot write the journal {}: {e}", path.display());
-        let mut line = encode(first)?;
-        line.push(b'\n');
-        file.write_all(&line).map_err(context)?;
-        file.sync_all().map_err(context)?;
+    fn start(path: &Path, file: File, first: &Record) -> Result<JournalWriter, String> {
+        let mut lines = Lines::new(file, path.display().to_string())?;
+        lines.put(first)?;
+        lines.sync_all()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let shown = path.display().to_string();
-        let thread = tokio::task::spawn_blocking(move || write_loop(file, rx, &shown));
+        let thread = tokio::task::spawn_blocking(move || write_loop(lines, rx));
         Ok(JournalWriter {
             path: path.to_owned(),
             sink: JournalSink { tx },
@@ -159,10 +155,6 @@ fn lock(path: &Path, file: &File) -> Result<(), String> {
     }
 }
 
-fn encode(rec: &Record) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(rec).map_err(|e| format!("cannot encode a journal record: {e}"))
-}
-
 /// The journal file behind a small buffer, with the length of its whole records: a record is
 /// encoded straight into the file (a region's plan is tens of MB on one line, never held
 /// twice), and one that cannot be encoded is cut off again.
@@ -170,20 +162,28 @@ struct Lines {
     out: std::io::BufWriter<File>,
     /// Bytes of whole records in the file, buffered ones included.
     len: u64,
+    /// The file, as errors name it.
+    shown: String,
 }
 
 impl Lines {
-    fn new(mut file: File) -> std::io::Result<Lines> {
-        let len = file.stream_position()?;
+    fn new(mut file: File, shown: String) -> Result<Lines, String> {
+        let len = file
+            .stream_position()
+            .map_err(|e| format!("cannot write the journal {shown}: {e}"))?;
         Ok(Lines {
             out: std::io::BufWriter::with_capacity(64 * 1024, file),
             len,
+            shown,
         })
     }
 
-    /// Appends `rec` as one line. `Err(Ok(msg))`: it could not be encoded, and nothing of it
-    /// is left in the file; `Err(Err(e))`: the file could not be written.
-    fn put<T: serde::Serialize>(&mut self, rec: &T) -> Result<(), Result<String, std::io::Error>> {
+    fn failure(&self, e: &std::io::Error) -> String {
+        format!("cannot write the journal {}: {e}", self.shown)
+    }
+
+    /// Appends `rec` as one line. A record that cannot be encoded leaves nothing of itself.
+    fn put<T: serde::Serialize>(&mut self, rec: &T) -> Result<(), String> {
         let mut line = Counted {
             out: &mut self.out,
             n: 0,
@@ -196,7 +196,7 @@ impl Lines {
                 self.len += written;
                 Ok(())
             }
-            Err(e) if e.is_io() => Err(Err(std::io::Error::other(e))),
+            Err(e) if e.is_io() => Err(self.failure(&std::io::Error::other(e))),
             Err(e) => {
                 let cut = self.out.flush().and_then(|()| {
                     let file = self.out.get_mut();
@@ -204,17 +204,27 @@ impl Lines {
                     file.seek(SeekFrom::Start(self.len)).map(|_| ())
                 });
                 match cut {
-                    Ok(()) => Err(Ok(format!("cannot encode a journal record: {e}"))),
-                    Err(io) => Err(Err(io)),
+                    Ok(()) => Err(format!("cannot encode a journal record: {e}")),
+                    Err(io) => Err(self.failure(&io)),
                 }
             }
         }
     }
 
-    /// Writes out what is buffered and syncs it.
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()
+    /// Writes out what is buffered and syncs its data.
+    fn sync(&mut self) -> Result<(), String> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data())
+            .map_err(|e| self.failure(&e))
+    }
+
+    /// [`Self::sync`], with the file's metadata (a new file's first record).
+    fn sync_all(&mut self) -> Result<(), String> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_all())
+            .map_err(|e| self.failure(&e))
     }
 }
 
@@ -238,28 +248,19 @@ impl<W: Write> Write for Counted<'_, W> {
 /// Writes batches until every sink is gone. After the first failure every later record is
 /// answered with that failure (the run decides what to do).
 fn write_loop(
-    file: File,
+    mut lines: Lines,
     mut rx: mpsc::Receiver<(Record, Option<Ack>)>,
-    path: &str,
 ) -> Result<(), String> {
-    let failure = |e: std::io::Error| format!("cannot write the journal {path}: {e}");
     let mut failed: Option<String> = None;
-    let mut lines = match Lines::new(file) {
-        Ok(lines) => Some(lines),
-        Err(e) => {
-            failed = Some(failure(e));
-            None
-        }
-    };
     while let Some(first) = rx.blocking_recv() {
         let mut acks = Vec::new();
         let mut next = Some(first);
         let mut n = 0;
         while let Some((rec, ack)) = next.take() {
-            if let Some(out) = lines.as_mut().filter(|_| failed.is_none())
-                && let Err(e) = out.put(&rec)
+            if failed.is_none()
+                && let Err(e) = lines.put(&rec)
             {
-                failed = Some(e.unwrap_or_else(failure));
+                failed = Some(e);
             }
             acks.extend(ack);
             n += 1;
@@ -267,10 +268,10 @@ fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
-        if let Some(out) = lines.as_mut().filter(|_| failed.is_none())
-            && let Err(e) = out.sync()
+        if failed.is_none()
+            && let Err(e) = lines.sync()
         {
-            failed = Some(failure(e));
+            failed = Some(e);
         }
         for ack in acks {
             let _ = ack.send(failed.clone().map_or(Ok(()), Err));
@@ -302,10 +303,10 @@ mod tests {
         std::fs::write(&path, "{\"a\":1}\n").unwrap();
         let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).unwrap();
-        let mut lines = Lines::new(file).unwrap();
+        let mut lines = Lines::new(file, "j.jsonl".into()).unwrap();
         lines.put(&serde_json::json!({"b": 2})).unwrap();
         let failed = lines.put(&HalfWritten).unwrap_err();
-        assert!(failed.unwrap().contains("cannot encode"));
+        assert!(failed.contains("cannot encode"));
         lines.put(&serde_json::json!({"c": 3})).unwrap();
         lines.sync().unwrap();
         assert_eq!(
