@@ -19,7 +19,7 @@ struct Inner {
     total: usize,
     /// By `edit` link.
     by_href: Mutex<HashMap<Arc<str>, ListedVm>>,
-    /// Where each kept VM stood in the listing (its page there), kept for the whole run.
+    /// Where each kept VM stood in the listing (from 0), kept for the whole run.
     positions: HashMap<Arc<str>, u32>,
 }
 

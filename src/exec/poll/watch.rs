@@ -253,13 +253,12 @@ impl TaskWatch {
         let mut state = self.lock();
         let mut start = Vec::new();
         let mut wake: Option<Instant> = None;
-        let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
+        let mut wake_at = |at: Instant| wake = earliest(wake, Some(at));
         for (&group, g) in &mut state.groups {
             if g.given_up() || g.in_flight >= LOOKS_PER_PAGE {
                 continue;
             }
-            // Members that may be finishing, and the shortest gap their own polls would
-            // keep now; the others' time to start finishing.
+            // Members that may be finishing (the others say when they start to).
             let mut eligible = 0usize;
             // The shortest gap the VMs' own polls would keep now, and the shortest the
             // watch aims at.
@@ -379,10 +378,7 @@ impl TaskWatch {
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    a.into_iter().chain(b).min()
 }
 
 /// A VM waiting for its slots (see [`TaskWatch::waiting`]).
@@ -473,7 +469,7 @@ mod tests {
             let (looks, _) = watch.due(start + ms(step), LOOKS_IN_FLIGHT);
             reads += looks.len();
             for (group, range) in looks {
-                // Answered at once, every VM still LOCKED.
+                // Answered at once, showing none of the VMs: nothing ends.
                 watch.apply(
                     group,
                     range,
