@@ -183,6 +183,8 @@ struct World {
     changes: Vec<(CallKind, String, usize, VmState)>,
     /// How long a task read takes to answer (paused time).
     task_read_delay: Duration,
+    /// Before each answer to a VM read or a VM's task list.
+    vm_read_delay: Duration,
 }
 
 /// The fake cloud. Cheap to share by reference; all state is behind one lock.
@@ -261,6 +263,18 @@ impl FakeCloud {
     /// Every task read answers this long after it was asked (as of the time it answers).
     pub fn slow_task_reads(&self, delay: Duration) {
         self.lock().task_read_delay = delay;
+    }
+
+    /// Every VM read and task list answers after `delay` (paused time): a real API's latency.
+    pub fn slow_vm_reads(&self, delay: Duration) {
+        self.lock().vm_read_delay = delay;
+    }
+
+    async fn vm_read_latency(&self) {
+        let delay = self.lock().vm_read_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// The answers `power()` gives on `vm`, in order; after them it judges like the API.
@@ -673,6 +687,7 @@ impl CloudApi for FakeCloud {
     }
 
     async fn get_vm_at(&self, href: &str) -> Result<VirtualMachine, ClientError> {
+        self.vm_read_latency().await;
         let (i, name) = self.vm_by_href(href)?;
         self.enter(CallKind::GetVm, &name, None);
         let mut w = self.lock();
@@ -710,6 +725,7 @@ impl CloudApi for FakeCloud {
     }
 
     async fn vm_tasks(&self, vm: &VirtualMachine) -> Result<Vec<Task>, ClientError> {
+        self.vm_read_latency().await;
         self.enter(CallKind::VmTasks, &vm.name, None);
         let w = self.lock();
         Ok(w.tasks

@@ -145,6 +145,34 @@ async fn inspect_sends_once_when_the_request_never_arrived() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn as_many_unsent_intents_as_slots_are_each_sent_once_without_waiting_on_themselves() {
+    // The earlier run recorded an intent for every slot and was killed before sending any:
+    // each resumed VM holds a slot while it looks, then sends with that same slot.
+    let fake = (0..4).fold(FakeCloud::new(), |f, i| f.with_vm(&format!("vm-{i}"), VmState::On));
+    // Every look takes a while, as over a real network: all take their slots first.
+    fake.slow_vm_reads(Duration::from_millis(100));
+    let mut h = harness(
+        fake,
+        "name = \"t\"\n[limits]\nconcurrency = 2\n[[step]]\nname = \"s\"\naction = \"off\"\n\
+         targets = [{ vm = \"vm-*\" }]\n",
+    );
+    for vm in ["vm-0", "vm-1"] {
+        h.resume_inspect(
+            vm,
+            intent(Action::Off, HARD_OFF, VmState::On, PathTaken::Direct),
+            Vec::new(),
+        );
+    }
+    let run = tokio::time::timeout(Duration::from_secs(600), h.run())
+        .await
+        .expect("the resume finishes");
+    assert_eq!(run.summary.counts.ok, 4);
+    for i in 0..4 {
+        assert_eq!(h.fake.mutations(&format!("vm-{i}")), [HARD_OFF]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn inspect_does_not_adopt_a_task_the_earlier_run_already_followed() {
     let fake = FakeCloud::new().with_vm("vm", VmState::On);
     let mut h = harness(fake, &one_step("off", "vm", ""));

@@ -217,11 +217,19 @@ async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) 
             Err(outcome) => return outcome,
         },
     };
-    let Some(slots) = take_slots(ctx, job).await else {
-        return not_started(ctx);
+    // A resumed VM found not to have been acted on already holds its slots: taking a
+    // second pair would wait for itself once such VMs hold every run-wide slot.
+    let own;
+    let job = match job.held {
+        Some(_) => job,
+        None => {
+            let Some(slots) = take_slots(ctx, job).await else {
+                return not_started(ctx);
+            };
+            own = Held::new(slots);
+            job.holding(&own)
+        }
     };
-    let held = Held::new(slots);
-    let job = job.holding(&held);
     // A decision that waited long for its slot is made again on a fresh read: the VM may
     // have changed meanwhile (another operator, another tool).
     let (vm, request) = if seen_at.elapsed() > max_age {
