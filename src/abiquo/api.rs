@@ -5,6 +5,7 @@
 use crate::abiquo::client::ClientStats;
 use crate::abiquo::error::ClientError;
 use crate::abiquo::model::{ListedVm, PowerRequest, Task, VirtualMachine, VmSeen, VmState};
+use crate::abiquo::so_far::ListingSoFar;
 use std::future::Future;
 
 /// Result of a power request (state `PUT` or reset `POST`).
@@ -41,6 +42,21 @@ pub trait CloudApi: Send + Sync {
 
     /// Every VM the user can see.
     fn list_vms(&self) -> impl Future<Output = Result<Vec<ListedVm>, ClientError>> + Send;
+
+    /// [`Self::list_vms`], appending each page to `so_far` as it arrives (a reader starts on
+    /// the first VMs meanwhile) and ending it when the pass is done. The whole listing is
+    /// returned; when a pass had to be read again, `so_far` held only a prefix of an older
+    /// one.
+    fn list_vms_feeding(
+        &self,
+        so_far: &ListingSoFar<ListedVm>,
+    ) -> impl Future<Output = Result<Vec<ListedVm>, ClientError>> + Send {
+        async move {
+            let vms = self.list_vms().await;
+            so_far.end();
+            vms
+        }
+    }
 
     /// Every VM's link, state and `deallocated` flag (a listing that holds nothing else).
     fn list_vm_states(&self) -> impl Future<Output = Result<Vec<VmSeen>, ClientError>> + Send;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod media;
 pub mod model;
 pub mod retry;
+pub mod so_far;
 pub mod tasks;
 
 pub use api::{CloudApi, MutationAnswer};

@@ -1,10 +1,12 @@
 //! The VMs as the plan's listing saw them, kept so the executor can act on a VM without
 //! reading it again while that listing is fresh (`RunOptions::state_max_age`). Only what
 //! acting needs is kept (see `ListedVm`), and each VM is handed out once, so memory
-//! shrinks as the run goes.
+//! shrinks as the run goes. A run that starts on the first pages adds the VMs it takes as
+//! they arrive, and the rest once the listing is whole.
 
 use crate::abiquo::model::{ListedVm, VirtualMachine};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 
@@ -16,76 +18,118 @@ struct Inner {
     /// When the listing was asked for: every VM in it is at least this old.
     at: Instant,
     /// VMs the listing held, kept or not: what listing the cloud again costs.
-    total: usize,
+    total: AtomicUsize,
+    tables: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
     /// By `edit` link.
-    by_href: Mutex<HashMap<Arc<str>, ListedVm>>,
+    by_href: HashMap<Arc<str>, ListedVm>,
     /// Where each kept VM stood in the listing (from 0), kept for the whole run.
     positions: HashMap<Arc<str>, u32>,
 }
 
 impl Listed {
     /// The listed VMs for which `wanted(href)` holds, as seen at `at`.
+    #[cfg(test)]
     pub fn of(vms: Vec<ListedVm>, at: Instant, wanted: impl Fn(&str) -> bool) -> Listed {
-        let total = vms.len();
+        let listed = Listed::growing(at);
+        listed.extend(vms, wanted);
+        listed
+    }
+
+    /// A listing asked for at `at` whose VMs are added as they arrive.
+    pub fn growing(at: Instant) -> Listed {
+        Listed(Some(Arc::new(Inner {
+            at,
+            total: AtomicUsize::new(0),
+            tables: Mutex::new(Tables::default()),
+        })))
+    }
+
+    /// Keeps `vm`, which stood at `position` in the listing.
+    pub fn add(&self, position: usize, vm: ListedVm) {
+        let (Some(inner), Some(href)) = (&self.0, vm.href.clone()) else {
+            return;
+        };
+        let mut t = inner.lock();
+        if let Ok(i) = u32::try_from(position) {
+            t.positions.insert(Arc::clone(&href), i);
+        }
+        t.by_href.insert(href, vm);
+    }
+
+    /// The whole listing: keeps the VMs for which `wanted(href)` holds, except those
+    /// already kept once (added as the listing arrived: they may have been handed out).
+    pub fn extend(&self, vms: Vec<ListedVm>, wanted: impl Fn(&str) -> bool) {
+        let Some(inner) = &self.0 else {
+            return;
+        };
+        inner.total.store(vms.len(), Ordering::Relaxed);
+        let mut t = inner.lock();
+        let new = |vm: &ListedVm, t: &Tables| {
+            vm.href
+                .as_deref()
+                .is_some_and(|h| wanted(h) && !t.positions.contains_key(h))
+        };
         // Sized once: a region's tables doubling as they fill would hold half again as
         // much at the last step.
-        let kept = vms
-            .iter()
-            .filter(|vm| vm.href.as_deref().is_some_and(&wanted))
-            .count();
-        let mut positions = HashMap::with_capacity(kept);
-        let mut by_href = HashMap::with_capacity(kept);
+        let kept = vms.iter().filter(|vm| new(vm, &t)).count();
+        t.positions.reserve(kept);
+        t.by_href.reserve(kept);
         for (i, vm) in vms.into_iter().enumerate() {
-            let Some(href) = vm.href.clone().filter(|h| wanted(h)) else {
+            if !new(&vm, &t) {
+                continue;
+            }
+            let Some(href) = vm.href.clone() else {
                 continue;
             };
             if let Ok(i) = u32::try_from(i) {
-                positions.insert(Arc::clone(&href), i);
+                t.positions.insert(Arc::clone(&href), i);
             }
-            by_href.insert(href, vm);
+            t.by_href.insert(href, vm);
         }
-        Listed(Some(Arc::new(Inner {
-            at,
-            total,
-            by_href: Mutex::new(by_href),
-            positions,
-        })))
     }
 
     /// Where the VM at `href` stood in the listing (from 0), for as long as the run goes.
     pub fn position(&self, href: &str) -> Option<usize> {
         let inner = self.0.as_ref()?;
-        inner.positions.get(href).map(|&i| i as usize)
+        inner.lock().positions.get(href).map(|&i| i as usize)
     }
 
     /// The VM at `href` as listed, and when; once (a later step gets `None` and reads it).
     pub fn take(&self, href: &str) -> Option<(VirtualMachine, Instant)> {
         let inner = self.0.as_ref()?;
-        let mut by_href = inner.by_href.lock().unwrap_or_else(PoisonError::into_inner);
-        let vm = by_href.remove(href)?;
+        let mut t = inner.lock();
+        let vm = t.by_href.remove(href)?;
         // Give back the table as the run empties it.
-        if by_href.capacity() > 1024 && by_href.len() * 4 < by_href.capacity() {
-            by_href.shrink_to_fit();
+        if t.by_href.capacity() > 1024 && t.by_href.len() * 4 < t.by_href.capacity() {
+            t.by_href.shrink_to_fit();
         }
-        drop(by_href);
+        drop(t);
         Some((vm.to_vm(), inner.at))
     }
 
     /// How many VMs the listing held (0: no listing).
     pub fn total(&self) -> usize {
-        self.0.as_ref().map_or(0, |inner| inner.total)
+        self.0
+            .as_ref()
+            .map_or(0, |inner| inner.total.load(Ordering::Relaxed))
     }
 
     /// VMs not handed out yet.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |inner| {
-            inner
-                .by_href
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len()
-        })
+        self.0
+            .as_ref()
+            .map_or(0, |inner| inner.lock().by_href.len())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

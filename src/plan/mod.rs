@@ -5,6 +5,7 @@
 mod disposition;
 pub mod document;
 pub mod estimate;
+pub mod head;
 mod listed;
 pub mod locks;
 pub mod rules;
@@ -279,6 +280,12 @@ impl Plan {
 
     /// Keeps the listed state of the VMs some step acts on, as listed at `asked`.
     pub fn keep_listing(&mut self, vms: Vec<ListedVm>, asked: tokio::time::Instant) {
+        self.keep_listing_in(Listed::growing(asked), vms);
+    }
+
+    /// [`Self::keep_listing`] into `listed`, which already holds the VMs kept as the
+    /// listing arrived.
+    pub fn keep_listing_in(&mut self, listed: Listed, vms: Vec<ListedVm>) {
         let acted: HashSet<&str> = self
             .steps
             .iter()
@@ -286,7 +293,9 @@ impl Plan {
             .filter(|t| matches!(t.disposition, Disposition::Act { .. }))
             .map(|t| &*t.vm.href)
             .collect();
-        self.listed = Listed::of(vms, asked, |href| acted.contains(href));
+        listed.extend(vms, |href| acted.contains(href));
+        drop(acted);
+        self.listed = listed;
     }
 
     pub fn total_live(&self) -> usize {
@@ -386,44 +395,52 @@ fn plan_targets(
             if !select::matches(selector, vm) || !seen.insert(vm.id) {
                 continue;
             }
-            let (state, deallocated) = expected
-                .get(&vm.id)
-                .cloned()
-                .unwrap_or_else(|| (vm.state.clone(), vm.deallocated));
-            let disposition = if step.exclude.iter().any(|s| select::matches(s, vm)) {
-                Disposition::Excluded
-            } else if vm.protected && !step.allow_protected {
-                Disposition::Protected {
-                    cause: vm
-                        .protected_cause
-                        .as_deref()
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_owned),
-                }
-            } else if vm.href().is_none() {
-                Disposition::Refuse {
-                    code: None,
-                    reason: "the API gave no `edit` link for this VM".into(),
-                }
-            } else {
-                rules::evaluate(
-                    step.action,
-                    &state,
-                    deallocated,
-                    vm.hypervisor.as_deref(),
-                    fallback,
-                )
-            };
-            out.push(PlannedVm {
-                vm: VmRef::of(vm),
-                state_seen: vm.state.clone(),
-                deallocated: vm.deallocated,
-                state_expected: state,
-                disposition,
-            });
+            out.push(target_of(step, fallback, vm, expected.get(&vm.id).cloned()));
         }
     }
     out
+}
+
+/// What `step` does with `vm`, expected in `expected` (state, deallocated) when the step
+/// starts (`None`: as listed).
+pub(crate) fn target_of(
+    step: &Step,
+    fallback: Option<&PlannedFallback>,
+    vm: &ListedVm,
+    expected: Option<(VmState, Option<bool>)>,
+) -> PlannedVm {
+    let (state, deallocated) = expected.unwrap_or_else(|| (vm.state.clone(), vm.deallocated));
+    let disposition = if step.exclude.iter().any(|s| select::matches(s, vm)) {
+        Disposition::Excluded
+    } else if vm.protected && !step.allow_protected {
+        Disposition::Protected {
+            cause: vm
+                .protected_cause
+                .as_deref()
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        }
+    } else if vm.href().is_none() {
+        Disposition::Refuse {
+            code: None,
+            reason: "the API gave no `edit` link for this VM".into(),
+        }
+    } else {
+        rules::evaluate(
+            step.action,
+            &state,
+            deallocated,
+            vm.hypervisor.as_deref(),
+            fallback,
+        )
+    };
+    PlannedVm {
+        vm: VmRef::of(vm),
+        state_seen: vm.state.clone(),
+        deallocated: vm.deallocated,
+        state_expected: state,
+        disposition,
+    }
 }
 
 /// The (state, deallocated) a VM is expected to have once the action succeeded.
@@ -440,7 +457,7 @@ fn after_action(action: Action, t: &PlannedVm) -> (VmState, Option<bool>) {
 
 /// Waves over the VMs predicted to act; the live VMs predicted to be skipped or refused are
 /// re-checked in the first wave (they cost one read each).
-fn waves(step: &Step, targets: &[PlannedVm]) -> Vec<Vec<usize>> {
+pub(crate) fn waves(step: &Step, targets: &[PlannedVm]) -> Vec<Vec<usize>> {
     let live: Vec<usize> = (0..targets.len())
         .filter(|&i| targets[i].disposition.is_live())
         .collect();

@@ -100,7 +100,7 @@ fn names(step: &PlannedStep) -> Vec<&str> {
     step.targets.iter().map(|t| &*t.vm.name).collect()
 }
 
-fn lab() -> Vec<VirtualMachine> {
+pub(crate) fn lab() -> Vec<VirtualMachine> {
     vec![
         vm(1, "web-01", "web", VmState::On, "KVM"),
         vm(2, "web-02", "web", VmState::On, "KVM"),

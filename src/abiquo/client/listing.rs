@@ -11,6 +11,7 @@ use crate::abiquo::model::{
     Collection, ListedVm, Names, VirtualAppliance, VirtualDatacenter, VirtualMachine, VmSeen,
     VmState, find_link,
 };
+use crate::abiquo::so_far::ListingSoFar;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde::Deserialize;
@@ -133,11 +134,23 @@ impl Client {
         entity: &str,
         map: impl Fn(T) -> U + Copy,
     ) -> Result<Vec<U>, ClientError> {
-        let mut again = false;
+        self.list_checked(first, entity, map, false).await
+    }
+
+    /// Reads the collection until a pass agrees with its `totalSize` (`again`: a pass
+    /// already did not, so this is the last try).
+    async fn list_checked<T: DeserializeOwned, U>(
+        &self,
+        first: &str,
+        entity: &str,
+        map: impl Fn(T) -> U + Copy,
+        mut again: bool,
+    ) -> Result<Vec<U>, ClientError> {
         loop {
-            let (items, total) = self.list_pages(first, entity, map).await?;
-            match total {
-                Some(total) if usize::try_from(total).ok() != Some(items.len()) => {
+            let mut items = Vec::new();
+            let total = self.list_pages(first, entity, map, &mut items).await?;
+            match incomplete(total, items.len()) {
+                Some(total) => {
                     if again {
                         return Err(ClientError::Decode {
                             context: format!("listing {entity}"),
@@ -154,18 +167,55 @@ impl Client {
                     );
                     again = true;
                 }
-                _ => return Ok(items),
+                None => return Ok(items),
             }
         }
     }
 
-    /// One pass over the pages: the elements and the first page's `totalSize`.
+    /// [`Self::list_vms`], appending each page to `so_far` as it arrives, so a reader can
+    /// start on the first VMs while the last are still listed. `so_far` is ended when the
+    /// pass is (a reader gets no more from it); the whole listing is returned. When that
+    /// pass disagrees with its `totalSize`, the listing is read again on its own: what
+    /// `so_far` handed out is then only a prefix of an older listing.
+    pub async fn list_vms_feeding(
+        &self,
+        so_far: &ListingSoFar<ListedVm>,
+    ) -> Result<Vec<ListedVm>, ClientError> {
+        let first = self.first_vm_page();
+        let names = Mutex::new(Names::default());
+        let names = &names;
+        let map = |vm: VirtualMachine| {
+            ListedVm::of(
+                &vm,
+                &mut names.lock().unwrap_or_else(PoisonError::into_inner),
+            )
+        };
+        let mut sink = so_far;
+        let pass = self
+            .list_pages(&first, media::VIRTUAL_MACHINES, map, &mut sink)
+            .await;
+        let items = so_far.end();
+        let Some(total) = incomplete(pass?, items.len()) else {
+            return Ok(items);
+        };
+        tracing::warn!(
+            "listing {}: totalSize {total} but {} arrived; reading it again",
+            media::VIRTUAL_MACHINES,
+            items.len()
+        );
+        drop(items);
+        self.list_checked(&first, media::VIRTUAL_MACHINES, map, true)
+            .await
+    }
+
+    /// One pass over the pages into `out`; the first page's `totalSize`.
     async fn list_pages<T: DeserializeOwned, U>(
         &self,
         first: &str,
         entity: &str,
         map: impl Fn(T) -> U + Copy,
-    ) -> Result<(Vec<U>, Option<u64>), ClientError> {
+        out: &mut impl PageSink<U>,
+    ) -> Result<Option<u64>, ClientError> {
         let accept = self.media(entity);
         let page: Collection<T> = self
             .get_json(first, &accept, &format!("GET {first}"))
@@ -173,10 +223,9 @@ impl Client {
         let total = page.total_size;
         let size = page.collection.len();
         let next = page.next_href().map(str::to_owned);
-        let mut out = Vec::new();
-        take_page(&mut out, page.collection, map);
+        take_page(out, page.collection, map);
         let Some(next) = next else {
-            return Ok((out, total));
+            return Ok(total);
         };
         if let Some(urls) = total.and_then(|t| offset_pages(&next, size, t)) {
             out.reserve(
@@ -195,15 +244,15 @@ impl Client {
                 })
                 .buffered(PARALLEL_PAGES)
                 .try_for_each(|page| {
-                    take_page(&mut out, page.collection, map);
+                    take_page(out, page.collection, map);
                     futures::future::ready(Ok(()))
                 })
                 .await?;
-            return Ok((out, total));
+            return Ok(total);
         }
-        self.follow_next(first, next, &accept, entity, &mut out, map)
+        self.follow_next(first, next, &accept, entity, out, map)
             .await?;
-        Ok((out, total))
+        Ok(total)
     }
 
     /// Follows `next` links one after the other, from `next` on.
@@ -213,7 +262,7 @@ impl Client {
         next: String,
         accept: &str,
         entity: &str,
-        out: &mut Vec<U>,
+        out: &mut impl PageSink<U>,
         map: impl Fn(T) -> U + Copy,
     ) -> Result<(), ClientError> {
         let mut seen = HashSet::from([first.to_owned()]);
@@ -270,8 +319,40 @@ fn page_at(href: &str, startwith: usize, limit: usize) -> String {
     format!("{href}{join}startwith={startwith}&limit={limit}&by=name&asc=true")
 }
 
-fn take_page<T, U>(out: &mut Vec<U>, page: Vec<T>, map: impl Fn(T) -> U) {
-    out.extend(page.into_iter().map(map));
+fn take_page<T, U>(out: &mut impl PageSink<U>, page: Vec<T>, map: impl Fn(T) -> U) {
+    out.take(page.into_iter().map(map));
+}
+
+/// `Some(total)` when a pass brought other than the `totalSize` its first page announced.
+fn incomplete(total: Option<u64>, arrived: usize) -> Option<u64> {
+    total.filter(|&t| usize::try_from(t).ok() != Some(arrived))
+}
+
+/// Where a pass's elements go as their pages arrive, in listing order.
+trait PageSink<U> {
+    fn reserve(&mut self, additional: usize);
+    fn take(&mut self, page: impl Iterator<Item = U>);
+}
+
+impl<U> PageSink<U> for Vec<U> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+
+    fn take(&mut self, page: impl Iterator<Item = U>) {
+        self.extend(page);
+    }
+}
+
+/// A listing others read as it grows: each page is appended whole, in order.
+impl<U: Clone> PageSink<U> for &ListingSoFar<U> {
+    fn reserve(&mut self, additional: usize) {
+        ListingSoFar::reserve(self, additional);
+    }
+
+    fn take(&mut self, page: impl Iterator<Item = U>) {
+        self.extend(page);
+    }
 }
 
 /// The URLs of every page after the first, made from the `next` link by changing its

@@ -231,6 +231,13 @@ impl CloudApi for Client {
         Client::list_vms(self).await
     }
 
+    async fn list_vms_feeding(
+        &self,
+        so_far: &crate::abiquo::so_far::ListingSoFar<ListedVm>,
+    ) -> Result<Vec<ListedVm>, ClientError> {
+        Client::list_vms_feeding(self, so_far).await
+    }
+
     async fn list_vm_states(&self) -> Result<Vec<VmSeen>, ClientError> {
         Client::list_vm_states(self).await
     }
