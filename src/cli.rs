@@ -261,6 +261,12 @@ pub struct RunArgs {
     /// states instead of refusing.
     #[arg(long, requires = "plan")]
     pub replan: bool,
+    /// With --yes, wait for the whole listing before acting. By default a run with --yes
+    /// starts its first step on the first pages of VMs while the rest are listed, when the
+    /// runbook allows it (one selector, no gate before it, waves by count, no `approve`
+    /// gate); the overview of the plan is then shown once it is whole.
+    #[arg(long)]
+    pub whole_plan_first: bool,
     /// Results as tables (default), one JSON report, or JSON events as they happen.
     #[arg(long, value_enum, default_value_t)]
     pub output: RunOutput,

@@ -40,7 +40,8 @@ pub fn html_of(journal: &Journal) -> String {
         runbook_path: &journal.header.runbook_path,
         started_ms: journal.header.started_ms,
         last_ms: view.last_ms,
-        estimate: journal.header.estimate.as_ref(),
+        // The view's: a run that started before its plan was whole journals it with the plan.
+        estimate: view.header.estimate.as_ref(),
         marks: &marks,
         ended: view.finished(),
         resumes: view.resumes,

@@ -65,6 +65,16 @@ pub async fn resume(args: ResumeArgs) -> Outcome {
              (--force)"
         );
     }
+    if view.plan_partial {
+        let step = plan.steps.first();
+        eprintln!(
+            "note: the run stopped while its VMs were still being listed; this resume finishes \
+             the {} VMs of step '{}' it had started. Run the runbook again for the rest: it \
+             skips what is already done.",
+            step.map_or(0, |s| s.targets.len()),
+            step.map_or("", |s| &*s.name)
+        );
+    }
     let (state, counts) = plan_resume(&view, args.retry_failed);
     if remaining(&plan, &state) == 0 {
         return nothing_to_resume(&view, header, &args);
@@ -225,8 +235,9 @@ fn nothing_to_resume(view: &RunView, header: &Header, args: &ResumeArgs) -> Outc
             let event = Event::RunFinished {
                 summary: summary.clone(),
             };
-            let line = StreamLine::of(&event, utc_now_ms());
-            serde_json::to_string(&line).map_or_else(|_| String::new(), |l| l + "\n")
+            StreamLine::of(&event, utc_now_ms())
+                .and_then(|line| serde_json::to_string(&line).ok())
+                .map_or_else(String::new, |l| l + "\n")
         }),
     };
     print_stdout(&text);

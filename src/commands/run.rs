@@ -2,6 +2,9 @@
 //! execute into a new journal, report.
 
 use crate::abiquo::client::Client;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::model::ListedVm;
+use crate::abiquo::so_far::ListingSoFar;
 use crate::cli::RunArgs;
 use crate::cli::ShowArg;
 use crate::commands::plan::PlanOptions;
@@ -9,13 +12,17 @@ use crate::commands::session::{
     self, Approve, Finish, Simulate, Simulator, can_confirm, client_config, confirm, connect,
     render_options, run_options, test_mode, verbosity, with_simulator,
 };
+use crate::exec::Start;
+use crate::exec::head::Streaming;
 use crate::exit::Outcome;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
+use crate::journal::writer::JournalWriter;
 use crate::pacing::TaskDurations;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{Estimate, EstimateInputs, estimate};
+use crate::plan::head::HeadTargets;
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
-use crate::plan::{Plan, build, select};
+use crate::plan::{Listed, Plan, PlannedVm, build, select};
 use crate::report::style::RenderOptions;
 use crate::report::style::STABLE_WIDTH;
 use crate::runbook::model::{Action, Runbook};
@@ -73,7 +80,6 @@ async fn run_connected(
     runbook_path: &Path,
     simulator: Option<&Simulator>,
 ) -> Outcome {
-    let test_mode = test_mode();
     // A rehearsal's estimate goes by the simulator's task durations.
     let simulated = simulator.map(Simulator::durations);
     let config = match client_config(&args.connection, runbook, simulator.map(Simulator::url)) {
@@ -87,12 +93,31 @@ async fn run_connected(
         Ok(c) => c,
         Err(outcome) => return outcome,
     };
-    let saved = args.plan.as_deref().map(|file| SavedPlan {
-        file,
-        replan: args.replan,
-    });
-    let plan = match plan_for_run(&client, runbook, runbook_path, saved).await {
-        Ok(p) => p,
+    let so_far = ListingSoFar::default();
+    let asked = tokio::time::Instant::now();
+    let plan = match early_start(args, runbook) {
+        Some(index) => first_pages(&client, runbook, index, &so_far, asked).await,
+        None => {
+            let saved = args.plan.as_deref().map(|file| SavedPlan {
+                file,
+                replan: args.replan,
+            });
+            plan_for_run(&client, runbook, runbook_path, saved)
+                .await
+                .map(Begin::Whole)
+        }
+    };
+    let plan = match plan {
+        Ok(Begin::Whole(plan)) => plan,
+        Ok(Begin::Early { index, listing }) => {
+            let early = Early {
+                index,
+                so_far: &so_far,
+                listed: Listed::growing(asked),
+                listing,
+            };
+            return run_early(args, runbook, runbook_path, simulator, &client, early).await;
+        }
         Err(outcome) => return outcome,
     };
     let approve = Approve::of(args.approve_gates);
@@ -119,38 +144,177 @@ async fn run_connected(
         eprintln!("Nothing was changed.");
         return Outcome::Declined;
     }
+    let journal = match new_journal(args, runbook_path, &plan, Some(est), simulator) {
+        Ok(j) => j,
+        Err(outcome) => return outcome,
+    };
+    let mut options = run_options(&args.tuning);
+    options.durations = history;
+    let finish = finish_of(args);
+    session::execute_journaled(&client, &plan, &options, journal, None, finish).await
+}
+
+/// The journal of a new run of `plan` (the simulator's world kept beside it).
+fn new_journal(
+    args: &RunArgs,
+    runbook_path: &Path,
+    plan: &Plan,
+    est: Option<Estimate>,
+    simulator: Option<&Simulator>,
+) -> Result<JournalWriter, Outcome> {
     let location = match &args.journal.journal {
         Some(file) => JournalLocation::File(file),
         None => JournalLocation::Dir(&args.journal.runs_dir),
     };
-    let journal = match create_for_run(location, runbook_path, &plan, Some(est)) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}; nothing was changed");
-            return Outcome::Usage;
-        }
-    };
+    let journal = create_for_run(location, runbook_path, plan, est).map_err(|e| {
+        eprintln!("error: {e}; nothing was changed");
+        Outcome::Usage
+    })?;
     eprintln!("journal: {}", journal.path().display());
     if let Some(simulator) = simulator {
         // Before any request that changes the world: the file then knows every task the
         // journal will.
         if let Err(e) = simulator.keep_world_beside(journal.path()) {
             eprintln!("error: {e}; nothing was changed");
-            return Outcome::Usage;
+            return Err(Outcome::Usage);
         }
     }
-    let mut options = run_options(&args.tuning);
-    options.durations = history;
-    let finish = Finish {
+    Ok(journal)
+}
+
+fn finish_of(args: &RunArgs) -> Finish<'_> {
+    Finish {
         emit_restore: args.journal.emit_restore.as_deref(),
         report_file: args.report.as_deref(),
         html_file: args.html.as_deref(),
         output: args.output,
         show: args.show,
-        approve,
-        test_mode,
+        approve: Approve::of(args.approve_gates),
+        test_mode: test_mode(),
+    }
+}
+
+/// How a run begins: with its whole plan, or on the first pages of its listing.
+enum Begin<L> {
+    Whole(Plan),
+    Early { index: usize, listing: L },
+}
+
+/// The step that starts on the first pages of the listing, when this run may: with `--yes`
+/// (nobody is shown the plan before it acts), without a saved plan or `--whole-plan-first`,
+/// and when the runbook allows it.
+fn early_start(args: &RunArgs, runbook: &Runbook) -> Option<usize> {
+    if !args.yes || args.plan.is_some() || args.whole_plan_first {
+        return None;
+    }
+    crate::plan::head::head_step(runbook)
+        .map_err(|why| tracing::debug!("the run waits for the whole listing: {why}"))
+        .ok()
+}
+
+/// Lists the VMs until the first page is in: a listing that ends with it (a lab, a small
+/// cloud) is planned whole as usual; a longer one goes on while the run starts.
+async fn first_pages<'c>(
+    client: &'c Client,
+    runbook: &Runbook,
+    index: usize,
+    so_far: &'c ListingSoFar<ListedVm>,
+    asked: tokio::time::Instant,
+) -> Result<Begin<impl Future<Output = Result<Vec<ListedVm>, ClientError>> + Send + 'c>, Outcome> {
+    let mut listing = Box::pin(client.list_vms_feeding(so_far));
+    let first = tokio::select! {
+        whole = &mut listing => Some(whole),
+        _ = so_far.get(0) => None,
     };
-    session::execute_journaled(&client, &plan, &options, journal, None, finish).await
+    let whole = match first {
+        Some(whole) => whole,
+        // The first page is in and more are coming.
+        None if !so_far.is_empty() => return Ok(Begin::Early { index, listing }),
+        // It ended (empty) as it was looked at.
+        None => listing.await,
+    };
+    let vms = whole.map_err(|e| {
+        eprintln!("error: cannot list the VMs: {e}");
+        Outcome::Aborted
+    })?;
+    let mut plan = build(runbook, &vms, client.endpoint());
+    plan.keep_listing(vms, asked);
+    Ok(Begin::Whole(plan))
+}
+
+/// A run starting on the first pages of its listing.
+struct Early<'a, L> {
+    index: usize,
+    so_far: &'a ListingSoFar<ListedVm>,
+    listed: Listed,
+    listing: L,
+}
+
+/// Runs the head step on the first pages while the listing goes on; once it is in, the
+/// whole plan is shown (as a run with `--yes` shows it) and runs on.
+async fn run_early<L>(
+    args: &RunArgs,
+    runbook: &Runbook,
+    runbook_path: &Path,
+    simulator: Option<&Simulator>,
+    client: &Client,
+    early: Early<'_, L>,
+) -> Outcome
+where
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
+    let simulated = simulator.map(Simulator::durations);
+    let Early {
+        index,
+        so_far,
+        listed,
+        listing,
+    } = early;
+    let Some(targets) = HeadTargets::new(runbook, index) else {
+        return Outcome::Usage;
+    };
+    let history = crate::journal::history::durations_from_journals(
+        &args.journal.runs_dir,
+        client.endpoint(),
+        &runbook.name,
+    )
+    .await;
+    let skeleton = crate::plan::head::skeleton(runbook, index, client.endpoint());
+    let journal = match new_journal(args, runbook_path, &skeleton, None, simulator) {
+        Ok(j) => j,
+        Err(outcome) => return outcome,
+    };
+    let quiet = verbosity().quiet;
+    if !quiet {
+        let step = skeleton.steps.first().map_or("", |s| &*s.name);
+        eprintln!(
+            "Step '{step}' starts on the first VMs listed; the plan follows once every VM is."
+        );
+    }
+    let endpoint = client.endpoint();
+    let estimates = history.clone();
+    let kept = listed.clone();
+    let complete = Box::new(move |vms: Vec<ListedVm>, handed: Vec<PlannedVm>| {
+        let plan = crate::plan::head::whole_plan(runbook, vms, endpoint, index, handed, kept);
+        let est = run_estimate(runbook, &plan, &estimates, simulated);
+        if quiet {
+            return (plan, Some(est));
+        }
+        let (text, plan) = plan_overview(runbook, runbook_path, plan, est.clone());
+        eprint!("{text}");
+        (plan, Some(est))
+    });
+    let start = Start::Streaming(Box::new(Streaming {
+        skeleton,
+        so_far,
+        listed: &listed,
+        targets,
+        listing,
+        complete,
+    }));
+    let mut options = run_options(&args.tuning);
+    options.durations = history;
+    session::execute_start_journaled(client, start, &options, journal, None, finish_of(args)).await
 }
 
 /// `--plan FILE` (and `--replan`).

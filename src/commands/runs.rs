@@ -12,10 +12,10 @@ use crate::journal::RunView;
 use crate::journal::lifecycle::resume_hint;
 use crate::journal::runs::{is_held, list_runs, report_of, runs_table};
 use crate::journal::{Record, load};
-use crate::report::Reporter;
 use crate::report::progress::Progress;
 use crate::report::style::RenderOptions;
 use crate::report::table;
+use crate::report::{Reporter, WholePlanFirst};
 use std::path::Path;
 
 pub fn runs(args: &RunsArgs) -> Outcome {
@@ -113,6 +113,7 @@ fn watch(journal: &Path, rows: ShowArg) -> Outcome {
     }
     let mut offset = 0usize;
     let mut ended = false;
+    let mut order = WholePlanFirst::default();
     while !ended {
         let bytes = match std::fs::read(journal) {
             Ok(b) => b,
@@ -130,7 +131,7 @@ fn watch(journal: &Path, rows: ShowArg) -> Outcome {
             offset += end + 1;
             if let Ok(Record::Event { event, .. }) = serde_json::from_slice::<Record>(line) {
                 ended = matches!(event, crate::exec::event::Event::RunFinished { .. });
-                progress.event(&event);
+                order.pass(event, |e| progress.event(e));
             }
         }
         if ended {
@@ -140,6 +141,7 @@ fn watch(journal: &Path, rows: ShowArg) -> Outcome {
         if !is_held(journal) {
             let whole = std::fs::read(journal).map_or(0, |b| b.len());
             if whole <= offset {
+                order.finish(|e| progress.event(e));
                 progress.finish();
                 eprintln!(
                     "The run is not going on (no powerbook holds {}): it crashed or was killed.",

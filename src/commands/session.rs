@@ -8,6 +8,7 @@ use crate::abiquo::auth::Credentials;
 use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
+use crate::abiquo::model::ListedVm;
 use crate::abiquo::retry::{RetryNotice, RetryObserver};
 use crate::cli::{ConnectionArgs, RunOutput, RunTuning, ShowArg};
 use crate::exec::event::Summary;
@@ -16,7 +17,7 @@ use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::exec::status::FinalStatus;
-use crate::exec::{Hooks, RunControl, RunOptions, execute_with};
+use crate::exec::{Hooks, RunControl, RunOptions, Start, execute_from};
 use crate::exit::Outcome;
 use crate::journal::lifecycle::resume_hint;
 use crate::journal::restore::{NOTHING_TOUCHED, restore_runbook};
@@ -29,7 +30,7 @@ use crate::report::progress::{Progress, ProgressMode};
 use crate::report::stream::NdjsonWriter;
 use crate::report::style::{ColorWhen, RenderOptions, Show};
 use crate::report::table;
-use crate::report::{Collector, Reporter, RunReport};
+use crate::report::{Collector, Reporter, RunReport, WholePlanFirst};
 use crate::runbook::model::{Action, Runbook};
 use crate::sim::{
     SavedWorld, SimAction, SimConfig, SimControl, SimHandle, WORLD_FORMAT, WorldEvent, WorldHeader,
@@ -690,8 +691,26 @@ pub async fn execute_with_hooks<A: CloudApi>(
     control: &RunControl,
     live: Live,
     journal: Option<JournalSink>,
-    mut hooks: Hooks,
+    hooks: Hooks,
 ) -> (RunReport, Summary) {
+    let start = Start::whole(plan);
+    execute_start(client, start, options, control, live, journal, hooks).await
+}
+
+/// [`execute_with_hooks`] from a whole plan or one made whole while the run goes.
+async fn execute_start<A, L>(
+    client: &A,
+    start: Start<'_, L>,
+    options: &RunOptions,
+    control: &RunControl,
+    live: Live,
+    journal: Option<JournalSink>,
+    mut hooks: Hooks,
+) -> (RunReport, Summary)
+where
+    A: CloudApi,
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
     let Live {
         progress,
         stream,
@@ -712,12 +731,15 @@ pub async fn execute_with_hooks<A: CloudApi>(
     let consumer = tokio::spawn(async move {
         let mut collector = Collector::new();
         let mut lines = stream.then(|| NdjsonWriter::new(std::io::stdout()));
+        let mut order = WholePlanFirst::default();
         while let Some(event) = rx.recv().await {
-            progress.event(&event);
-            collector.event(&event);
-            if let Some(lines) = &mut lines {
-                lines.event(&event);
-            }
+            order.pass(event, |event| {
+                progress.event(event);
+                collector.event(event);
+                if let Some(lines) = &mut lines {
+                    lines.event(event);
+                }
+            });
         }
         progress.finish();
         collector.finish();
@@ -728,7 +750,7 @@ pub async fn execute_with_hooks<A: CloudApi>(
         sinks.push(journal);
     }
     sinks.push(&tx);
-    let summary = execute_with(client, plan, options, &sinks, control, &hooks).await;
+    let summary = execute_from(client, start, options, &sinks, control, &hooks).await;
     // The journal's writer finishes once every sink is gone.
     drop(sinks);
     drop(journal);
@@ -753,6 +775,22 @@ pub async fn execute_journaled(
     resume: Option<ResumeState>,
     finish: Finish<'_>,
 ) -> Outcome {
+    let start = Start::whole(plan);
+    execute_start_journaled(client, start, options, journal, resume, finish).await
+}
+
+/// [`execute_journaled`] from a whole plan or one made whole while the run goes.
+pub async fn execute_start_journaled<L>(
+    client: &Client,
+    start: Start<'_, L>,
+    options: &RunOptions,
+    journal: JournalWriter,
+    resume: Option<ResumeState>,
+    finish: Finish<'_>,
+) -> Outcome
+where
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));
     let show_progress = progress_mode();
@@ -760,9 +798,9 @@ pub async fn execute_journaled(
         resume,
         approval: None,
     };
-    let (report, summary) = execute_with_hooks(
+    let (report, summary) = execute_start(
         client,
-        plan,
+        start,
         options,
         &control,
         Live {

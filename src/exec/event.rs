@@ -3,7 +3,8 @@
 
 use crate::abiquo::client::ClientStats;
 use crate::abiquo::model::{JobState, PowerRequest, Task, TaskState, VmState};
-use crate::plan::{Plan, StepCounts, VmRef};
+use crate::plan::estimate::Estimate;
+use crate::plan::{Plan, PlannedVm, StepCounts, VmRef};
 use crate::runbook::model::Action;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,10 +12,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// Before anything else; carries the whole plan.
+    /// Before anything else; carries the whole plan, or with `partial` the step that starts
+    /// while the VMs are still listed, without its VMs: `TargetListed` adds them as they
+    /// are handed out, and `Planned` brings the whole plan once the listing is in.
     RunStarted {
         started_at: String,
         plan: std::sync::Arc<Plan>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
+    },
+    /// A target of the step that started before the listing ended, before anything is
+    /// done with it: its number, and its place in the step's first wave when it is in it.
+    TargetListed {
+        step: usize,
+        target: usize,
+        planned: Box<PlannedVm>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pos: Option<usize>,
+    },
+    /// The whole plan, once the listing of a run that started early is in; the targets
+    /// listed before keep their numbers. With what the plan expects of the run.
+    Planned {
+        plan: std::sync::Arc<Plan>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimate: Option<Box<Estimate>>,
     },
     /// A step's dependencies are done and it begins.
     StepStarted {

@@ -13,6 +13,7 @@ pub mod event;
 #[cfg(test)]
 mod fake;
 pub mod gate;
+pub mod head;
 pub mod poll;
 pub mod resume;
 pub mod sink;
@@ -25,9 +26,12 @@ mod vm;
 pub use control::{RunControl, StopReason};
 
 use crate::abiquo::api::CloudApi;
+use crate::abiquo::error::ClientError;
+use crate::abiquo::model::ListedVm;
 use crate::exec::event::{
     Event, GateResult, PathTaken, ResultCounts, Summary, VmOutcome, VmResult,
 };
+use crate::exec::head::{Head, Streaming};
 use crate::exec::poll::{PollPolicy, TaskWatch};
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
@@ -167,8 +171,61 @@ pub async fn execute_with<A: CloudApi>(
     control: &RunControl,
     hooks: &Hooks,
 ) -> Summary {
+    execute_from(client, Start::whole(plan), options, sinks, control, hooks).await
+}
+
+/// [`execute_with`] from a whole plan, or for a run that starts before its listing ends:
+/// the head step's first wave runs on the VMs of the first pages, and the rest of the plan
+/// once it is whole.
+pub async fn execute_from<A, L>(
+    client: &A,
+    start: Start<'_, L>,
+    options: &RunOptions,
+    sinks: &[&dyn EventSink],
+    control: &RunControl,
+    hooks: &Hooks,
+) -> Summary
+where
+    A: CloudApi,
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
+    run(client, start, options, sinks, control, hooks).await
+}
+
+/// What a run starts from.
+pub enum Start<'p, L> {
+    Whole(&'p Plan),
+    Streaming(Box<Streaming<'p, L>>),
+}
+
+/// The listing of a run that has its whole plan: none.
+pub type NoListing = std::future::Ready<Result<Vec<ListedVm>, ClientError>>;
+
+impl<'p> Start<'p, NoListing> {
+    pub fn whole(plan: &'p Plan) -> Self {
+        Start::Whole(plan)
+    }
+}
+
+async fn run<A, L>(
+    client: &A,
+    start: Start<'_, L>,
+    options: &RunOptions,
+    sinks: &[&dyn EventSink],
+    control: &RunControl,
+    hooks: &Hooks,
+) -> Summary
+where
+    A: CloudApi,
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
     let started = Instant::now();
-    let slots = Semaphore::new(plan.concurrency);
+    let (first, listed) = match &start {
+        Start::Whole(plan) => (*plan, &plan.listed),
+        Start::Streaming(s) => (&s.skeleton, s.listed),
+    };
+    let slots = Semaphore::new(first.concurrency);
+    let deadline = first.deadline();
     let watch = TaskWatch::new(options.poll, options.durations.clone(), client.page_size());
     let ctx = Ctx {
         client,
@@ -177,28 +234,24 @@ pub async fn execute_with<A: CloudApi>(
         control,
         hooks,
         slots: &slots,
-        listed: &plan.listed,
+        listed,
         watch: options.watch.then_some(&watch),
     };
     ctx.emit(Event::RunStarted {
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        plan: std::sync::Arc::new(plan.clone()),
+        plan: std::sync::Arc::new(first.clone()),
+        partial: matches!(start, Start::Streaming(_)),
     })
     .await;
     let tally = Mutex::new(Tally::default());
-    let run_threshold = plan.max_failures.map(|l| (l.amount, l.tolerated));
-    let done: Vec<watch::Sender<bool>> =
-        plan.steps.iter().map(|_| watch::channel(false).0).collect();
-    let sched = Scheduler {
-        ctx: &ctx,
-        plan,
-        tally: &tally,
-        run_threshold,
-        done: &done,
+    let steps = async {
+        match start {
+            Start::Whole(plan) => schedule(&ctx, plan, &tally, None).await,
+            Start::Streaming(s) => stream_then_schedule(&ctx, *s, &tally).await,
+        }
     };
-    let steps = futures::future::join_all(plan.steps.iter().map(|s| sched.run_step(s)));
     let announced = AtomicBool::new(false);
-    let watchdog = watchdog(&ctx, plan.deadline(), &announced);
+    let watchdog = watchdog(&ctx, deadline, &announced);
     // Runs as long as the steps do; it only looks while VMs are in flight.
     let looking = async {
         match ctx.watch {
@@ -210,7 +263,7 @@ pub async fn execute_with<A: CloudApi>(
     tokio::pin!(watchdog);
     tokio::pin!(looking);
     tokio::select! {
-        _ = &mut steps => {}
+        () = &mut steps => {}
         () = &mut watchdog => {}
         () = &mut looking => {}
     }
@@ -233,6 +286,84 @@ pub async fn execute_with<A: CloudApi>(
     })
     .await;
     summary
+}
+
+/// Runs every step of `plan` (steps start when those they come after are done); `head`:
+/// the first wave of one of them already runs.
+async fn schedule<A: CloudApi>(
+    ctx: &Ctx<'_, A>,
+    plan: &Plan,
+    tally: &Mutex<Tally>,
+    head: Option<&Head>,
+) {
+    let done: Vec<watch::Sender<bool>> =
+        plan.steps.iter().map(|_| watch::channel(false).0).collect();
+    let sched = Scheduler {
+        ctx,
+        plan,
+        tally,
+        run_threshold: plan.max_failures.map(|l| (l.amount, l.tolerated)),
+        done: &done,
+        head,
+    };
+    futures::future::join_all(plan.steps.iter().map(|s| sched.run_step(s))).await;
+}
+
+/// The head step's first wave runs while the listing goes on; once it is in, the whole
+/// plan runs, that wave taking up the results of the VMs already started.
+async fn stream_then_schedule<A, L>(ctx: &Ctx<'_, A>, s: Streaming<'_, L>, tally: &Mutex<Tally>)
+where
+    A: CloudApi,
+    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+{
+    let Streaming {
+        skeleton,
+        so_far,
+        listed,
+        targets,
+        listing,
+        complete,
+    } = s;
+    let Some(step) = skeleton.steps.first() else {
+        return;
+    };
+    let head = Head::new(step.clone());
+    let running = head.run(ctx, so_far, listed, targets);
+    let rest = async {
+        let listing = listing.await;
+        let handed = head.close();
+        match listing {
+            Ok(vms) => {
+                let (plan, estimate) = complete(vms, handed);
+                let plan = std::sync::Arc::new(plan);
+                ctx.emit(Event::Planned {
+                    plan: std::sync::Arc::clone(&plan),
+                    estimate: estimate.map(Box::new),
+                })
+                .await;
+                schedule(ctx, &plan, tally, Some(&head)).await;
+            }
+            Err(e) => {
+                ctx.control.abort(format!(
+                    "cannot list the VMs: {e}; the {} VMs already handed out are finished, \
+                     nothing else is started: run the runbook again for the rest",
+                    handed.len()
+                ));
+                // The plan as far as it got, as the journal has it.
+                let mut plan = skeleton.clone();
+                if let Some(step) = plan.steps.first_mut() {
+                    step.waves = vec![
+                        (0..handed.len())
+                            .filter(|&t| handed[t].disposition.is_live())
+                            .collect(),
+                    ];
+                    step.targets = handed;
+                }
+                schedule(ctx, &plan, tally, Some(&head)).await;
+            }
+        }
+    };
+    futures::future::join(running, rest).await;
 }
 
 /// Announces stops, enforces the deadline and the drain bound. Never completes.
@@ -321,6 +452,8 @@ struct Scheduler<'a, A> {
     /// Run-wide threshold: (as written, resolved count).
     run_threshold: Option<(Amount, usize)>,
     done: &'a [watch::Sender<bool>],
+    /// The first wave of a step that started before the plan was whole.
+    head: Option<&'a Head>,
 }
 
 impl<A: CloudApi> Scheduler<'_, A> {
@@ -426,31 +559,67 @@ impl<A: CloudApi> Scheduler<'_, A> {
                     .await;
             }
             tracing::trace!(step = step.index, wave = w, "wave starts");
+            // The first wave of a step that started before the plan was whole goes on
+            // with the slots, and takes up the results, of the VMs it already started.
+            let head = self.head.filter(|h| w == 0 && h.step.index == step.index);
             // The step's concurrency bounds its tasks in flight (a semaphore held like the
             // run-wide one); a few more VMs than that are read and decided ahead, so the
             // next one is ready to send the instant a slot frees.
-            let step_slots = slots::StepSlots::new(step.concurrency);
+            let own_slots;
+            let step_slots = match head {
+                Some(h) => &h.slots,
+                None => {
+                    own_slots = slots::StepSlots::new(step.concurrency);
+                    &own_slots
+                }
+            };
             // Whose tasks succeeded, to confirm with one listing once the wave is done.
-            let deferred = confirm::worth_listing(
+            let worth = confirm::worth_listing(
                 wave.len(),
                 self.ctx.listed.total(),
                 self.ctx.client.page_size(),
-            )
-            .then(confirm::Deferred::default);
+            );
+            let own_deferred = (worth && head.is_none()).then(confirm::Deferred::default);
+            let deferred = match head {
+                Some(h) => worth.then_some(&h.deferred),
+                None => own_deferred.as_ref(),
+            };
+            // The head defers its VMs' checks whatever the wave's size: few pages hold them.
+            let taken = |target| {
+                head.and_then(|h| h.deferred.take(target))
+                    .or_else(|| deferred.and_then(|d| d.take(target)))
+            };
             // Nearly every VM of a wave waits for the listing: hold them without the
             // slack of a growing vector (a region's wave is 100,000 results).
             let mut pending = Vec::with_capacity(if deferred.is_some() { wave.len() } else { 0 });
             let mut results = futures::stream::iter(wave.iter().copied().enumerate())
-                .map(|(pos, target)| self.run_vm(step, target, &step_slots, pos, deferred.as_ref()))
+                .map(|(pos, target)| {
+                    let started = head.and_then(|h| h.result_of(target));
+                    async move {
+                        match started {
+                            Some(result) => self.result_of_head(step, target, result).await,
+                            None => self.run_vm(step, target, step_slots, pos, deferred).await,
+                        }
+                    }
+                })
                 .buffer_unordered(lookahead(step.concurrency.max(1)));
             while let Some(r) = results.next().await {
                 tracing::trace!(step = step.index, target = r.target, "vm finished");
-                match deferred.as_ref().and_then(|d| d.take(r.target)) {
+                match taken(r.target) {
                     Some(action) => pending.push((r, action)),
                     None => self.finished(step, &mut step_tally, r).await,
                 }
             }
             drop(results);
+            // VMs the head ran that the wave did not name (the plan disagreed with what was
+            // handed out): reported all the same, never lost.
+            for (_, result) in head.map(Head::unclaimed).unwrap_or_default() {
+                let Ok(r) = result.await else { continue };
+                match taken(r.target) {
+                    Some(action) => pending.push((r, action)),
+                    None => self.finished(step, &mut step_tally, r).await,
+                }
+            }
             self.confirm(step, &mut step_tally, pending).await;
         }
         self.ctx
@@ -680,6 +849,7 @@ impl<A: CloudApi> Scheduler<'_, A> {
                 vm::VmJob {
                     step,
                     target,
+                    planned: &step.targets[target],
                     step_slots,
                     pos,
                     deferred,
@@ -691,6 +861,24 @@ impl<A: CloudApi> Scheduler<'_, A> {
         // However it ended, the VMs after it no longer wait for its turn.
         step_slots.pass(pos);
         r
+    }
+
+    /// The result of target `target` of the wave, which the head started, once it is there.
+    async fn result_of_head(
+        &self,
+        step: &PlannedStep,
+        target: usize,
+        result: tokio::sync::oneshot::Receiver<VmResult>,
+    ) -> VmResult {
+        result.await.unwrap_or_else(|_| {
+            self.settled(
+                step,
+                target,
+                VmOutcome::NotStarted {
+                    reason: "the run stopped before it was started".into(),
+                },
+            )
+        })
     }
 
     /// A result decided without touching the VM.

@@ -145,7 +145,8 @@ fn read_lessons(path: &Path, endpoint: &str, tasks: bool, vms_of: Option<&str>) 
         }
         let Some(event) = parsed.event else { continue };
         match &*event.event {
-            "run_started" => {
+            // A run that started before its listing ended has its whole plan in `planned`.
+            "run_started" | "planned" => {
                 // Another cloud's durations say nothing about this one.
                 actions = event
                     .plan

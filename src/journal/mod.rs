@@ -234,6 +234,9 @@ pub struct VmTrack {
 pub struct RunView {
     pub header: Header,
     pub plan: Option<Plan>,
+    /// The run started before its listing ended and stopped before the plan was whole:
+    /// `plan` holds only the VMs of its first step that were handed out.
+    pub plan_partial: bool,
     /// Keyed by (step index, target index).
     pub vms: BTreeMap<(usize, usize), VmTrack>,
     /// Task hrefs recorded per VM href (every step), oldest first.
@@ -256,6 +259,7 @@ impl RunView {
         let mut v = RunView {
             header: journal.header.clone(),
             plan: None,
+            plan_partial: false,
             vms: BTreeMap::new(),
             tasks_by_vm: BTreeMap::new(),
             summary: None,
@@ -304,8 +308,38 @@ impl RunView {
 
     fn apply(&mut self, at_ms: u64, event: &Event) {
         match event {
-            Event::RunStarted { plan, .. } if self.plan.is_none() => {
+            Event::RunStarted { plan, partial, .. } if self.plan.is_none() => {
                 self.plan = Some((**plan).clone());
+                self.plan_partial = *partial;
+            }
+            Event::TargetListed {
+                step,
+                target,
+                planned,
+                pos,
+            } if self.plan_partial => {
+                let step = self
+                    .plan
+                    .as_mut()
+                    .and_then(|p| p.steps.iter_mut().find(|s| s.index == *step));
+                if let Some(step) = step
+                    && step.targets.len() == *target
+                {
+                    step.targets.push((**planned).clone());
+                    if pos.is_some() {
+                        if step.waves.is_empty() {
+                            step.waves.push(Vec::new());
+                        }
+                        step.waves[0].push(*target);
+                    }
+                }
+            }
+            Event::Planned { plan, estimate } => {
+                self.plan = Some((**plan).clone());
+                self.plan_partial = false;
+                if self.header.estimate.is_none() {
+                    self.header.estimate = estimate.as_deref().cloned();
+                }
             }
             Event::VmActing {
                 step,

@@ -131,6 +131,7 @@ fn started(plan: &Plan) -> Record {
         Event::RunStarted {
             started_at: "2026-11-26T20:00:00Z".into(),
             plan: std::sync::Arc::new(plan.clone()),
+            partial: false,
         },
     )
 }
@@ -484,4 +485,89 @@ fn a_journal_of_an_older_format_is_refused_with_the_version_that_wrote_it() {
         "{err}"
     );
     assert!(parse(Path::new("j.jsonl"), typed.as_bytes()).is_ok());
+}
+
+/// A run that started on the first pages: the head step without VMs, each VM journaled as
+/// it was handed out, then (if it got that far) the whole plan.
+fn started_early(plan: &Plan, handed: usize, whole: bool) -> Vec<Record> {
+    let mut skeleton = plan.clone();
+    skeleton.steps.truncate(1);
+    skeleton.steps[0].targets.clear();
+    skeleton.steps[0].waves.clear();
+    let mut records = vec![ev(
+        1_001,
+        Event::RunStarted {
+            started_at: "2026-11-26T20:00:00Z".into(),
+            plan: std::sync::Arc::new(skeleton),
+            partial: true,
+        },
+    )];
+    for t in 0..handed {
+        let planned = &plan.steps[0].targets[t];
+        records.push(ev(
+            1_002,
+            Event::TargetListed {
+                step: 0,
+                target: t,
+                planned: Box::new(planned.clone()),
+                pos: planned.disposition.is_live().then_some(t),
+            },
+        ));
+        records.push(acting(
+            plan,
+            1_003,
+            0,
+            t,
+            intent(Action::Off, VmState::On, VmState::Off),
+        ));
+    }
+    if whole {
+        records.push(ev(
+            1_010,
+            Event::Planned {
+                plan: std::sync::Arc::new(plan.clone()),
+                estimate: None,
+            },
+        ));
+    }
+    records
+}
+
+#[test]
+fn a_run_that_stopped_before_its_plan_was_whole_has_the_vms_handed_out() {
+    let plan = plan();
+    let records = started_early(&plan, 2, false);
+    let view = RunView::of(&journal_of(&records));
+    assert!(view.plan_partial);
+    let got = view.plan.as_ref().unwrap();
+    assert_eq!(got.steps.len(), 1);
+    assert_eq!(got.steps[0].targets, plan.steps[0].targets[..2]);
+    assert_eq!(got.steps[0].waves, vec![vec![0, 1]]);
+    // A resume follows up both: their requests may be in flight.
+    let (state, _) = plan_resume(&view, false);
+    assert_eq!(state.vms.len(), 2);
+    assert!(matches!(state.get(0, 1), Some(ResumeVm::Inspect { .. })));
+}
+
+#[test]
+fn the_whole_plan_of_a_run_that_started_early_replaces_what_was_handed_out() {
+    let plan = plan();
+    let mut records = started_early(&plan, 2, true);
+    let view = RunView::of(&journal_of(&records));
+    assert!(!view.plan_partial);
+    assert_eq!(view.plan.as_ref(), Some(&plan));
+    // A VM journaled after the whole plan changes nothing of it.
+    records.push(ev(
+        1_011,
+        Event::TargetListed {
+            step: 0,
+            target: 3,
+            planned: Box::new(plan.steps[0].targets[0].clone()),
+            pos: Some(3),
+        },
+    ));
+    assert_eq!(
+        RunView::of(&journal_of(&records)).plan.as_ref(),
+        Some(&plan)
+    );
 }

@@ -126,9 +126,14 @@ pub enum StreamEvent {
 }
 
 impl StreamEvent {
-    pub fn of(event: &Event) -> StreamEvent {
-        match event {
-            Event::RunStarted { started_at, plan } => StreamEvent::RunStarted {
+    /// The line an event makes; `None` for the records only a journal keeps (how a plan
+    /// that started before its listing ended was filled in: a reader of the stream gets
+    /// the whole plan first, see `report::whole_plan_first`).
+    pub fn of(event: &Event) -> Option<StreamEvent> {
+        Some(match event {
+            Event::RunStarted {
+                started_at, plan, ..
+            } => StreamEvent::RunStarted {
                 runbook: plan.runbook_name.clone(),
                 endpoint: plan.endpoint.clone(),
                 started_at: started_at.clone(),
@@ -229,19 +234,20 @@ impl StreamEvent {
             Event::RunFinished { summary } => StreamEvent::RunFinished {
                 summary: summary.clone(),
             },
-        }
+            Event::TargetListed { .. } | Event::Planned { .. } => return None,
+        })
     }
 }
 
 impl StreamLine {
-    pub fn of(event: &Event, at_ms: u64) -> StreamLine {
+    pub fn of(event: &Event, at_ms: u64) -> Option<StreamLine> {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
-        StreamLine {
+        Some(StreamLine {
             format: STREAM_FORMAT,
             kind: kind::EVENT.to_owned(),
             at: humantime::format_rfc3339_millis(at).to_string(),
-            event: StreamEvent::of(event),
-        }
+            event: StreamEvent::of(event)?,
+        })
     }
 }
 
@@ -263,7 +269,9 @@ impl<W: Write + Send> Reporter for NdjsonWriter<W> {
         if self.closed {
             return;
         }
-        let line = StreamLine::of(event, utc_now_ms());
+        let Some(line) = StreamLine::of(event, utc_now_ms()) else {
+            return;
+        };
         let Ok(mut text) = serde_json::to_string(&line) else {
             return;
         };
@@ -329,7 +337,8 @@ mod tests {
                 reason: "too many failures".into(),
             },
             1_764_000_000_123,
-        );
+        )
+        .unwrap();
         let text = serde_json::to_string(&line).unwrap();
         assert!(!text.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod docs;
+mod early;
 mod faults;
 mod hardening;
 mod health;

@@ -2,6 +2,7 @@
 //! builds its inputs through [`harness`] and runs through [`Harness::run`]: when the plan,
 //! the hooks or the intent change shape, this file is the one to adapt.
 
+mod early;
 mod fallback;
 mod gates;
 mod interrupt;

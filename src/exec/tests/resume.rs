@@ -148,7 +148,9 @@ async fn inspect_sends_once_when_the_request_never_arrived() {
 async fn as_many_unsent_intents_as_slots_are_each_sent_once_without_waiting_on_themselves() {
     // The earlier run recorded an intent for every slot and was killed before sending any:
     // each resumed VM holds a slot while it looks, then sends with that same slot.
-    let fake = (0..4).fold(FakeCloud::new(), |f, i| f.with_vm(&format!("vm-{i}"), VmState::On));
+    let fake = (0..4).fold(FakeCloud::new(), |f, i| {
+        f.with_vm(&format!("vm-{i}"), VmState::On)
+    });
     // Every look takes a while, as over a real network: all take their slots first.
     fake.slow_vm_reads(Duration::from_millis(100));
     let mut h = harness(

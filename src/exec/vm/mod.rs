@@ -18,7 +18,7 @@ use crate::exec::poll::{TaskWait, Unlocked, wait_for_task, wait_for_task_paced};
 use crate::exec::resume::ResumeVm;
 use crate::exec::slots::StepSlots;
 use crate::pacing::Pacing;
-use crate::plan::{Disposition, PlannedFallback, PlannedStep, rules};
+use crate::plan::{Disposition, PlannedFallback, PlannedStep, PlannedVm, rules};
 use crate::runbook::model::Action;
 use std::sync::PoisonError;
 use std::time::Duration;
@@ -30,6 +30,8 @@ use tokio::time::Instant;
 pub(crate) struct VmJob<'a> {
     pub step: &'a PlannedStep,
     pub target: usize,
+    /// The step's target number `target` (its VM and what the plan predicted).
+    pub planned: &'a PlannedVm,
     /// The step's concurrency, held like the run-wide slot, taken in list order.
     pub step_slots: &'a StepSlots,
     /// The VM's position in its wave: its turn for a step slot.
@@ -147,7 +149,7 @@ enum ReadStop {
 }
 
 pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResult {
-    let planned = &job.step.targets[job.target];
+    let planned = job.planned;
     let started = Instant::now();
     let mut r = VmResult {
         step: job.step.index,
@@ -208,7 +210,7 @@ pub(crate) async fn run<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>) -> VmResu
 async fn drive<A: CloudApi>(ctx: &Ctx<'_, A>, job: VmJob<'_>, r: &mut VmResult) -> VmOutcome {
     if r.vm.href.is_empty() {
         r.path = PathTaken::Skipped;
-        return outcome_of(&job.step.targets[job.target].disposition);
+        return outcome_of(&job.planned.disposition);
     }
     let (vm, request, seen_at, max_age) = match from_listing(ctx, job, r) {
         Some((vm, request, listed_at)) => (vm, request, listed_at, ctx.options.state_max_age),

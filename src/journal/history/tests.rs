@@ -67,6 +67,7 @@ fn started(endpoint: &str, actions: &[Action]) -> Event {
     Event::RunStarted {
         started_at: String::new(),
         plan: std::sync::Arc::new(plan(endpoint, actions)),
+        partial: false,
     }
 }
 
