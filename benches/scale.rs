@@ -6,7 +6,9 @@
 //! process instead of as a `powerbook sim` child (peak RSS is then the two combined);
 //! `-- --only 10000` runs only the cases with that many VMs; `-- --fixed` polls with the
 //! fixed backoff of earlier versions, and `-- --no-watch` follows every task at its link
-//! instead of watching the listing's pages, for comparison.
+//! instead of watching the listing's pages, for comparison; `-- --whole-plan-first` lists
+//! every VM and plans before acting, where by default the step starts on the first pages
+//! of the listing as `powerbook run --yes` does.
 //!
 //! Every case runs in a fresh child process of this binary (`--case JSON`), so its peak RSS
 //! (VmHWM) and CPU time are its own. The executor is measured as `powerbook run` uses it:
@@ -27,12 +29,15 @@
 //! - peak RSS: VmHWM of the executor's process and of the simulator's (when a child).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use powerbook::abiquo::CloudApi;
 use powerbook::abiquo::auth::Credentials;
 use powerbook::abiquo::client::{Client, ClientConfig};
+use powerbook::abiquo::so_far::ListingSoFar;
 use powerbook::exec::event::Event;
-use powerbook::exec::{RunControl, RunOptions, execute};
+use powerbook::exec::head::Streaming;
+use powerbook::exec::{Hooks, RunControl, RunOptions, Start, execute_from};
 use powerbook::report::progress::Progress;
-use powerbook::report::{Collector, Reporter};
+use powerbook::report::{Collector, Reporter, WholePlanFirst};
 use powerbook::sim::{SimConfig, SimHandle, SimStats};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -61,6 +66,10 @@ struct Case {
     /// Tasks watched through the listing's pages (`--no-watch`: every task polled).
     #[serde(default = "yes")]
     watch: bool,
+    /// The first step starts on the first pages of the listing, as `powerbook run --yes`
+    /// does (`--whole-plan-first`: the whole listing and plan first).
+    #[serde(default = "yes")]
+    early: bool,
 }
 
 fn yes() -> bool {
@@ -107,7 +116,7 @@ struct Row {
     tail_ms: f64,
 }
 
-fn cases(quick: bool, inproc: bool, adaptive: bool, watch: bool) -> Vec<Case> {
+fn cases(quick: bool, inproc: bool, adaptive: bool, watch: bool, early: bool) -> Vec<Case> {
     let case = |vms, concurrency, sequential, task_ms, jitter_ms, latency_ms| Case {
         vms,
         concurrency,
@@ -119,6 +128,7 @@ fn cases(quick: bool, inproc: bool, adaptive: bool, watch: bool) -> Vec<Case> {
         latency_ms,
         latency_jitter_ms: 0,
         watch,
+        early,
     };
     if quick {
         vec![
@@ -154,6 +164,7 @@ fn main() {
     let inproc = args.iter().any(|a| a == "--inproc");
     let adaptive = !args.iter().any(|a| a == "--fixed");
     let watch = !args.iter().any(|a| a == "--no-watch");
+    let early = !args.iter().any(|a| a == "--whole-plan-first");
     // `--only 10000`: just the cases with that many VMs.
     let only: Option<usize> = args
         .iter()
@@ -162,7 +173,7 @@ fn main() {
         .and_then(|v| v.parse().ok());
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
-    for case in cases(quick, inproc, adaptive, watch)
+    for case in cases(quick, inproc, adaptive, watch, early)
         .into_iter()
         .filter(|c| only.is_none_or(|n| n == c.vms))
     {
@@ -237,6 +248,9 @@ fn case_label(c: &Case) -> String {
     }
     if !c.watch {
         label.push_str(", no watch");
+    }
+    if !c.early {
+        label.push_str(", whole plan first");
     }
     label
 }
@@ -539,14 +553,24 @@ fn run_case(case: Case) -> Row {
         );
         let client = Client::new(config).expect("client");
         client.login().await.expect("login");
-        let plan = powerbook::plan::resolve(&client, &runbook)
-            .await
-            .expect("plan");
         let me = std::process::id().to_string();
-        let plan_rss = peak_rss_kib(&me);
+        let early = case
+            .early
+            .then(|| powerbook::plan::head::head_step(&runbook).ok())
+            .flatten();
+        // Before a whole plan: the listing and planning happen as the run goes.
+        let whole = match early {
+            Some(_) => None,
+            None => Some(
+                powerbook::plan::resolve(&client, &runbook)
+                    .await
+                    .expect("plan"),
+            ),
+        };
+        let planned_rss = Arc::new(AtomicU64::new(peak_rss_kib(&me)));
         // Listing pages read while executing are the watch's looks.
         let planned = sim.stats().await;
-        let plan_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let plan_ms = Arc::new(std::sync::Mutex::new(t0.elapsed().as_secs_f64() * 1000.0));
         let sim_pid = sim.pid();
         let sim_cpu0 = sim_pid.as_deref().map(cpu_seconds);
         let cpu0 = cpu_seconds(&me);
@@ -555,12 +579,15 @@ fn run_case(case: Case) -> Row {
         let sink = Arc::new(Sink::default());
         let draws = Arc::clone(&sink);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        let (at_plan, rss_at_plan, pid) =
+            (Arc::clone(&plan_ms), Arc::clone(&planned_rss), me.clone());
         let consumer = tokio::spawn(async move {
             let mut seen = Seen::default();
             let mut collector = Collector::new();
             let mut progress = Progress::with_target(
                 indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(SinkRef(sink)), 10),
             );
+            let mut order = WholePlanFirst::default();
             while let Some(event) = rx.recv().await {
                 if let Event::TaskFinished { task_href, .. } = &event {
                     let id = task_href.rsplit('/').next().unwrap_or_default();
@@ -571,10 +598,16 @@ fn run_case(case: Case) -> Row {
                 {
                     seen.ok += 1;
                 }
+                if let Event::Planned { .. } = &event {
+                    *at_plan.lock().unwrap() = t0.elapsed().as_secs_f64() * 1000.0;
+                    rss_at_plan.store(peak_rss_kib(&pid), Ordering::Relaxed);
+                }
                 let t = Instant::now();
-                progress.event(&event);
+                order.pass(event, |event| {
+                    progress.event(event);
+                    collector.event(event);
+                });
                 seen.progress += t.elapsed();
-                collector.event(&event);
             }
             progress.finish();
             let _report = collector.into_report();
@@ -583,7 +616,40 @@ fn run_case(case: Case) -> Row {
         let mut options = RunOptions::default();
         options.poll.adaptive = case.adaptive;
         options.watch = case.watch;
-        let _summary = execute(&client, &plan, &options, &tx, &RunControl::new()).await;
+        let so_far = ListingSoFar::default();
+        let listed = powerbook::plan::Listed::growing(tokio::time::Instant::now());
+        let start = match (&whole, early) {
+            (Some(plan), _) => Start::Whole(plan),
+            (None, Some(index)) => {
+                let endpoint = client.endpoint().to_owned();
+                let kept = listed.clone();
+                let runbook = &runbook;
+                Start::Streaming(Box::new(Streaming {
+                    skeleton: powerbook::plan::head::skeleton(runbook, index, &endpoint),
+                    so_far: &so_far,
+                    listed: &listed,
+                    targets: powerbook::plan::head::HeadTargets::new(runbook, index)
+                        .expect("head step"),
+                    listing: Box::pin(client.list_vms_feeding(&so_far)),
+                    complete: Box::new(move |vms, handed| {
+                        let plan = powerbook::plan::head::whole_plan(
+                            runbook, vms, &endpoint, index, handed, kept,
+                        );
+                        (plan, None)
+                    }),
+                }))
+            }
+            (None, None) => unreachable!("a plan or an early start"),
+        };
+        let _summary = execute_from(
+            &client,
+            start,
+            &options,
+            &[&tx],
+            &RunControl::new(),
+            &Hooks::default(),
+        )
+        .await;
         let wall = t0.elapsed();
         drop(tx);
         let seen = consumer.await.expect("consumer");
@@ -648,7 +714,12 @@ fn run_case(case: Case) -> Row {
         let mut by_kind = BTreeMap::new();
         for (key, n) in &stats.requests {
             let kind = kind_of(key);
-            let before = planned.requests.get(key).copied().unwrap_or(0);
+            // Pages of the plan's listing; the rest are the watch's looks. A run that starts
+            // early reads its listing while it acts: it is as many pages as the VMs fill.
+            let before = match whole {
+                Some(_) => planned.requests.get(key).copied().unwrap_or(0),
+                None => (case.vms.div_ceil(CloudApi::page_size(&client)) as u64).min(*n),
+            };
             if kind == "list page" && *n > before {
                 *by_kind.entry("watch look".to_owned()).or_insert(0) += n - before;
                 *by_kind.entry(kind.to_owned()).or_insert(0) += before;
@@ -667,7 +738,7 @@ fn run_case(case: Case) -> Row {
             requests,
             by_kind,
             first_action_ms,
-            plan_ms,
+            plan_ms: *plan_ms.lock().unwrap(),
             task_polls,
             tasks: stats.task_gets.len(),
             mean_delay_ms: delays.iter().sum::<f64>() / delays.len().max(1) as f64,
@@ -676,7 +747,7 @@ fn run_case(case: Case) -> Row {
                 .copied()
                 .unwrap_or_default(),
             rss_kib: rss,
-            plan_rss_kib: plan_rss,
+            plan_rss_kib: planned_rss.load(Ordering::Relaxed),
             sim_rss_kib: sim_rss,
             cpu_s: cpu,
             sim_cpu_s: sim_cpu,
