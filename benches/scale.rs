@@ -621,23 +621,15 @@ fn run_case(case: Case) -> Row {
         let start = match (&whole, early) {
             (Some(plan), _) => Start::Whole(plan),
             (None, Some(index)) => {
-                let endpoint = client.endpoint().to_owned();
-                let kept = listed.clone();
-                let runbook = &runbook;
-                Start::Streaming(Box::new(Streaming {
-                    skeleton: powerbook::plan::head::skeleton(runbook, index, &endpoint),
-                    so_far: &so_far,
-                    listed: &listed,
-                    targets: powerbook::plan::head::HeadTargets::new(runbook, index)
-                        .expect("head step"),
-                    listing: Box::pin(client.list_vms_feeding(&so_far)),
-                    complete: Box::new(move |vms, handed| {
-                        let plan = powerbook::plan::head::whole_plan(
-                            runbook, vms, &endpoint, index, handed, kept,
-                        );
-                        (plan, None)
-                    }),
-                }))
+                let streaming = Streaming::new(
+                    &runbook,
+                    index,
+                    client.endpoint(),
+                    (&so_far, &listed),
+                    Box::pin(client.list_vms_feeding(&so_far)),
+                    Box::new(|plan| (plan, None)),
+                );
+                Start::Streaming(Box::new(streaming.expect("head step")))
             }
             (None, None) => unreachable!("a plan or an early start"),
         };

@@ -2,7 +2,6 @@
 //! execute into a new journal, report.
 
 use crate::abiquo::client::Client;
-use crate::abiquo::error::ClientError;
 use crate::abiquo::model::ListedVm;
 use crate::abiquo::so_far::ListingSoFar;
 use crate::cli::RunArgs;
@@ -13,16 +12,15 @@ use crate::commands::session::{
     render_options, run_options, test_mode, verbosity, with_simulator,
 };
 use crate::exec::Start;
-use crate::exec::head::Streaming;
+use crate::exec::head::{Listing, Streaming};
 use crate::exit::Outcome;
 use crate::journal::lifecycle::{JournalLocation, create_for_run};
 use crate::journal::writer::JournalWriter;
 use crate::pacing::TaskDurations;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{Estimate, EstimateInputs, estimate};
-use crate::plan::head::HeadTargets;
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
-use crate::plan::{Listed, Plan, PlannedVm, build, select};
+use crate::plan::{Listed, Plan, build, select};
 use crate::report::style::RenderOptions;
 use crate::report::style::STABLE_WIDTH;
 use crate::runbook::model::{Action, Runbook};
@@ -124,14 +122,7 @@ async fn run_connected(
     if !session::can_approve(&plan, approve) {
         return Outcome::Usage;
     }
-    // Earlier runs' journals tell how long tasks take on this cloud: the estimate and the
-    // executor's polling start warm. Read once: a region's journals are hundreds of MB.
-    let history = crate::journal::history::durations_from_journals(
-        &args.journal.runs_dir,
-        client.endpoint(),
-        &runbook.name,
-    )
-    .await;
+    let history = history(args, &client, runbook).await;
     let est = run_estimate(runbook, &plan, &history, simulated);
     let plan = if verbosity().quiet && args.yes {
         plan
@@ -152,6 +143,17 @@ async fn run_connected(
     options.durations = history;
     let finish = finish_of(args);
     session::execute_journaled(&client, &plan, &options, journal, None, finish).await
+}
+
+/// Earlier runs' journals tell how long tasks take on this cloud: the estimate and the
+/// executor's polling start warm. Read once: a region's journals are hundreds of MB.
+async fn history(args: &RunArgs, client: &Client, runbook: &Runbook) -> TaskDurations {
+    crate::journal::history::durations_from_journals(
+        &args.journal.runs_dir,
+        client.endpoint(),
+        &runbook.name,
+    )
+    .await
 }
 
 /// The journal of a new run of `plan` (the simulator's world kept beside it).
@@ -220,7 +222,7 @@ async fn first_pages<'c>(
     index: usize,
     so_far: &'c ListingSoFar<ListedVm>,
     asked: tokio::time::Instant,
-) -> Result<Begin<impl Future<Output = Result<Vec<ListedVm>, ClientError>> + Send + 'c>, Outcome> {
+) -> Result<Begin<impl Listing + 'c>, Outcome> {
     let mut listing = Box::pin(client.list_vms_feeding(so_far));
     let first = tokio::select! {
         whole = &mut listing => Some(whole),
@@ -261,7 +263,7 @@ async fn run_early<L>(
     early: Early<'_, L>,
 ) -> Outcome
 where
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+    L: Listing,
 {
     let simulated = simulator.map(Simulator::durations);
     let Early {
@@ -270,15 +272,7 @@ where
         listed,
         listing,
     } = early;
-    let Some(targets) = HeadTargets::new(runbook, index) else {
-        return Outcome::Usage;
-    };
-    let history = crate::journal::history::durations_from_journals(
-        &args.journal.runs_dir,
-        client.endpoint(),
-        &runbook.name,
-    )
-    .await;
+    let history = history(args, client, runbook).await;
     let skeleton = crate::plan::head::skeleton(runbook, index, client.endpoint());
     let journal = match new_journal(args, runbook_path, &skeleton, None, simulator) {
         Ok(j) => j,
@@ -291,11 +285,9 @@ where
             "Step '{step}' starts on the first VMs listed; the plan follows once every VM is."
         );
     }
-    let endpoint = client.endpoint();
     let estimates = history.clone();
-    let kept = listed.clone();
-    let complete = Box::new(move |vms: Vec<ListedVm>, handed: Vec<PlannedVm>| {
-        let plan = crate::plan::head::whole_plan(runbook, vms, endpoint, index, handed, kept);
+    // The whole plan is shown as a run with --yes shows it, once it is whole.
+    let then = Box::new(move |plan: Plan| {
         let est = run_estimate(runbook, &plan, &estimates, simulated);
         if quiet {
             return (plan, Some(est));
@@ -304,14 +296,18 @@ where
         eprint!("{text}");
         (plan, Some(est))
     });
-    let start = Start::Streaming(Box::new(Streaming {
-        skeleton,
-        so_far,
-        listed: &listed,
-        targets,
+    let listed_so_far = (so_far, &listed);
+    let Some(streaming) = Streaming::new(
+        runbook,
+        index,
+        client.endpoint(),
+        listed_so_far,
         listing,
-        complete,
-    }));
+        then,
+    ) else {
+        return Outcome::Usage;
+    };
+    let start = Start::Streaming(Box::new(streaming));
     let mut options = run_options(&args.tuning);
     options.durations = history;
     session::execute_start_journaled(client, start, &options, journal, None, finish_of(args)).await

@@ -8,11 +8,11 @@ use crate::abiquo::auth::Credentials;
 use crate::abiquo::client::{Client, ClientConfig};
 use crate::abiquo::error::ClientError;
 use crate::abiquo::media;
-use crate::abiquo::model::ListedVm;
 use crate::abiquo::retry::{RetryNotice, RetryObserver};
 use crate::cli::{ConnectionArgs, RunOutput, RunTuning, ShowArg};
 use crate::exec::event::Summary;
 use crate::exec::gate::{Approval, Approver};
+use crate::exec::head::Listing;
 use crate::exec::poll::PollPolicy;
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
@@ -709,7 +709,7 @@ async fn execute_start<A, L>(
 ) -> (RunReport, Summary)
 where
     A: CloudApi,
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+    L: Listing,
 {
     let Live {
         progress,
@@ -789,7 +789,7 @@ pub async fn execute_start_journaled<L>(
     finish: Finish<'_>,
 ) -> Outcome
 where
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+    L: Listing,
 {
     let control = RunControl::new();
     let signals = tokio::spawn(handle_ctrl_c(control.clone()));

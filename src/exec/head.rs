@@ -9,41 +9,78 @@
 //! anything is done with it, so a crash before the plan is whole can still be resumed.
 
 use crate::abiquo::api::CloudApi;
+use crate::abiquo::error::ClientError;
 use crate::abiquo::model::ListedVm;
 use crate::abiquo::so_far::ListingSoFar;
 use crate::exec::confirm::Deferred;
 use crate::exec::event::{Event, VmResult};
 use crate::exec::slots::StepSlots;
 use crate::exec::{Ctx, lookahead, vm};
-use crate::plan::head::{HeadTargets, HeadVm};
+use crate::plan::estimate::Estimate;
+use crate::plan::head::{HeadTargets, HeadVm, skeleton, whole_plan};
 use crate::plan::{Listed, Plan, PlannedStep, PlannedVm};
+use crate::runbook::model::Runbook;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::oneshot;
 
+/// The listing of a run that starts early: the whole listing once its last page is in.
+pub trait Listing: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send {}
+
+impl<F: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send> Listing for F {}
+
 /// A run whose plan is made whole while its first step already runs.
 pub struct Streaming<'a, L> {
     /// What the run starts from: the head step alone, without VMs.
-    pub skeleton: Plan,
+    pub(crate) skeleton: Plan,
     /// The listing as its pages arrive.
-    pub so_far: &'a ListingSoFar<ListedVm>,
+    pub(crate) so_far: &'a ListingSoFar<ListedVm>,
     /// The run's view of the listed VMs: the head's are added as they are taken, the
     /// others by `complete`.
-    pub listed: &'a Listed,
+    pub(crate) listed: &'a Listed,
     /// Makes listed VMs targets of the head step.
-    pub targets: HeadTargets<'a>,
+    pub(crate) targets: HeadTargets<'a>,
     /// The listing; its whole result once its last page is in.
-    pub listing: L,
+    pub(crate) listing: L,
     /// The whole plan from the whole listing and the head step's targets handed out so
     /// far (kept first, with their numbers), with what the plan expects of the run.
-    #[allow(clippy::type_complexity)]
-    pub complete: Box<
-        dyn FnOnce(Vec<ListedVm>, Vec<PlannedVm>) -> (Plan, Option<crate::plan::estimate::Estimate>)
-            + Send
-            + 'a,
-    >,
+    pub(crate) complete: Complete<'a>,
+}
+
+/// Makes the whole plan of a run that started early (see [`Streaming::complete`]).
+type Complete<'a> =
+    Box<dyn FnOnce(Vec<ListedVm>, Vec<PlannedVm>) -> (Plan, Option<Estimate>) + Send + 'a>;
+
+/// What a run does with its whole plan once it has it (shows it, estimates it), handing
+/// it back with its estimate.
+pub type OnPlan<'a> = Box<dyn FnOnce(Plan) -> (Plan, Option<Estimate>) + Send + 'a>;
+
+impl<'a, L> Streaming<'a, L> {
+    /// A run of `runbook` against `endpoint` whose step `index` (see
+    /// [`crate::plan::head::head_step`]) starts on the VMs `listing` appends to `so_far`;
+    /// `listed` keeps them for acting without a read. `None` if there is no such step.
+    pub fn new(
+        runbook: &'a Runbook,
+        index: usize,
+        endpoint: &'a str,
+        (so_far, listed): (&'a ListingSoFar<ListedVm>, &'a Listed),
+        listing: L,
+        then: OnPlan<'a>,
+    ) -> Option<Self> {
+        let kept = listed.clone();
+        Some(Streaming {
+            skeleton: skeleton(runbook, index, endpoint),
+            so_far,
+            listed,
+            targets: HeadTargets::new(runbook, index)?,
+            listing,
+            complete: Box::new(move |vms, handed| {
+                then(whole_plan(runbook, vms, endpoint, index, handed, kept))
+            }),
+        })
+    }
 }
 
 /// The head step's first wave while the plan is not whole, shared with the scheduler.

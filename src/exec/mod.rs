@@ -31,7 +31,7 @@ use crate::abiquo::model::ListedVm;
 use crate::exec::event::{
     Event, GateResult, PathTaken, ResultCounts, Summary, VmOutcome, VmResult,
 };
-use crate::exec::head::{Head, Streaming};
+use crate::exec::head::{Head, Listing, Streaming};
 use crate::exec::poll::{PollPolicy, TaskWatch};
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
@@ -187,37 +187,7 @@ pub async fn execute_from<A, L>(
 ) -> Summary
 where
     A: CloudApi,
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
-{
-    run(client, start, options, sinks, control, hooks).await
-}
-
-/// What a run starts from.
-pub enum Start<'p, L> {
-    Whole(&'p Plan),
-    Streaming(Box<Streaming<'p, L>>),
-}
-
-/// The listing of a run that has its whole plan: none.
-pub type NoListing = std::future::Ready<Result<Vec<ListedVm>, ClientError>>;
-
-impl<'p> Start<'p, NoListing> {
-    pub fn whole(plan: &'p Plan) -> Self {
-        Start::Whole(plan)
-    }
-}
-
-async fn run<A, L>(
-    client: &A,
-    start: Start<'_, L>,
-    options: &RunOptions,
-    sinks: &[&dyn EventSink],
-    control: &RunControl,
-    hooks: &Hooks,
-) -> Summary
-where
-    A: CloudApi,
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+    L: Listing,
 {
     let started = Instant::now();
     let (first, listed) = match &start {
@@ -288,6 +258,21 @@ where
     summary
 }
 
+/// What a run starts from.
+pub enum Start<'p, L> {
+    Whole(&'p Plan),
+    Streaming(Box<Streaming<'p, L>>),
+}
+
+/// The listing of a run that has its whole plan: none.
+pub type NoListing = std::future::Ready<Result<Vec<ListedVm>, ClientError>>;
+
+impl<'p> Start<'p, NoListing> {
+    pub fn whole(plan: &'p Plan) -> Self {
+        Start::Whole(plan)
+    }
+}
+
 /// Runs every step of `plan` (steps start when those they come after are done); `head`:
 /// the first wave of one of them already runs.
 async fn schedule<A: CloudApi>(
@@ -314,7 +299,7 @@ async fn schedule<A: CloudApi>(
 async fn stream_then_schedule<A, L>(ctx: &Ctx<'_, A>, s: Streaming<'_, L>, tally: &Mutex<Tally>)
 where
     A: CloudApi,
-    L: Future<Output = Result<Vec<ListedVm>, ClientError>> + Send,
+    L: Listing,
 {
     let Streaming {
         skeleton,
@@ -330,10 +315,19 @@ where
     let head = Head::new(step.clone());
     let running = head.run(ctx, so_far, listed, targets);
     let rest = async {
-        let listing = listing.await;
+        // A stop (Ctrl-C, the deadline) does not wait for a region's listing to end.
+        let stop = ctx.control.stop_token();
+        let listing = tokio::select! {
+            listing = listing => Some(listing),
+            () = stop.cancelled() => None,
+        };
+        if listing.is_none() {
+            // No page will come: the head stops waiting for one.
+            drop(so_far.end());
+        }
         let handed = head.close();
-        match listing {
-            Ok(vms) => {
+        let plan = match listing {
+            Some(Ok(vms)) => {
                 let (plan, estimate) = complete(vms, handed);
                 let plan = std::sync::Arc::new(plan);
                 ctx.emit(Event::Planned {
@@ -341,14 +335,16 @@ where
                     estimate: estimate.map(Box::new),
                 })
                 .await;
-                schedule(ctx, &plan, tally, Some(&head)).await;
+                plan
             }
-            Err(e) => {
-                ctx.control.abort(format!(
-                    "cannot list the VMs: {e}; the {} VMs already handed out are finished, \
-                     nothing else is started: run the runbook again for the rest",
-                    handed.len()
-                ));
+            failed => {
+                if let Some(Err(e)) = failed {
+                    ctx.control.abort(format!(
+                        "cannot list the VMs: {e}; the {} VMs already handed out are \
+                         finished, nothing else is started: run the runbook again for the rest",
+                        handed.len()
+                    ));
+                }
                 // The plan as far as it got, as the journal has it.
                 let mut plan = skeleton.clone();
                 if let Some(step) = plan.steps.first_mut() {
@@ -359,9 +355,10 @@ where
                     ];
                     step.targets = handed;
                 }
-                schedule(ctx, &plan, tally, Some(&head)).await;
+                std::sync::Arc::new(plan)
             }
-        }
+        };
+        schedule(ctx, &plan, tally, Some(&head)).await;
     };
     futures::future::join(running, rest).await;
 }

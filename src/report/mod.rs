@@ -306,13 +306,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reporters_see_the_whole_plan_first_and_early_vms_after_their_wave_starts() {
-        let plan = plan();
+    /// The start of a run on the first pages: the step without VMs, its first VM handed
+    /// out, and started.
+    fn started_early(plan: &Plan) -> Vec<Event> {
         let mut skeleton = plan.clone();
         skeleton.steps[0].targets.clear();
         skeleton.steps[0].waves.clear();
-        let events = vec![
+        vec![
             Event::RunStarted {
                 started_at: "t".into(),
                 plan: Arc::new(skeleton),
@@ -324,7 +324,15 @@ mod tests {
                 planned: Box::new(plan.steps[0].targets[0].clone()),
                 pos: Some(0),
             },
-            vm_started(&plan, 0),
+            vm_started(plan, 0),
+        ]
+    }
+
+    #[test]
+    fn reporters_see_the_whole_plan_first_and_early_vms_after_their_wave_starts() {
+        let plan = plan();
+        let mut events = started_early(&plan);
+        events.extend([
             Event::Planned {
                 plan: Arc::new(plan.clone()),
                 estimate: None,
@@ -342,7 +350,7 @@ mod tests {
                 vms: 2,
             },
             vm_started(&plan, 1),
-        ];
+        ]);
         let mut order = WholePlanFirst::default();
         let mut seen = Vec::new();
         for e in events {
@@ -373,8 +381,6 @@ mod tests {
     #[test]
     fn a_run_that_never_got_its_whole_plan_is_reported_with_the_vms_handed_out() {
         let plan = plan();
-        let mut skeleton = plan.clone();
-        skeleton.steps[0].targets.clear();
         let mut order = WholePlanFirst::default();
         let mut seen = Vec::new();
         let t = &plan.steps[0].targets[0];
@@ -396,19 +402,8 @@ mod tests {
             outcome: VmOutcome::Ok,
             failed_jobs: Vec::new(),
         };
-        for e in [
-            Event::RunStarted {
-                started_at: "t".into(),
-                plan: Arc::new(skeleton),
-                partial: true,
-            },
-            Event::TargetListed {
-                step: 0,
-                target: 0,
-                planned: Box::new(plan.steps[0].targets[0].clone()),
-                pos: Some(0),
-            },
-            vm_started(&plan, 0),
+        let mut events = started_early(&plan);
+        events.extend([
             Event::VmFinished {
                 result: Box::new(result),
             },
@@ -421,7 +416,8 @@ mod tests {
                     api: crate::abiquo::ClientStats::default(),
                 },
             },
-        ] {
+        ]);
+        for e in events {
             order.pass(e, |e| seen.push(e.clone()));
         }
         let kinds: Vec<String> = seen.iter().map(kind).collect();

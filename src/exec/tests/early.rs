@@ -9,7 +9,7 @@ use crate::exec::Start;
 use crate::exec::fake::{CallKind, Reply, TaskScript};
 use crate::exec::head::Streaming;
 use crate::plan::Listed;
-use crate::plan::head::{HeadTargets, head_step, skeleton, whole_plan};
+use crate::plan::head::head_step;
 use tokio::time::Instant;
 
 /// How the listing of a test arrives.
@@ -21,6 +21,8 @@ struct Pages {
     fail_after: Option<usize>,
     /// What the whole listing returns, when not what the pages brought (it changed).
     whole: Option<Vec<ListedVm>>,
+    /// Ctrl-C this long after the start.
+    interrupt_after: Option<Duration>,
 }
 
 impl Pages {
@@ -30,6 +32,7 @@ impl Pages {
             delay: Duration::from_secs(1),
             fail_after: None,
             whole: None,
+            interrupt_after: None,
         }
     }
 }
@@ -62,34 +65,30 @@ async fn run_early(fake: &FakeCloud, toml: &str, pages: Pages) -> (Run, Option<P
         let listed = so_far.end();
         Ok(pages.whole.clone().unwrap_or(listed))
     };
-    let kept = listed.clone();
-    let start = Start::Streaming(Box::new(Streaming {
-        skeleton: skeleton(&runbook, index, &endpoint),
-        so_far: &so_far,
-        listed: &listed,
-        targets: HeadTargets::new(&runbook, index).unwrap(),
+    let streaming = Streaming::new(
+        &runbook,
+        index,
+        &endpoint,
+        (&so_far, &listed),
         listing,
-        complete: Box::new(|vms, handed| {
-            (
-                whole_plan(&runbook, vms, &endpoint, index, handed, kept),
-                None,
-            )
-        }),
-    }));
+        Box::new(|plan| (plan, None)),
+    );
+    let start = Start::Streaming(Box::new(streaming.unwrap()));
     let (tx, mut rx) = mpsc::channel(100_000);
     let options = RunOptions {
         drain_timeout: Duration::from_secs(10),
         ..RunOptions::default()
     };
-    let summary = crate::exec::execute_from(
-        fake,
-        start,
-        &options,
-        &[&tx],
-        &RunControl::new(),
-        &Hooks::default(),
-    )
-    .await;
+    let control = RunControl::new();
+    let ctrl_c = async {
+        if let Some(after) = pages.interrupt_after {
+            tokio::time::sleep(after).await;
+            control.interrupt();
+        }
+    };
+    let (sinks, hooks): ([&dyn crate::exec::sink::EventSink; 1], _) = ([&tx], Hooks::default());
+    let run = crate::exec::execute_from(fake, start, &options, &sinks, &control, &hooks);
+    let (summary, ()) = tokio::join!(run, ctrl_c);
     drop(tx);
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -263,4 +262,27 @@ async fn a_listing_that_changed_keeps_the_vms_already_handed_out_under_their_num
     assert_eq!(fake.total_mutations(), 250);
     assert_eq!(run.results().len(), 250);
     assert_eq!(run.summary.counts.ok, 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ctrl_c_while_the_vms_are_listed_ends_the_run_without_waiting_for_the_last_page() {
+    let fake = fleet(1_000, VmState::On);
+    let pages = Pages {
+        delay: Duration::from_secs(10),
+        interrupt_after: Some(Duration::from_secs(15)),
+        ..Pages::of(100)
+    };
+    let started = Instant::now();
+    let (run, plan, _) = run_early(&fake, &one_step("off", "vm-*", ""), pages).await;
+    assert!(plan.is_none(), "the listing was not waited for");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.summary.interrupted);
+    // What started finished and is reported; nothing else was touched.
+    let started = fake.total_mutations();
+    assert!(started > 0 && started <= 100, "{started}");
+    assert_eq!(run.summary.counts.ok, started);
 }
