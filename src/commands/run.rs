@@ -24,9 +24,12 @@ use crate::plan::{Listed, Plan, build, select};
 use crate::report::style::RenderOptions;
 use crate::report::style::STABLE_WIDTH;
 use crate::runbook::model::{Action, Runbook};
+use futures::future::{Either, Ready};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 pub async fn run(args: RunArgs) -> Outcome {
     let runbook_path = match runbook_path(&args) {
@@ -87,6 +90,13 @@ async fn run_connected(
             return Outcome::Usage;
         }
     };
+    // Earlier runs' journals tell how long tasks take on this cloud: the estimate and the
+    // executor's polling start warm. Read while the run logs in and lists.
+    let history = crate::journal::history::durations_from_journals(
+        &args.journal.runs_dir,
+        &config.api_root(),
+        &runbook.name,
+    );
     let client = match connect(config).await {
         Ok(c) => c,
         Err(outcome) => return outcome,
@@ -114,7 +124,15 @@ async fn run_connected(
                 listed: Listed::growing(asked),
                 listing,
             };
-            return run_early(args, runbook, runbook_path, simulator, &client, early).await;
+            return run_early(
+                args,
+                runbook_path,
+                simulator,
+                (&client, runbook),
+                history,
+                early,
+            )
+            .await;
         }
         Err(outcome) => return outcome,
     };
@@ -122,7 +140,7 @@ async fn run_connected(
     if !session::can_approve(&plan, approve) {
         return Outcome::Usage;
     }
-    let history = history(args, &client, runbook).await;
+    let history = history.await.unwrap_or_default();
     let est = run_estimate(runbook, &plan, &history, simulated);
     let plan = if verbosity().quiet && args.yes {
         plan
@@ -145,15 +163,17 @@ async fn run_connected(
     session::execute_journaled(&client, &plan, &options, journal, None, finish).await
 }
 
-/// Earlier runs' journals tell how long tasks take on this cloud: the estimate and the
-/// executor's polling start warm. Read once: a region's journals are hundreds of MB.
-async fn history(args: &RunArgs, client: &Client, runbook: &Runbook) -> TaskDurations {
-    crate::journal::history::durations_from_journals(
-        &args.journal.runs_dir,
-        client.endpoint(),
-        &runbook.name,
-    )
-    .await
+/// Waits for `work` while the listing goes on (a page not asked for is time lost); the
+/// listing, or what it ended with.
+async fn while_listing<L: Listing + Unpin, T>(
+    mut listing: L,
+    work: impl Future<Output = T>,
+) -> (T, Either<L, Ready<L::Output>>) {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => (done, Either::Left(listing)),
+        listed = &mut listing => (work.await, Either::Right(futures::future::ready(listed))),
+    }
 }
 
 /// The journal of a new run of `plan` (the simulator's world kept beside it).
@@ -222,7 +242,7 @@ async fn first_pages<'c>(
     index: usize,
     so_far: &'c ListingSoFar<ListedVm>,
     asked: tokio::time::Instant,
-) -> Result<Begin<impl Listing + 'c>, Outcome> {
+) -> Result<Begin<Pin<Box<impl Listing + 'c>>>, Outcome> {
     let mut listing = Box::pin(client.list_vms_feeding(so_far));
     let first = tokio::select! {
         whole = &mut listing => Some(whole),
@@ -256,14 +276,14 @@ struct Early<'a, L> {
 /// whole plan is shown (as a run with `--yes` shows it) and runs on.
 async fn run_early<L>(
     args: &RunArgs,
-    runbook: &Runbook,
     runbook_path: &Path,
     simulator: Option<&Simulator>,
-    client: &Client,
+    (client, runbook): (&Client, &Runbook),
+    history: JoinHandle<TaskDurations>,
     early: Early<'_, L>,
 ) -> Outcome
 where
-    L: Listing,
+    L: Listing + Unpin,
 {
     let simulated = simulator.map(Simulator::durations);
     let Early {
@@ -272,7 +292,8 @@ where
         listed,
         listing,
     } = early;
-    let history = history(args, client, runbook).await;
+    let (history, listing) = while_listing(listing, history).await;
+    let history = history.unwrap_or_default();
     let skeleton = crate::plan::head::skeleton(runbook, index, client.endpoint());
     let journal = match new_journal(args, runbook_path, &skeleton, None, simulator) {
         Ok(j) => j,

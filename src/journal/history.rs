@@ -229,16 +229,15 @@ pub fn read_durations(dir: &Path, endpoint: &str, runbook_name: &str) -> TaskDur
     learned
 }
 
-/// [`read_durations`], off the async runtime.
-pub async fn durations_from_journals(
+/// [`read_durations`], off the async runtime, from now on: a region's journals take
+/// seconds, read while the run logs in and lists.
+pub fn durations_from_journals(
     dir: &Path,
     endpoint: &str,
     runbook_name: &str,
-) -> TaskDurations {
+) -> tokio::task::JoinHandle<TaskDurations> {
     let (dir, endpoint, name) = (dir.to_owned(), endpoint.to_owned(), runbook_name.to_owned());
     tokio::task::spawn_blocking(move || read_durations(&dir, &endpoint, &name))
-        .await
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -275,9 +275,16 @@ impl CloudApi for Client {
     }
 }
 
+impl ClientConfig {
+    /// The API root as the client, its reports and journals name it.
+    pub fn api_root(&self) -> String {
+        self.endpoint.trim().trim_end_matches('/').to_owned()
+    }
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
-        let endpoint = config.endpoint.trim().trim_end_matches('/').to_owned();
+        let endpoint = config.api_root();
         let parsed = reqwest::Url::parse(&endpoint)
             .map_err(|e| ClientError::Config(format!("invalid API endpoint `{endpoint}`: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {

@@ -183,10 +183,14 @@ async fn the_newest_journals_of_the_same_cloud_seed_the_durations() {
     std::fs::write(dir.path().join("a-2.jsonl"), other_cloud).unwrap();
     let stray = journal_text("http://x/api", "r", &run("http://x/api", Action::On, 1));
     std::fs::write(dir.path().join("notes.txt"), stray).unwrap();
-    let d = durations_from_journals(dir.path(), "http://x/api", "r").await;
+    let d = durations_from_journals(dir.path(), "http://x/api", "r")
+        .await
+        .unwrap();
     assert_eq!(d.window(Action::Off), window(6300, 7700));
     assert_eq!(d.window(Action::On), None);
-    let none = durations_from_journals(&dir.path().join("missing"), "x", "r").await;
+    let none = durations_from_journals(&dir.path().join("missing"), "x", "r")
+        .await
+        .unwrap();
     assert_eq!(none.window(Action::Off), None);
 }
 
