@@ -318,20 +318,8 @@ impl RunView {
                 planned,
                 pos,
             } if self.plan_partial => {
-                let step = self
-                    .plan
-                    .as_mut()
-                    .and_then(|p| p.steps.iter_mut().find(|s| s.index == *step));
-                if let Some(step) = step
-                    && step.targets.len() == *target
-                {
-                    step.targets.push((**planned).clone());
-                    if pos.is_some() {
-                        if step.waves.is_empty() {
-                            step.waves.push(Vec::new());
-                        }
-                        step.waves[0].push(*target);
-                    }
+                if let Some(plan) = self.plan.as_mut() {
+                    crate::plan::head::add_handed(plan, *step, *target, planned, pos.is_some());
                 }
             }
             Event::Planned { plan, estimate } => {

@@ -57,6 +57,31 @@ pub fn skeleton(runbook: &Runbook, index: usize, endpoint: &str) -> Plan {
     plan
 }
 
+/// Adds to the head step of `plan` (a skeleton and what was added to it so far) its target
+/// number `target`, as journaled when handed out; `in_first_wave` when it was placed there.
+/// A target out of turn is left out: the plan holds only a prefix of the step's targets.
+pub fn add_handed(
+    plan: &mut Plan,
+    step: usize,
+    target: usize,
+    planned: &PlannedVm,
+    in_first_wave: bool,
+) {
+    let Some(step) = plan.steps.iter_mut().find(|s| s.index == step) else {
+        return;
+    };
+    if step.targets.len() != target {
+        return;
+    }
+    step.targets.push(planned.clone());
+    if in_first_wave {
+        match step.waves.first_mut() {
+            Some(first) => first.push(target),
+            None => step.waves.push(vec![target]),
+        }
+    }
+}
+
 /// A target of the head step, numbered as in the whole plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadVm {

@@ -176,14 +176,13 @@ impl WholePlanFirst {
         match event {
             // Grows the plan as the journal does, for a run that never gets a whole one.
             Event::TargetListed {
-                target, planned, ..
+                step,
+                target,
+                planned,
+                pos,
             } if !held.whole => {
                 let plan = std::sync::Arc::make_mut(&mut held.plan);
-                if let Some(step) = plan.steps.first_mut()
-                    && step.targets.len() == target
-                {
-                    step.targets.push(*planned);
-                }
+                crate::plan::head::add_handed(plan, step, target, &planned, pos.is_some());
             }
             Event::TargetListed { .. } => {}
             Event::Planned { plan, .. } if !held.whole => {
