@@ -198,6 +198,10 @@ impl Head {
                         return None;
                     }
                     let vm = so_far.get(i).await?;
+                    // A failure or a stop may have come while the page was awaited.
+                    if !taking() {
+                        return None;
+                    }
                     i += 1;
                     if let Some(h) = targets.next(&vm) {
                         return Some(((h, vm, i - 1), (i, targets)));
