@@ -29,16 +29,8 @@ impl Client {
     /// Every VM the user can see, via `/cloud/virtualmachines`, each kept as what
     /// selecting and acting use as its page arrives (a real VM carries dozens of links).
     pub async fn list_vms(&self) -> Result<Vec<ListedVm>, ClientError> {
-        let first = self.first_vm_page();
-        let names = Mutex::new(Names::default());
-        let names = &names;
-        self.list_all_map(&first, media::VIRTUAL_MACHINES, |vm: VirtualMachine| {
-            ListedVm::of(
-                &vm,
-                &mut names.lock().unwrap_or_else(PoisonError::into_inner),
-            )
-        })
-        .await
+        // The same pass, with nobody reading it as it grows.
+        self.list_vms_feeding(&ListingSoFar::default()).await
     }
 
     /// Where every VM is: its link, state and `deallocated` flag, and nothing else held.
@@ -161,10 +153,7 @@ impl Client {
                             ),
                         });
                     }
-                    tracing::warn!(
-                        "listing {entity}: totalSize {total} but {} arrived; reading it again",
-                        items.len()
-                    );
+                    warn_reading_again(entity, total, items.len());
                     again = true;
                 }
                 None => return Ok(items),
@@ -198,11 +187,7 @@ impl Client {
         let Some(total) = incomplete(pass?, items.len()) else {
             return Ok(items);
         };
-        tracing::warn!(
-            "listing {}: totalSize {total} but {} arrived; reading it again",
-            media::VIRTUAL_MACHINES,
-            items.len()
-        );
+        warn_reading_again(media::VIRTUAL_MACHINES, total, items.len());
         drop(items);
         self.list_checked(&first, media::VIRTUAL_MACHINES, map, true)
             .await
@@ -326,6 +311,10 @@ fn take_page<T, U>(out: &mut impl PageSink<U>, page: Vec<T>, map: impl Fn(T) -> 
 /// `Some(total)` when a pass brought other than the `totalSize` its first page announced.
 fn incomplete(total: Option<u64>, arrived: usize) -> Option<u64> {
     total.filter(|&t| usize::try_from(t).ok() != Some(arrived))
+}
+
+fn warn_reading_again(entity: &str, total: u64, arrived: usize) {
+    tracing::warn!("listing {entity}: totalSize {total} but {arrived} arrived; reading it again");
 }
 
 /// Where a pass's elements go as their pages arrive, in listing order.
