@@ -20,7 +20,7 @@ use crate::pacing::TaskDurations;
 use crate::plan::document::PlanDocument;
 use crate::plan::estimate::{Estimate, EstimateInputs, estimate};
 use crate::plan::saved::{load_saved, stale_table, stale_vms};
-use crate::plan::{Listed, Plan, build, select};
+use crate::plan::{Listed, Plan, of_listing, select};
 use crate::report::style::RenderOptions;
 use crate::report::style::STABLE_WIDTH;
 use crate::runbook::model::{Action, Runbook};
@@ -259,8 +259,7 @@ async fn first_pages<'c>(
         eprintln!("error: cannot list the VMs: {e}");
         Outcome::Aborted
     })?;
-    let mut plan = build(runbook, &vms, client.endpoint());
-    plan.keep_listing(vms, asked);
+    let plan = of_listing(runbook, vms, client.endpoint(), asked);
     Ok(Begin::Whole(plan))
 }
 
@@ -405,9 +404,7 @@ async fn plan_for_run(
             count_vms(stale.len()),
             path.display()
         );
-        let mut plan = build(runbook, &vms, client.endpoint());
-        plan.keep_listing(vms, asked);
-        return Ok(plan);
+        return Ok(of_listing(runbook, vms, client.endpoint(), asked));
     }
     eprintln!(
         "error: {} changed since the plan in {} was made; nothing was changed. Make a new plan, \

@@ -307,9 +307,20 @@ impl Plan {
 pub async fn resolve<A: CloudApi>(client: &A, runbook: &Runbook) -> Result<Plan, ClientError> {
     let asked = tokio::time::Instant::now();
     let vms = client.list_vms().await?;
-    let mut plan = build(runbook, &vms, client.endpoint());
+    Ok(of_listing(runbook, vms, client.endpoint(), asked))
+}
+
+/// Builds the plan from a VM listing asked for at `asked`, and keeps the listing for
+/// acting without a read while it is fresh.
+pub fn of_listing(
+    runbook: &Runbook,
+    vms: Vec<ListedVm>,
+    endpoint: &str,
+    asked: tokio::time::Instant,
+) -> Plan {
+    let mut plan = build(runbook, &vms, endpoint);
     plan.keep_listing(vms, asked);
-    Ok(plan)
+    plan
 }
 
 /// Builds the plan from a VM listing (no I/O).
