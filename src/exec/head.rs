@@ -100,7 +100,7 @@ struct Shared {
     /// Still taking VMs.
     open: bool,
     /// Every target handed out, in order (numbered from 0).
-    targets: Vec<PlannedVm>,
+    targets: Vec<HeadVm>,
     /// The results to come of the VMs it runs, by target.
     results: HashMap<usize, oneshot::Receiver<VmResult>>,
 }
@@ -125,7 +125,7 @@ impl Head {
     }
 
     /// Takes no more VMs; the targets it handed out, in order.
-    pub(crate) fn close(&self) -> Vec<PlannedVm> {
+    pub(crate) fn close(&self) -> Vec<HeadVm> {
         let mut s = self.lock();
         s.open = false;
         std::mem::take(&mut s.targets)
@@ -158,7 +158,7 @@ impl Head {
             if !s.open {
                 return None;
             }
-            s.targets.push(h.planned.clone());
+            s.targets.push(h.clone());
             h.pos.map(|_| {
                 let (tx, rx) = oneshot::channel();
                 s.results.insert(h.target, rx);

@@ -36,6 +36,7 @@ use crate::exec::poll::{PollPolicy, TaskWatch};
 use crate::exec::resume::ResumeState;
 use crate::exec::sink::EventSink;
 use crate::pacing::TaskDurations;
+use crate::plan::head::add_handed;
 use crate::plan::{Listed, Plan, PlannedStep, VmRef};
 use crate::runbook::model::{Amount, Gate, GateVm, OnFailure};
 use futures::StreamExt;
@@ -328,6 +329,7 @@ where
         let handed = head.close();
         let plan = match listing {
             Some(Ok(vms)) => {
+                let handed = handed.into_iter().map(|h| h.planned).collect();
                 let (plan, estimate) = complete(vms, handed);
                 let plan = std::sync::Arc::new(plan);
                 ctx.emit(Event::Planned {
@@ -347,13 +349,8 @@ where
                 }
                 // The plan as far as it got, as the journal has it.
                 let mut plan = skeleton.clone();
-                if let Some(step) = plan.steps.first_mut() {
-                    step.waves = vec![
-                        (0..handed.len())
-                            .filter(|&t| handed[t].disposition.is_live())
-                            .collect(),
-                    ];
-                    step.targets = handed;
+                for h in &handed {
+                    add_handed(&mut plan, step.index, h.target, &h.planned, h.pos.is_some());
                 }
                 std::sync::Arc::new(plan)
             }
